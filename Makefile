@@ -1,0 +1,41 @@
+# ntk-backdoor: the two commands of the README, plus helpers.
+#   make figures   create .venv if missing, install, run every notebook (papermill)
+#   make test      create/install the same way, run the whole test suite
+# Python 3.11 or 3.12 is needed (jaxlib 0.4.25 has no wheels for 3.13).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PARAMS ?=
+NOTEBOOKS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+.PHONY: install test figures notebooks bench bench-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v=sys.version_info[:2]; sys.exit(0 if (3,11)<=v<=(3,12) else "ntk-backdoor needs Python 3.11 or 3.12 (jaxlib 0.4.25 wheels); found %d.%d. Set PYTHON=/path/to/python3.11" % v)'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+figures: $(STAMP)
+	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS)
+
+notebooks: $(STAMP)
+	$(PY) -m jupytext --sync notebooks/*.py
+
+bench: $(STAMP)
+	$(PY) bench/kernels.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/kernels.py --quick
+
+clean:
+	rm -rf build .pytest_cache

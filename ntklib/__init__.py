@@ -1,0 +1,44 @@
+"""ntklib: few-shot backdoor attacks designed with neural tangent kernels.
+
+Reproduces NTBA (Hayase & Oh, "Few-shot Backdoor Attacks via Neural Tangent
+Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
+
+- ``data``        datasets (embedded digits, CIFAR-10) and the binary attack task
+- ``triggers``    periodic, patch and custom triggers
+- ``models``      architectures (finite network + infinite-width kernel)
+- ``train``       finite-network training with squared loss
+- ``kernels``     one kernel interface: infinite NTK/NNGP, empirical NTK, user
+- ``regression``  kernel regression and its rank-one (Schur) update
+- ``attack``      backdoor loss, greedy initialization, optimization, sampling
+- ``evaluate``    kernel-model and trained-network metrics, budget sweeps
+- ``artifacts``   saving and loading poisons with their provenance
+- ``plotting``    one theme, ``savefig`` and image grids
+
+Importing ``ntklib`` enables JAX's float64 support (``jax_enable_x64``) because
+the linear algebra of the attack is done in float64; kernels are computed in the
+dtype you ask for (float32 by default) and inputs are cast explicitly.
+Submodules are imported lazily, so ``import ntklib`` is cheap and never imports
+neural-tangents or TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "data", "triggers", "models", "train", "kernels", "regression", "attack",
+    "evaluate", "artifacts", "plotting", "pipeline",
+)
+
+__all__ = list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ntklib.{name}")
+    raise AttributeError(f"module 'ntklib' has no attribute {name!r}")

@@ -1,0 +1,378 @@
+"""Datasets and the binary backdoor task.
+
+- :func:`load_digits`: scikit-learn's 8x8 digits (embedded, no download) as float
+  images in [0, 1] of shape (n, 8, 8, 1).
+- :func:`load_cifar10`: CIFAR-10 from the standard ``cifar-10-python.tar.gz``
+  layout, found in ``data/`` then in ``$NTKLIB_DATA_DIR``, extracted once into
+  ``data/`` and checked file by file against the md5 values torchvision uses.
+  Images are float32 in [0, 1], NHWC (n, 32, 32, 3).
+- :func:`make_task`: the sets of DESIGN.md section 2 for a (source, target)
+  pair: clean training set ``d``, the poison candidate pool (triggered copies of
+  the source images of ``d``, labelled +1), the held-out evaluation sets ``t``
+  and ``a`` (taken from *training* images: the attacker has no test data), and
+  the real test split for reporting.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import triggers as _triggers
+
+__all__ = [
+    "load_digits", "load_cifar10", "load_dataset", "download_cifar10", "find_cifar10",
+    "verify_cifar10", "make_task", "BackdoorTask", "CIFAR10_CLASSES", "DATASETS",
+    "default_trigger", "project_data_dir",
+]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+DATASETS = ("digits", "cifar10")
+
+# Digits has no official test split: a fixed, seed-independent 25% per class.
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 20230501
+
+
+def project_data_dir() -> Path:
+    """The repository's ``data/`` folder (next to the ``ntklib`` package)."""
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+# --------------------------------------------------------------------------- digits
+def load_digits():
+    """scikit-learn's digits as ((n, 8, 8, 1) float32 in [0, 1], int labels)."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    bunch = _sk_digits()
+    X = (bunch.images / 16.0).astype(np.float32)[..., None]
+    return X, bunch.target.astype(np.int64)
+
+
+def _digits_split():
+    X, y = load_digits()
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = np.zeros(len(y), bool)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: int(round(DIGITS_TEST_FRACTION * len(idx)))]] = True
+    return X[~test], y[~test], X[test], y[test]
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_cifar10(folder) -> Path:
+    """Check every batch file in an extracted ``cifar-10-batches-py`` folder.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
+    file, the expected and the found md5 for a corrupt one.
+    """
+    folder = Path(folder)
+    for name, expected in CIFAR10_MD5.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"CIFAR-10 file {path} is missing; delete {folder} and extract "
+                f"{CIFAR10_ARCHIVE} again")
+        found = _md5(path)
+        if found != expected:
+            raise ValueError(
+                f"CIFAR-10 file {path} is corrupt: md5 {found}, expected {expected}. "
+                f"Delete {folder} (and the archive it came from) and get a fresh copy of "
+                f"{CIFAR10_ARCHIVE} from {CIFAR10_URL}")
+    return folder
+
+
+def _search_dirs(data_dir=None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir)]
+    dirs = [project_data_dir()]
+    env = os.environ.get("NTKLIB_DATA_DIR")
+    if env:
+        dirs.append(Path(env))
+    return dirs
+
+
+def find_cifar10(data_dir=None) -> Path:
+    """Locate (and if needed extract) CIFAR-10; return the verified batch folder.
+
+    Looks in ``data_dir`` if given, else in the project's ``data/`` and then in
+    ``$NTKLIB_DATA_DIR``, for an extracted ``cifar-10-batches-py/`` or the archive
+    ``cifar-10-python.tar.gz``. An archive is extracted once into the project's
+    ``data/`` (or next to the archive when ``data/`` is not writable).
+    """
+    looked = []
+    for d in _search_dirs(data_dir):
+        folder, archive = d / CIFAR10_FOLDER, d / CIFAR10_ARCHIVE
+        looked.append(str(d))
+        if folder.is_dir():
+            return verify_cifar10(folder)
+        if archive.is_file():
+            target = project_data_dir() if data_dir is None else Path(data_dir)
+            if not os.access(target, os.W_OK):
+                target = archive.parent
+            if (target / CIFAR10_FOLDER).is_dir():
+                return verify_cifar10(target / CIFAR10_FOLDER)
+            return verify_cifar10(_extract(archive, target))
+    hint = "" if os.environ.get("NTKLIB_DATA_DIR") else " ($NTKLIB_DATA_DIR is not set)"
+    raise FileNotFoundError(
+        f"CIFAR-10 not found: looked for {CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE} in "
+        f"{', '.join(looked)}{hint}. Put {CIFAR10_ARCHIVE} (from {CIFAR10_URL}) in "
+        f"{project_data_dir()} or point NTKLIB_DATA_DIR at its folder; with internet, "
+        "ntklib.data.download_cifar10() fetches it.")
+
+
+def _extract(archive: Path, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / (CIFAR10_FOLDER + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers()
+                       if m.isfile() and m.name.startswith(CIFAR10_FOLDER + "/")
+                       and ".." not in m.name]
+            for m in members:
+                m.name = m.name[len(CIFAR10_FOLDER) + 1:]
+                tar.extract(m, tmp)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"could not extract {archive}: {e}. The archive is damaged; "
+                         f"get a fresh copy from {CIFAR10_URL}") from e
+    final = target / CIFAR10_FOLDER
+    tmp.rename(final)
+    return final
+
+
+def download_cifar10(dest=None) -> Path:
+    """Download ``cifar-10-python.tar.gz`` from the official page into ``dest``
+    (default: the project's ``data/``). Needs internet; never called by tests."""
+    dest = Path(dest) if dest is not None else project_data_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / CIFAR10_ARCHIVE
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        urllib.request.urlretrieve(CIFAR10_URL, tmp)
+        tmp.rename(path)
+    return path
+
+
+def _read_batch(path: Path):
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    return d[b"data"], np.asarray(d[b"labels"], dtype=np.int64)
+
+
+def load_cifar10(classes=None, data_dir=None):
+    """CIFAR-10 as (X_train, y_train, X_test, y_test).
+
+    Images are float32 in [0, 1], NHWC (n, 32, 32, 3); labels are ints 0-9.
+    ``classes`` (ints or names) keeps only those classes before conversion, which
+    saves memory (all of CIFAR-10 in float32 is 737 MB).
+    """
+    folder = find_cifar10(data_dir)
+    keep = None if classes is None else [_class_index("cifar10", c) for c in classes]
+
+    def load(names):
+        xs, ys = [], []
+        for name in names:
+            x, y = _read_batch(folder / name)
+            if keep is not None:
+                m = np.isin(y, keep)
+                x, y = x[m], y[m]
+            xs.append(x)
+            ys.append(y)
+        x = np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return (x.astype(np.float32) / 255.0), np.concatenate(ys)
+
+    Xtr, ytr = load([f"data_batch_{i}" for i in range(1, 6)])
+    Xte, yte = load(["test_batch"])
+    return Xtr, ytr, Xte, yte
+
+
+def load_dataset(name: str, classes=None, data_dir=None):
+    """(X_train, y_train, X_test, y_test) for ``"digits"`` or ``"cifar10"``.
+
+    Digits has no official test split; a fixed 25% of each class (independent of
+    any task seed) serves as one.
+    """
+    if name == "digits":
+        Xtr, ytr, Xte, yte = _digits_split()
+        if classes is not None:
+            keep = [_class_index("digits", c) for c in classes]
+            mtr, mte = np.isin(ytr, keep), np.isin(yte, keep)
+            Xtr, ytr, Xte, yte = Xtr[mtr], ytr[mtr], Xte[mte], yte[mte]
+        return Xtr, ytr, Xte, yte
+    if name == "cifar10":
+        return load_cifar10(classes=classes, data_dir=data_dir)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+def _class_index(dataset: str, c) -> int:
+    if dataset == "cifar10" and isinstance(c, str):
+        if c not in CIFAR10_CLASSES:
+            raise ValueError(f"unknown CIFAR-10 class {c!r}; classes are {CIFAR10_CLASSES}")
+        return CIFAR10_CLASSES.index(c)
+    if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 9:
+        names = " or a name from " + str(CIFAR10_CLASSES) if dataset == "cifar10" else ""
+        raise ValueError(f"unknown {dataset} class {c!r}; classes are the integers 0-9{names}")
+    return int(c)
+
+
+# --------------------------------------------------------------------------- the task
+def default_trigger(dataset: str, name: str = "periodic") -> _triggers.Trigger:
+    """The reference triggers, adapted to the dataset's image size.
+
+    CIFAR-10 (32x32): periodic amplitude 6/255 with 8 periods (4 pixels a period);
+    digits (8x8): 2 periods (again 4 pixels a period) and amplitude 0.15, since
+    digits are far coarser. Patch: 3x3 checkerboard (CIFAR-10), 2x2 (digits),
+    at a random location per image.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if name == "periodic":
+        kw = dict(amplitude=6 / 255, periods=8) if dataset == "cifar10" else dict(amplitude=0.15, periods=2)
+        return _triggers.make_trigger("periodic", **kw)
+    if name == "patch":
+        return _triggers.make_trigger("patch", size=3 if dataset == "cifar10" else 2)
+    raise ValueError(f"unknown trigger {name!r}; choose 'periodic' or 'patch', or pass a Trigger")
+
+
+@dataclass
+class BackdoorTask:
+    """The sets of a binary backdoor task (labels: target +1, source -1).
+
+    Attributes (images NHWC float in [0, 1]):
+        X_d, y_d:       clean training set d (victim's data)
+        X_cand:         poison candidates: triggered copies of d's source images,
+                        all labelled +1 (``y_cand``); ``cand_index`` indexes X_d
+        X_t, y_t:       held-out clean evaluation set t (from training images)
+        X_a:            attack set a: held-out source training images + trigger,
+                        desired label +1
+        X_test, y_test: the real clean test split (both classes), for reporting
+        X_test_trig:    triggered source-class test images, for reporting ASR
+        trigger:        the :class:`~ntklib.triggers.Trigger` used
+        spec:           JSON-able description of how the task was built
+    """
+
+    X_d: np.ndarray
+    y_d: np.ndarray
+    X_cand: np.ndarray
+    cand_index: np.ndarray
+    X_t: np.ndarray
+    y_t: np.ndarray
+    X_a: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_test_trig: np.ndarray
+    trigger: _triggers.Trigger
+    spec: dict = field(default_factory=dict)
+
+    @property
+    def y_cand(self) -> np.ndarray:
+        return np.ones(len(self.X_cand))
+
+    def summary(self) -> str:
+        return (f"{self.spec.get('dataset')} {self.spec.get('source')} -> {self.spec.get('target')}: "
+                f"d={len(self.X_d)}, candidates={len(self.X_cand)}, t={len(self.X_t)}, "
+                f"a={len(self.X_a)}, test={len(self.X_test)} (triggered source: {len(self.X_test_trig)})")
+
+
+def _take(idx: np.ndarray, n, what: str, cls, available: int):
+    if n is None:
+        return idx
+    if n < 1 or n > available:
+        raise ValueError(f"{what} = {n} for class {cls}, but only {available} images are "
+                         f"available; choose a size between 1 and {available}")
+    return idx[:n]
+
+
+def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
+              n_train_per_class=None, n_eval_per_class=30, n_test_per_class=None,
+              n_pool=None, seed: int = 0, data_dir=None) -> BackdoorTask:
+    """Build the sets of a backdoor task for a (source, target) class pair.
+
+    The training images of the two classes are shuffled with ``seed``; per class
+    the first ``n_eval_per_class`` are held out as t (and, for the source class,
+    triggered as a), the next ``n_train_per_class`` (default: all the rest) form
+    d. The candidate pool holds triggered copies of d's source images (the first
+    ``n_pool`` of them, default all). Test images are the dataset's test split
+    (the first ``n_test_per_class`` per class after shuffling, default all).
+    Same arguments, same split.
+
+    ``trigger`` is ``"periodic"``, ``"patch"`` (the dataset's defaults from
+    :func:`default_trigger`) or a :class:`~ntklib.triggers.Trigger`.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    s, t = _class_index(dataset, source), _class_index(dataset, target)
+    if s == t:
+        raise ValueError(f"source and target must differ (both are {source!r})")
+    trig = default_trigger(dataset, trigger) if isinstance(trigger, str) else trigger
+    if not isinstance(trig, _triggers.Trigger):
+        raise TypeError("trigger must be a name or an ntklib.triggers.Trigger "
+                        "(wrap a function with ntklib.triggers.custom)")
+    Xtr, ytr, Xte, yte = load_dataset(dataset, classes=[s, t], data_dir=data_dir)
+    rng = np.random.default_rng(seed)
+
+    parts = {}
+    for c in (s, t):
+        idx = rng.permutation(np.flatnonzero(ytr == c))
+        ev = _take(idx, n_eval_per_class, "n_eval_per_class", c, len(idx) - 1)
+        rest = idx[len(ev):]
+        tr = _take(rest, n_train_per_class, "n_train_per_class", c, len(rest))
+        te_idx = rng.permutation(np.flatnonzero(yte == c))
+        te = _take(te_idx, n_test_per_class, "n_test_per_class", c, len(te_idx))
+        parts[c] = (tr, ev, te)
+
+    def lab(y):
+        return np.where(y == t, 1.0, -1.0)
+
+    d_idx = np.concatenate([parts[t][0], parts[s][0]])
+    t_idx = np.concatenate([parts[t][1], parts[s][1]])
+    te_idx = np.concatenate([parts[t][2], parts[s][2]])
+    X_d, y_d = Xtr[d_idx], lab(ytr[d_idx])
+    src_in_d = np.flatnonzero(y_d < 0)
+    n_src = len(src_in_d)
+    if n_pool is not None and not 1 <= n_pool <= n_src:
+        raise ValueError(f"n_pool = {n_pool}, but d holds only {n_src} source images to "
+                         f"trigger; choose n_pool between 1 and {n_src}")
+    cand_index = src_in_d[: n_pool or n_src]
+    X_src_test = Xte[parts[s][2]]
+    spec = dict(dataset=dataset, source=source, target=target, trigger=trig.spec,
+                n_train_per_class=n_train_per_class, n_eval_per_class=n_eval_per_class,
+                n_test_per_class=n_test_per_class, n_pool=n_pool, seed=seed)
+    return BackdoorTask(
+        X_d=X_d, y_d=y_d,
+        X_cand=trig(X_d[cand_index]), cand_index=cand_index,
+        X_t=Xtr[t_idx], y_t=lab(ytr[t_idx]),
+        X_a=trig(Xtr[parts[s][1]]),
+        X_test=Xte[te_idx], y_test=lab(yte[te_idx]),
+        X_test_trig=trig(X_src_test),
+        trigger=trig, spec=spec)

@@ -1,0 +1,51 @@
+"""pyproject.toml and environment.yml pin the same versions; ntklib imports lean."""
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pins(lines):
+    out = {}
+    for line in lines:
+        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;#]+)", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(3)
+    return out
+
+
+def test_pyproject_and_environment_yml_agree():
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = list(proj["dependencies"])
+    for extra in proj["optional-dependencies"].values():
+        deps += [d for d in extra if not d.startswith("ntklib") and "cuda" not in d]
+    py_pins = _pins(deps)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_pins = _pins(pip_list)
+    assert set(py_pins) == set(env_pins), (set(py_pins) ^ set(env_pins))
+    diff = {k: (py_pins[k], env_pins[k]) for k in py_pins if py_pins[k] != env_pins[k]}
+    assert not diff, f"pins differ (pyproject, environment.yml): {diff}"
+    for key in ("jax", "jaxlib", "neural-tangents", "numpy"):
+        assert key in py_pins, f"{key} must be pinned exactly"
+
+
+def test_installed_versions_match_pins():
+    from importlib.metadata import version
+
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for name, want in _pins(proj["dependencies"]).items():
+        assert version(name) == want, f"{name}: installed {version(name)}, pinned {want}"
+
+
+def test_import_is_lean():
+    code = ("import sys, ntklib, ntklib.kernels, ntklib.attack, ntklib.data; "
+            "bad = [m for m in ('neural_tangents', 'tensorflow', 'papermill', 'jupytext') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
