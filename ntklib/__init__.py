@@ -14,19 +14,15 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 - ``artifacts``   saving and loading poisons with their provenance
 - ``plotting``    one theme, ``savefig`` and image grids
 
-Importing ``ntklib`` enables JAX's float64 support (``jax_enable_x64``) because
-the linear algebra of the attack is done in float64; kernels are computed in the
-dtype you ask for (float32 by default) and inputs are cast explicitly.
-Submodules are imported lazily, so ``import ntklib`` is cheap and never imports
+Precision: kernels and networks compute in float32 by default (float64 on
+request, inside a scoped x64 context: ntklib never sets ``jax_enable_x64``
+globally); the linear algebra of the attack (Cholesky, solves, gradients with
+respect to kernel blocks) is done in NumPy float64. Submodules are imported lazily, so ``import ntklib`` is cheap and never imports
 neural-tangents or TensorFlow.
 """
 from __future__ import annotations
 
 import importlib
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"
 

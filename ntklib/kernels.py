@@ -1,0 +1,268 @@
+"""One kernel interface ``k(x1, x2) -> (n1, n2)`` with three realizations.
+
+- :func:`infinite_ntk` / :func:`infinite_nngp`: the analytic infinite-width
+  kernels of a neural-tangents architecture (:mod:`ntklib.models`);
+- :func:`empirical_ntk`: the empirical NTK of any network ``apply_fn(params, x)``
+  at given parameters, k(x, x') = <grad_theta f(x), grad_theta f(x')>
+  (NTBA uses the one of the network trained on clean data, paper App. C.4);
+- :func:`user_kernel`: any JAX function ``pair(x1, x2) -> (n1, n2)``.
+
+A :class:`Kernel` evaluates large blocks tile by tile (bounded memory; the tile
+shape is a parameter with an automatic default), assembling the result on the
+host as a NumPy array in the kernel's dtype (float32 by default, float64 on
+request). When several local devices are present, each tile's rows are sharded
+across all of them (JAX sharding); one device needs nothing special, so the same
+code runs on CPU and GPU.
+
+:meth:`Kernel.vjp` gives the gradient of a scalar function of
+K(X_p, X_other) with respect to X_p as a vector-Jacobian product: the cotangent
+dL/dK (n_p, n_other) goes in, an array shaped like X_p comes out; per-pair
+input gradients are never materialized (cost about that of one more kernel
+evaluation). For a block where X_other contains X_p itself (K_pp), pass
+``sym=True`` or use the identity d/dX_p sum C_ij k(x_i, x_j) = vjp(C + C^T)
+(see :meth:`Kernel.vjp`).
+
+This module never imports neural-tangents: the empirical NTK works with a
+current JAX alone.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._precision import precision
+
+__all__ = ["Kernel", "infinite_ntk", "infinite_nngp", "empirical_ntk", "user_kernel", "rbf",
+           "make_kernel"]
+
+DEFAULT_MEMORY = 1 << 30  # bytes of working memory per tile
+
+
+class Kernel:
+    """A tiled, differentiable kernel ``k(x1, x2) -> (n1, n2)``.
+
+    Args:
+        pair: JAX function ``pair(x1, x2, *args) -> (n1, n2)`` for one tile.
+        args: extra arguments passed to ``pair`` (e.g. network parameters), cast to ``dtype``.
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        tile: ``(rows, cols)`` of one tile, an int for both, or None for automatic.
+        bytes_per_pair: estimated working memory per kernel entry, for the automatic tile.
+        bytes_per_row: estimated working memory per input row (e.g. a Jacobian row).
+        name: a label; ``spec`` describes the kernel for provenance.
+    """
+
+    def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
+                 bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
+                 spec: Optional[dict] = None):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"kernel dtype must be float32 or float64, got {dtype}")
+        self.name = name
+        # host copies in the kernel dtype; they become device arrays inside precision()
+        self.args = jax.tree_util.tree_map(lambda a: np.asarray(a, self.dtype), args)
+        self._pair = pair
+        self._bytes_per_pair, self._bytes_per_row, self._memory = bytes_per_pair, bytes_per_row, memory
+        self.tile = self._auto_tile() if tile is None else ((tile, tile) if isinstance(tile, int) else tuple(tile))
+        self.spec = dict(spec or {}, name=name, dtype=str(self.dtype))
+        self._fwd = jax.jit(pair)
+        self._bwd = jax.jit(lambda a, b, c, *args: jax.vjp(lambda u: pair(u, b, *args), a)[1](c)[0])
+        self._devices = jax.local_devices()
+        self._sharding = None
+        if len(self._devices) > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.array(self._devices), ("rows",))
+            self._sharding = NamedSharding(mesh, PartitionSpec("rows"))
+            self._replicated = NamedSharding(mesh, PartitionSpec())
+
+    # ------------------------------------------------------------------ tiling
+    def _auto_tile(self):
+        itemsize = self.dtype.itemsize
+        per_pair = self._bytes_per_pair * itemsize / 4
+        per_row = self._bytes_per_row * itemsize / 4
+        t = int(np.clip(np.sqrt(self._memory / max(per_pair, 1.0)), 8, 512))
+        if per_row:  # two tiles of per-row buffers (e.g. Jacobians) must fit
+            t = max(1, min(t, int(self._memory / (2 * per_row))))
+        return (t, t)
+
+    def _tiles(self, n, size):
+        return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+    def _pad(self, x, size):
+        """Pad a tile to ``size`` rows (so one compiled shape serves every tile)."""
+        n = x.shape[0]
+        if n == size:
+            return x
+        return np.concatenate([x, np.repeat(x[:1], size - n, axis=0)], axis=0)
+
+    def _rows_size(self, n):
+        size = min(self.tile[0], n)
+        nd = len(self._devices)
+        return -(-size // nd) * nd  # multiple of the device count
+
+    def _put(self, x, rows: bool):
+        x = jnp.asarray(x, self.dtype)
+        if self._sharding is None:
+            return x
+        return jax.device_put(x, self._sharding if rows else self._replicated)
+
+    def _check(self, x, what):
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"{what} must be a batch (n, ...), got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        return x
+
+    # ------------------------------------------------------------------ API
+    def __call__(self, x1, x2=None) -> np.ndarray:
+        """K(x1, x2) as a host array (n1, n2) in the kernel dtype; x2 defaults to x1."""
+        x1 = self._check(x1, "x1")
+        x2 = x1 if x2 is None else self._check(x2, "x2")
+        if x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 must have the same image shape: {x1.shape[1:]} vs {x2.shape[1:]}")
+        n1, n2 = len(x1), len(x2)
+        out = np.empty((n1, n2), dtype=self.dtype)
+        r, c = self._rows_size(n1), min(self.tile[1], n2)
+        with precision(self.dtype):
+            self._fill(x1, x2, out, r, c)
+        return out
+
+    def _fill(self, x1, x2, out, r, c):
+        n1, n2 = len(x1), len(x2)
+        for j0, j1 in self._tiles(n2, c):
+            b = self._put(self._pad(x2[j0:j1], c), rows=False)
+            for i0, i1 in self._tiles(n1, r):
+                a = self._put(self._pad(x1[i0:i1], r), rows=True)
+                out[i0:i1, j0:j1] = np.asarray(self._fwd(a, b, *self.args))[: i1 - i0, : j1 - j0]
+
+    def vjp(self, x1, x2, cot, sym: bool = False) -> np.ndarray:
+        """Gradient w.r.t. ``x1`` of sum_ij cot_ij K(x1, x2)_ij (shape of x1, float64).
+
+        ``sym=True`` (requires x2 is x1, i.e. the block K_pp): the gradient of
+        sum_ij cot_ij k(x1_i, x1_j) with respect to x1 through *both* arguments,
+        which equals the one-sided vjp with cotangent cot + cot^T because
+        k(a, b) = k(b, a).
+        """
+        x1 = self._check(x1, "x1")
+        x2 = self._check(x2, "x2")
+        cot = np.asarray(cot, dtype=np.float64)
+        if cot.shape != (len(x1), len(x2)):
+            raise ValueError(f"cotangent shape {cot.shape} does not match the kernel block "
+                             f"({len(x1)}, {len(x2)})")
+        if sym:
+            if x1.shape != x2.shape:
+                raise ValueError("sym=True is for the block K(x1, x1); x2 must be x1")
+            cot = cot + cot.T
+        grad = np.zeros(x1.shape, dtype=np.float64)
+        r, c = self._rows_size(len(x1)), min(self.tile[1], len(x2))
+        with precision(self.dtype):
+            self._accumulate_vjp(x1, x2, cot, grad, r, c)
+        return grad
+
+    def _accumulate_vjp(self, x1, x2, cot, grad, r, c):
+        n1, n2 = len(x1), len(x2)
+        for j0, j1 in self._tiles(n2, c):
+            b = self._put(self._pad(x2[j0:j1], c), rows=False)
+            for i0, i1 in self._tiles(n1, r):
+                a = self._put(self._pad(x1[i0:i1], r), rows=True)
+                ct = np.zeros((r, c), dtype=self.dtype)
+                ct[: i1 - i0, : j1 - j0] = cot[i0:i1, j0:j1]
+                g = self._bwd(a, b, self._put(ct, rows=True), *self.args)
+                grad[i0:i1] += np.asarray(g, dtype=np.float64)[: i1 - i0]
+
+    def __repr__(self):
+        return f"Kernel({self.name}, dtype={self.dtype}, tile={self.tile})"
+
+
+# ---------------------------------------------------------------------- realizations
+def _spatial(input_shape):
+    shape = tuple(input_shape)[-3:] if len(input_shape) >= 3 else tuple(input_shape)
+    return int(np.prod(shape[:-1])) if len(shape) == 3 else 1
+
+
+def _infinite(arch, get, dtype, tile, input_shape, memory):
+    if arch.kernel_fn is None:
+        raise ValueError(f"architecture {arch.spec.get('name')} has no infinite-width kernel "
+                         "(plain JAX networks); use empirical_ntk")
+    kernel_fn = arch.kernel_fn
+
+    def pair(x1, x2):
+        return kernel_fn(x1, x2, get)
+
+    # Working memory per pair: O(HW) for flatten readouts, O((HW)^2) with pooling.
+    s = _spatial(input_shape) if input_shape is not None else 64
+    per_pair = 4 * 16 * (s * s if arch.pooled else s)
+    return Kernel(pair, (), dtype, tile, name=f"infinite_{get}", bytes_per_pair=per_pair, memory=memory,
+                  spec=dict(kind=f"infinite_{get}", architecture=arch.spec))
+
+
+def infinite_ntk(arch, dtype="float32", tile=None, input_shape=None, memory=DEFAULT_MEMORY) -> Kernel:
+    """The analytic infinite-width NTK of a stax architecture (``arch.kernel_fn``)."""
+    return _infinite(arch, "ntk", dtype, tile, input_shape, memory)
+
+
+def infinite_nngp(arch, dtype="float32", tile=None, input_shape=None, memory=DEFAULT_MEMORY) -> Kernel:
+    """The infinite-width NNGP kernel (the Gaussian-process prior covariance)."""
+    return _infinite(arch, "nngp", dtype, tile, input_shape, memory)
+
+
+def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_MEMORY,
+                  spec=None) -> Kernel:
+    """Empirical NTK k(x, x') = <grad_theta f(x; theta), grad_theta f(x'; theta)>.
+
+    ``apply_fn(params, x) -> (n, 1) or (n,)`` is any scalar-output network
+    (an :class:`~ntklib.models.Architecture`'s ``apply_fn`` or plain JAX). For a
+    tile (x1, x2) it forms the per-example parameter gradients J1 (n1, P) and
+    J2 (n2, P) by ``vmap(grad)`` and contracts them: O((n1 + n2) P) memory and
+    O((n1 + n2) cost(f) + n1 n2 P) time. Parameters are cast to ``dtype``.
+    """
+    def f_single(p, x):
+        return apply_fn(p, x[None]).reshape(())
+
+    grads = jax.vmap(jax.grad(f_single), in_axes=(None, 0))
+
+    def pair(x1, x2, p):
+        j1, j2 = grads(p, x1), grads(p, x2)
+        terms = jax.tree_util.tree_map(
+            lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, j1, j2)
+        return sum(jax.tree_util.tree_leaves(terms))
+
+    n_params = sum(int(np.prod(np.shape(l))) for l in jax.tree_util.tree_leaves(params))
+    return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
+                  bytes_per_row=4 * 3 * n_params, memory=memory,
+                  spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
+
+
+def user_kernel(pair: Callable, dtype="float32", tile=None, name="user", **kw) -> Kernel:
+    """Wrap any JAX function ``pair(x1, x2) -> (n1, n2)`` (must be differentiable in x1)."""
+    return Kernel(pair, (), dtype, tile, name=name, spec=dict(kind=name), **kw)
+
+
+def rbf(lengthscale: float = 1.0, dtype="float32", tile=None) -> Kernel:
+    """Gaussian RBF kernel exp(-||x - x'||^2 / (2 l^2)) on flattened inputs (a user kernel)."""
+    def pair(x1, x2):
+        a, b = x1.reshape(x1.shape[0], -1), x2.reshape(x2.shape[0], -1)
+        d2 = jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T
+        return jnp.exp(-jnp.maximum(d2, 0.0) / (2 * lengthscale ** 2))
+
+    k = user_kernel(pair, dtype, tile, name="rbf")
+    k.spec["lengthscale"] = lengthscale
+    return k
+
+
+def make_kernel(kind: str, arch=None, params=None, **kw) -> Kernel:
+    """``kind`` in {"infinite" (NTK), "nngp", "empirical"}: the kernel of ``arch``
+    (and ``params`` for the empirical NTK)."""
+    if kind == "infinite":
+        return infinite_ntk(arch, **kw)
+    if kind == "nngp":
+        return infinite_nngp(arch, **kw)
+    if kind == "empirical":
+        if params is None:
+            raise ValueError("the empirical NTK needs network parameters (params=...)")
+        return empirical_ntk(arch.apply_fn, params, spec=dict(architecture=arch.spec), **kw)
+    raise ValueError(f"unknown kernel kind {kind!r}; choose 'empirical', 'infinite' or 'nngp'")

@@ -1,0 +1,198 @@
+"""Architectures with a scalar output, defined once.
+
+Each builder returns an :class:`Architecture` holding the finite network
+(``init``, ``apply_fn``) and, for ``neural_tangents.stax`` definitions, its
+infinite-width kernel ``kernel_fn`` from the same definition. All use the NTK
+parameterization (stax's default): a dense layer computes
+``W_std / sqrt(fan_in) * x @ W + b_std * b`` with W, b ~ N(0, 1).
+
+neural-tangents is imported only inside the stax builders, so the rest of
+ntklib (and :func:`plain_mlp`, written in plain JAX) works with a current JAX
+and no neural-tangents installed.
+
+Cost notes (2 CPU cores): the infinite-width NTK of a 2-layer CNN with flatten
+readout takes about 0.1 s for a 200x200 block of 8x8 inputs; the same CNN with
+global average pooling 13-32 s, because pooling couples every pair of pixel
+positions (memory and time grow with (H W)^2 per pair). Avoid pooled infinite
+kernels (``cnn(readout="pool")``, ``wide_resnet``) on CPU beyond toy sizes; use
+their empirical NTK instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Architecture", "mlp", "cnn", "wide_resnet", "plain_mlp", "build", "ARCHITECTURES"]
+
+
+@dataclass
+class Architecture:
+    """A scalar-output network and, where defined, its infinite-width kernel.
+
+    Attributes:
+        spec: JSON-able description (``build(spec)`` rebuilds the architecture).
+        init_fn: stax-style ``init_fn(key, input_shape) -> (output_shape, params)``.
+        apply_fn: ``apply_fn(params, x) -> (n, 1)`` for a batch x (n, H, W, C).
+        kernel_fn: neural-tangents ``kernel_fn(x1, x2, get)`` or None.
+        pooled: True when the readout pools over positions (costly infinite kernel).
+    """
+
+    spec: dict
+    init_fn: Callable
+    apply_fn: Callable
+    kernel_fn: Optional[Callable] = None
+    pooled: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def init(self, seed, input_shape):
+        """Parameters for inputs of shape ``(H, W, C)`` (or with a batch axis)."""
+        key = seed if isinstance(seed, jax.Array) else jax.random.PRNGKey(int(seed))
+        shape = tuple(input_shape)
+        shape = (-1,) + shape[-3:] if len(shape) >= 3 else (-1,) + shape
+        return self.init_fn(key, shape)[1]
+
+    def predict(self, params, x):
+        """Network outputs f(x) of shape (n,)."""
+        return self.apply_fn(params, x).reshape(x.shape[0])
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.spec.items())
+
+
+def _stax():
+    try:
+        from neural_tangents import stax
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this architecture is defined with neural_tangents.stax, which is not installed "
+            "(pip install neural-tangents==0.6.5 jax==0.4.25 jaxlib==0.4.25). Without it, use "
+            "ntklib.models.plain_mlp and the empirical NTK.") from e
+    return stax
+
+
+def _activation(stax, name):
+    if name == "relu":
+        return stax.Relu()
+    if name == "erf":
+        return stax.Erf()
+    raise ValueError(f"unknown activation {name!r}; choose 'relu' or 'erf'")
+
+
+def _default_w_std(activation):
+    return float(np.sqrt(2.0)) if activation == "relu" else 1.0
+
+
+def mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=None, b_std: float = 0.05):
+    """Fully connected network: Flatten, ``depth`` x (Dense(width), activation), Dense(1)."""
+    stax = _stax()
+    W_std = _default_w_std(activation) if W_std is None else W_std
+    layers = [stax.Flatten()]
+    for _ in range(depth):
+        layers += [stax.Dense(width, W_std=W_std, b_std=b_std), _activation(stax, activation)]
+    layers += [stax.Dense(1, W_std=W_std, b_std=b_std)]
+    init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    spec = dict(name="mlp", width=width, depth=depth, activation=activation, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, kernel_fn)
+
+
+def cnn(width: int = 32, depth: int = 2, readout: str = "flatten", activation: str = "relu",
+        kernel_size: int = 3, W_std=None, b_std: float = 0.05):
+    """Convolutional network: ``depth`` x (Conv(width, k x k, SAME), activation), readout, Dense(1).
+
+    ``readout="flatten"`` keeps the infinite kernel cheap (O(H W) per pair);
+    ``"pool"`` (global average pooling) costs O((H W)^2) per pair: see module notes.
+    """
+    stax = _stax()
+    if readout not in ("flatten", "pool"):
+        raise ValueError(f"readout must be 'flatten' or 'pool', got {readout!r}")
+    W_std = _default_w_std(activation) if W_std is None else W_std
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Conv(width, (kernel_size, kernel_size), padding="SAME", W_std=W_std, b_std=b_std),
+                   _activation(stax, activation)]
+    layers += [stax.Flatten() if readout == "flatten" else stax.GlobalAvgPool(),
+               stax.Dense(1, W_std=W_std, b_std=b_std)]
+    init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    spec = dict(name="cnn", width=width, depth=depth, readout=readout, activation=activation,
+                kernel_size=kernel_size, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, kernel_fn, pooled=readout == "pool")
+
+
+def wide_resnet(depth: int = 34, k: int = 1, W_std: float = 1.0, b_std: float = 0.0):
+    """WideResNet-depth-k (Zagoruyko & Komodakis) with a scalar output; the
+    reference NTBA kernel is the empirical NTK of WRN-34. Needs (depth - 4) % 6 == 0.
+    Pooled readout: its infinite kernel is for GPUs and tiny inputs only.
+    """
+    stax = _stax()
+    if depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (10, 16, ..., 34), got {depth}")
+    n = (depth - 4) // 6
+
+    def block(channels, strides, project):
+        main = stax.serial(
+            stax.Relu(), stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_std, b_std=b_std),
+            stax.Relu(), stax.Conv(channels, (3, 3), padding="SAME", W_std=W_std, b_std=b_std))
+        short = (stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_std, b_std=b_std)
+                 if project else stax.Identity())
+        return stax.serial(stax.FanOut(2), stax.parallel(main, short), stax.FanInSum())
+
+    def group(channels, strides):
+        return stax.serial(block(channels, strides, True),
+                           *[block(channels, (1, 1), False) for _ in range(n - 1)])
+
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Conv(16, (3, 3), padding="SAME", W_std=W_std, b_std=b_std),
+        group(16 * k, (1, 1)), group(32 * k, (2, 2)), group(64 * k, (2, 2)),
+        stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1, W_std=W_std, b_std=b_std))
+    spec = dict(name="wide_resnet", depth=depth, k=k, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, kernel_fn, pooled=True)
+
+
+def plain_mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=None, b_std: float = 0.05):
+    """The same network as :func:`mlp`, written in plain JAX (no neural-tangents).
+
+    Same NTK parameterization and parameter layout per dense layer ``(W, b)``;
+    no infinite kernel (``kernel_fn`` is None): use the empirical NTK.
+    """
+    W_std = _default_w_std(activation) if W_std is None else W_std
+    act = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf}.get(activation)
+    if act is None:
+        raise ValueError(f"unknown activation {activation!r}; choose 'relu' or 'erf'")
+
+    def init_fn(key, input_shape):
+        fan_in = int(np.prod(input_shape[1:]))
+        params = []
+        for out in [width] * depth + [1]:
+            key, k1, k2 = jax.random.split(key, 3)
+            params.append((jax.random.normal(k1, (fan_in, out)), jax.random.normal(k2, (out,))))
+            fan_in = out
+        return (input_shape[0], 1), params
+
+    def apply_fn(params, x, **_):
+        h = x.reshape(x.shape[0], -1)
+        for i, (W, b) in enumerate(params):
+            h = W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
+            if i < len(params) - 1:
+                h = act(h)
+        return h
+
+    spec = dict(name="plain_mlp", width=width, depth=depth, activation=activation, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, None)
+
+
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "wide_resnet": wide_resnet, "plain_mlp": plain_mlp}
+
+
+def build(spec) -> Architecture:
+    """Rebuild an architecture from its ``spec`` dict (or a name with defaults)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**spec)
