@@ -1,0 +1,450 @@
+"""The NTBA attack (Hayase & Oh 2023): closed-form backdoor loss, greedy
+initialization, poison optimization, and the sampling baseline.
+
+Notation (DESIGN.md section 2): clean training set d, poisons p (all labelled
++1), evaluation sets t (clean) and a (triggered source images, desired +1),
+D = d u p. With the kernel-regression model f(x) = K(x, X_D) alpha,
+alpha = (K_DD + s I)^-1 y_D, the backdoor loss is
+
+    L(X_p) = w_t sum_t (f(x_t) - y_t)^2 + w_a sum_a min(f(x_a) - 1, 0)^2.
+
+**Gradient.** With residuals r_t = 2 w_t (f_t - y_t), r_a = 2 w_a min(f_a - 1, 0),
+g = K_tD^T r_t + K_aD^T r_a, beta = (K_DD + s I)^-1 g and G = -beta alpha^T:
+
+    dL/dK(X_p, X_d) = G[p, d] + G[d, p]^T      dL/dK(X_p, X_t) = alpha_p r_t^T
+    dL/dK(X_p, X_p) = G[p, p] (both arguments) dL/dK(X_p, X_a) = alpha_p r_a^T
+
+All four blocks are one kernel call K(X_p, [X_p; X_d; X_t; X_a]) and the gradient
+with respect to X_p is one vector-Jacobian product through it (the K_pp part with
+cotangent G_pp + G_pp^T, see :meth:`ntklib.kernels.Kernel.vjp`): no per-pair
+gradient is ever formed. Cost per step: the kernel block and its VJP,
+O(n_p (n_p + n_d + n_t + n_a)) kernel entries, plus an O((n_d + n_p)^3) solve.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize as _sopt
+from tqdm.auto import tqdm
+
+from . import regression as _reg
+
+__all__ = ["BackdoorProblem", "LossResult", "GreedyResult", "OptimizeResult", "greedy_init",
+           "optimize_poisons", "sampling_baseline", "exhaustive_search", "check_images",
+           "CheckpointMismatchError"]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with different parameters."""
+
+
+def check_images(X, what: str, shape=None) -> np.ndarray:
+    """Validate an image batch: 4-d, finite, inside [0, 1], optional image shape."""
+    X = np.asarray(X)
+    if X.ndim != 4:
+        raise ValueError(f"{what} must be an image batch (n, H, W, C), got shape {X.shape}")
+    if shape is not None and X.shape[1:] != tuple(shape):
+        raise ValueError(f"{what} has images of shape {X.shape[1:]}, expected {tuple(shape)}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{what} contains NaN or infinite pixels")
+    if X.size and (X.min() < -1e-6 or X.max() > 1 + 1e-6):
+        raise ValueError(f"{what} has pixels outside [0, 1] (min {X.min():.3g}, max {X.max():.3g}); "
+                         "images are floats in [0, 1]")
+    return X
+
+
+@dataclass
+class LossResult:
+    """Loss and kernel-model metrics for one poison set."""
+
+    loss: float
+    clean_loss: float
+    attack_loss: float
+    clean_acc: float   # fraction of t with sign(f) = y
+    asr: float         # fraction of a with f > 0
+    f_t: np.ndarray
+    f_a: np.ndarray
+
+    def as_dict(self):
+        return dict(loss=self.loss, clean_loss=self.clean_loss, attack_loss=self.attack_loss,
+                    clean_acc=self.clean_acc, asr=self.asr)
+
+
+class BackdoorProblem:
+    """The closed-form backdoor loss of a task under a kernel.
+
+    The kernel blocks that do not depend on the poisons (K_dd, K_td, K_ad) are
+    computed once here. ``ridge``/``jitter`` fix the diagonal shift
+    s = ridge + jitter * mean(diag K_dd) used by every solve.
+    """
+
+    def __init__(self, kernel, X_d, y_d, X_t, y_t, X_a, ridge: float = 0.0,
+                 jitter: float = _reg.DEFAULT_JITTER, w_clean: float = 1.0, w_attack: float = 1.0):
+        X_d = check_images(X_d, "X_d")
+        shape = X_d.shape[1:]
+        X_t, X_a = check_images(X_t, "X_t", shape), check_images(X_a, "X_a", shape)
+        if len(X_t) == 0:
+            raise ValueError("the clean evaluation set t is empty; the clean term of the loss needs it")
+        if len(X_a) == 0:
+            raise ValueError("the attack set a is empty; the attack term of the loss needs it")
+        y_d, y_t = np.asarray(y_d, np.float64), np.asarray(y_t, np.float64)
+        if len(y_d) != len(X_d) or len(y_t) != len(X_t):
+            raise ValueError(f"labels do not match images: X_d {len(X_d)} vs y_d {len(y_d)}, "
+                             f"X_t {len(X_t)} vs y_t {len(y_t)}")
+        if not np.all(np.isin(y_d, (-1, 1))) or not np.all(np.isin(y_t, (-1, 1))):
+            raise ValueError("labels must be -1 (source) or +1 (target)")
+        self.kernel, self.shape = kernel, shape
+        self.X_d, self.y_d, self.X_t, self.y_t, self.X_a = X_d, y_d, X_t, y_t, X_a
+        self.w_clean, self.w_attack, self.ridge, self.jitter = float(w_clean), float(w_attack), ridge, jitter
+        self.n_d, self.n_t, self.n_a = len(X_d), len(X_t), len(X_a)
+        self.X_other = np.concatenate([X_d, X_t, X_a])
+        K = np.asarray(kernel(X_d, self.X_other), dtype=np.float64)
+        self.K_dd = K[:, :self.n_d]
+        self.K_dd = (self.K_dd + self.K_dd.T) / 2
+        self.K_td, self.K_ad = K[:, self.n_d:self.n_d + self.n_t].T, K[:, self.n_d + self.n_t:].T
+        self.shift = _reg.shift_for(self.K_dd, ridge, jitter)
+        self.clean_reg = _reg.KernelRegression(self.K_dd, y_d, self.shift, block="K_dd")
+
+    @classmethod
+    def from_task(cls, task, kernel, **kw) -> "BackdoorProblem":
+        return cls(kernel, task.X_d, task.y_d, task.X_t, task.y_t, task.X_a, **kw)
+
+    def fingerprint(self) -> dict:
+        """Hashes of everything that defines the loss (for checkpoints and artifacts)."""
+        h = hashlib.sha256()
+        for a in (self.X_d, self.y_d, self.X_t, self.y_t, self.X_a):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return dict(data=h.hexdigest()[:16], kernel=json.dumps(self.kernel.spec, sort_keys=True, default=str),
+                    ridge=self.ridge, jitter=self.jitter, w_clean=self.w_clean, w_attack=self.w_attack)
+
+    # ------------------------------------------------------------------ loss
+    def terms(self, f_t, f_a):
+        """Loss terms from predictions; f_t (n_t, ...) and f_a (n_a, ...) broadcast over columns."""
+        y_t = self.y_t.reshape((-1,) + (1,) * (np.ndim(f_t) - 1))
+        clean = self.w_clean * np.sum((f_t - y_t) ** 2, axis=0)
+        attack = self.w_attack * np.sum(np.minimum(f_a - 1.0, 0.0) ** 2, axis=0)
+        return clean + attack, clean, attack
+
+    def _result(self, f_t, f_a) -> LossResult:
+        loss, clean, attack = self.terms(f_t, f_a)
+        return LossResult(float(loss), float(clean), float(attack),
+                          float(np.mean(np.sign(f_t) == self.y_t)), float(np.mean(f_a > 0)), f_t, f_a)
+
+    def _check_poisons(self, X_p):
+        X_p = check_images(X_p, "X_p (poisons)", self.shape)
+        return X_p
+
+    def evaluate(self, X_p, grad: bool = False):
+        """Loss of poisons X_p (and, with ``grad=True``, dL/dX_p of shape X_p.shape)."""
+        X_p = self._check_poisons(X_p)
+        n_p, n_d = len(X_p), self.n_d
+        if n_p == 0:
+            res = self._result(self.clean_reg.predict(self.K_td), self.clean_reg.predict(self.K_ad))
+            return (res, np.zeros_like(X_p, dtype=np.float64)) if grad else res
+        X_all = np.concatenate([X_p, self.X_other])
+        Kp = np.asarray(self.kernel(X_p, X_all), dtype=np.float64)
+        K_pp = (Kp[:, :n_p] + Kp[:, :n_p].T) / 2
+        K_pd = Kp[:, n_p:n_p + n_d]
+        K_pt = Kp[:, n_p + n_d:n_p + n_d + self.n_t]
+        K_pa = Kp[:, n_p + n_d + self.n_t:]
+        A = np.block([[self.K_dd, K_pd.T], [K_pd, K_pp]])
+        reg = _reg.KernelRegression(A, np.concatenate([self.y_d, np.ones(n_p)]), self.shift,
+                                    block=f"K_DD (d + {n_p} poisons)")
+        K_tD, K_aD = np.hstack([self.K_td, K_pt.T]), np.hstack([self.K_ad, K_pa.T])
+        res = self._result(reg.predict(K_tD), reg.predict(K_aD))
+        if not grad:
+            return res
+        r_t = 2 * self.w_clean * (res.f_t - self.y_t)
+        r_a = 2 * self.w_attack * np.minimum(res.f_a - 1.0, 0.0)
+        beta = reg.solve(K_tD.T @ r_t + K_aD.T @ r_a)
+        alpha_p = reg.alpha[n_d:]
+        G = -np.outer(beta, reg.alpha)
+        C_pp = G[n_d:, n_d:]
+        cot = np.hstack([C_pp + C_pp.T,                          # K_pp through both arguments
+                         G[n_d:, :n_d] + G[:n_d, n_d:].T,         # K_pd appears as K_pd and K_dp
+                         np.outer(alpha_p, r_t), np.outer(alpha_p, r_a)])
+        return res, self.kernel.vjp(X_p, X_all, cot)
+
+    def loss(self, X_p) -> LossResult:
+        return self.evaluate(X_p)
+
+    # ------------------------------------------------------------------ candidates
+    def candidate_blocks(self, X_cand):
+        """Kernel blocks of a candidate pool: (K_cc, K_cd, K_ct, K_ca), one kernel call."""
+        X_cand = check_images(X_cand, "X_cand (poison candidates)", self.shape)
+        m = len(X_cand)
+        K = np.asarray(self.kernel(X_cand, np.concatenate([X_cand, self.X_other])), dtype=np.float64)
+        K_cc = (K[:, :m] + K[:, :m].T) / 2
+        return (K_cc, K[:, m:m + self.n_d], K[:, m + self.n_d:m + self.n_d + self.n_t],
+                K[:, m + self.n_d + self.n_t:])
+
+
+# ---------------------------------------------------------------------- greedy
+@dataclass
+class GreedyResult:
+    """Greedy picks (indices into the candidate pool, in order) and per-round metrics."""
+
+    indices: list
+    losses: list = field(default_factory=list)
+    asr: list = field(default_factory=list)
+    clean_acc: list = field(default_factory=list)
+    swaps: int = 0
+
+
+class _Pool:
+    """Precomputed kernel blocks of a candidate pool, for rank-one scoring."""
+
+    def __init__(self, problem, X_cand, blocks=None):
+        self.problem = problem
+        self.K_cc, self.K_cd, self.K_ct, self.K_ca = blocks or problem.candidate_blocks(X_cand)
+        self.K_xc = np.vstack([self.K_ct.T, self.K_ca.T])         # (n_x, m)
+        self.m = len(self.K_cc)
+
+    def regression(self, chosen):
+        """Regression on d + chosen candidates (full factorization) and its blocks."""
+        p = self.problem
+        c = list(chosen)
+        A = np.block([[p.K_dd, self.K_cd[c].T], [self.K_cd[c], self.K_cc[np.ix_(c, c)]]])
+        reg = _reg.KernelRegression(A, np.concatenate([p.y_d, np.ones(len(c))]), p.shift, "K_DD")
+        K_xD = np.hstack([np.vstack([p.K_td, p.K_ad]), self.K_xc[:, c]])
+        return reg, K_xD
+
+    def K_Dc(self, chosen, cols):
+        return np.vstack([self.K_cd[cols].T, self.K_cc[np.ix_(list(chosen), cols)]])
+
+    def score(self, reg, K_xD, chosen, cols, f_x=None):
+        """Loss (and predictions) after appending each candidate in ``cols`` alone."""
+        F = _reg.append_predictions(reg, self.K_Dc(chosen, cols), np.diag(self.K_cc)[cols],
+                                    np.ones(len(cols)), K_xD, self.K_xc[:, cols], f_x)
+        n_t = self.problem.n_t
+        return self.problem.terms(F[:n_t], F[n_t:])[0], F
+
+
+def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = False,
+                progress: bool = True, blocks=None) -> GreedyResult:
+    """Greedy poison selection (Hayase & Oh 2023, App. B.2).
+
+    Round k adds the candidate whose addition gives the lowest loss, each
+    candidate scored in closed form by the rank-one update of
+    :func:`ntklib.regression.append_predictions` (never a re-solve per
+    candidate); the chosen point is appended to the Cholesky factor in O(n^2).
+    With ``swap=True`` a refinement pass then replaces a chosen poison by an
+    unchosen candidate whenever that lowers the loss, until no swap helps.
+
+    Cost: one kernel block K(X_cand, [X_cand; X_d; X_t; X_a]) plus, per round,
+    O(n_D^2 m + n_x n_D m) for m remaining candidates.
+    Greedy picks are nested: the first b picks are the greedy result for budget b.
+    """
+    pool = _Pool(problem, X_cand, blocks)
+    m = pool.m
+    if not 1 <= budget <= m:
+        raise ValueError(f"budget {budget} must be between 1 and the pool size {m}")
+    chosen: list[int] = []
+    reg, K_xD = pool.regression(chosen)
+    f_x = reg.predict(K_xD)
+    out = GreedyResult([])
+    n_t = problem.n_t
+    for _ in tqdm(range(budget), desc="greedy", disable=not progress, leave=False):
+        rest = [j for j in range(m) if j not in chosen]
+        losses, F = pool.score(reg, K_xD, chosen, rest, f_x)
+        b = int(np.argmin(losses))
+        c = rest[b]
+        reg = reg.append(pool.K_Dc(chosen, [c])[:, 0], pool.K_cc[c, c], 1.0)
+        K_xD = np.hstack([K_xD, pool.K_xc[:, [c]]])
+        chosen.append(c)
+        f_x = F[:, b]
+        r = problem._result(f_x[:n_t], f_x[n_t:])
+        out.indices.append(c)
+        out.losses.append(r.loss)
+        out.asr.append(r.asr)
+        out.clean_acc.append(r.clean_acc)
+    if swap:
+        chosen, out.swaps = _swap_pass(pool, chosen, out.losses[-1], progress)
+        reg, K_xD = pool.regression(chosen)
+        f_x = reg.predict(K_xD)
+        r = problem._result(f_x[:n_t], f_x[n_t:])
+        out.indices = chosen
+        out.losses.append(r.loss)
+        out.asr.append(r.asr)
+        out.clean_acc.append(r.clean_acc)
+    return out
+
+
+def _swap_pass(pool: _Pool, chosen, loss, progress, max_sweeps: int = 20):
+    chosen, swaps = list(chosen), 0
+    for _ in tqdm(range(max_sweeps), desc="swap", disable=not progress, leave=False):
+        improved = False
+        for i in range(len(chosen)):
+            keep = chosen[:i] + chosen[i + 1:]
+            rest = [j for j in range(pool.m) if j not in chosen]
+            if not rest:
+                return chosen, swaps
+            reg, K_xD = pool.regression(keep)
+            losses, _ = pool.score(reg, K_xD, keep, rest)
+            b = int(np.argmin(losses))
+            if losses[b] < loss * (1 - 1e-12):
+                chosen = keep[:i] + [rest[b]] + keep[i:]
+                loss, improved, swaps = float(losses[b]), True, swaps + 1
+        if not improved:
+            break
+    return chosen, swaps
+
+
+def exhaustive_search(problem: BackdoorProblem, X_cand, budget: int):
+    """Best subset of size ``budget`` by brute force (full re-solve per subset).
+
+    Exponential: for toy pools only (tests, teaching). Returns (indices, loss).
+    """
+    m = len(X_cand)
+    if m > 16:
+        raise ValueError(f"exhaustive search over a pool of {m} is too large; use at most 16")
+    best = min(itertools.combinations(range(m), budget),
+               key=lambda s: problem.loss(X_cand[list(s)]).loss)
+    return list(best), problem.loss(X_cand[list(best)]).loss
+
+
+def sampling_baseline(n_candidates: int, budget: int, seed: int = 0) -> np.ndarray:
+    """The sampling attack: ``budget`` random candidates (triggered source images, label +1)."""
+    if not 0 <= budget <= n_candidates:
+        raise ValueError(f"budget {budget} must be between 0 and the pool size {n_candidates}")
+    return np.sort(np.random.default_rng(seed).choice(n_candidates, size=budget, replace=False))
+
+
+# ---------------------------------------------------------------------- optimization
+@dataclass
+class OptimizeResult:
+    X_p: np.ndarray
+    history: dict                 # step, loss, asr, clean_acc (per iteration, step 0 = start)
+    start: LossResult
+    final: LossResult
+    steps: int
+    converged: bool = False
+
+
+def _fingerprint(problem, X_p0, settings) -> dict:
+    fp = problem.fingerprint()
+    fp["X_p0"] = hashlib.sha256(np.ascontiguousarray(X_p0, dtype=np.float64).tobytes()).hexdigest()[:16]
+    fp.update({k: settings[k] for k in sorted(settings)})
+    return {k: str(v) for k, v in fp.items()}
+
+
+def _save_checkpoint(path: Path, fp, state: dict):
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, __fingerprint__=np.array(json.dumps(fp)),
+             **{k: np.asarray(v) for k, v in state.items()})
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fp):
+    with np.load(path, allow_pickle=False) as z:
+        saved = json.loads(str(z["__fingerprint__"]))
+        diff = sorted(k for k in set(saved) | set(fp) if saved.get(k) != fp.get(k))
+        if diff:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} was written with different parameters ({', '.join(diff)} "
+                "differ). Delete it, choose another checkpoint path, or pass resume=False.")
+        return {k: z[k] for k in z.files if k != "__fingerprint__"}
+
+
+def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", steps: int = 100,
+                     lr: float = 0.01, memory: int = 100, checkpoint=None, checkpoint_every: int = 25,
+                     resume: bool = True, progress: bool = True) -> OptimizeResult:
+    """Minimize L(X_p) over the pixel box [0, 1] starting from ``X_p0``.
+
+    ``method="lbfgsb"``: scipy's L-BFGS-B with box bounds and ``memory``
+    correction pairs (the reference uses 100). It is restarted every
+    ``checkpoint_every`` iterations (its curvature memory starts afresh), so that
+    a run resumed from a checkpoint takes exactly the path of an uninterrupted
+    one. ``method="adam"``: projected Adam (step ``lr``, then clip to [0, 1]);
+    its full state is checkpointed.
+
+    ``checkpoint``: path of an ``.npz`` written every ``checkpoint_every``
+    steps; with ``resume=True`` an existing checkpoint from the same problem and
+    settings is continued (``CheckpointMismatchError`` otherwise). ``steps`` is
+    the total iteration budget, so rerunning with a larger one continues.
+    """
+    if method not in ("lbfgsb", "adam"):
+        raise ValueError(f"method must be 'lbfgsb' or 'adam', got {method!r}")
+    if steps < 0 or checkpoint_every < 1:
+        raise ValueError("steps must be >= 0 and checkpoint_every >= 1")
+    X_p0 = problem._check_poisons(X_p0).astype(np.float64)
+    if len(X_p0) == 0:
+        raise ValueError("no poisons to optimize (X_p0 is empty)")
+    shape = X_p0.shape
+    settings = dict(method=method, lr=lr if method == "adam" else None,
+                    memory=memory if method == "lbfgsb" else None, checkpoint_every=checkpoint_every)
+    fp = _fingerprint(problem, X_p0, settings)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+
+    start = problem.loss(X_p0)
+    x, step, converged = X_p0.ravel().copy(), 0, False
+    hist = {"step": [0], "loss": [start.loss], "asr": [start.asr], "clean_acc": [start.clean_acc]}
+    adam = {"m": np.zeros_like(x), "v": np.zeros_like(x)}
+    if ckpt is not None and resume and ckpt.exists():
+        st = _load_checkpoint(ckpt, fp)
+        x, step, converged = st["x"].astype(np.float64), int(st["step"]), bool(st["converged"])
+        hist = {k: list(st[f"hist_{k}"]) for k in hist}
+        adam = {"m": st["adam_m"], "v": st["adam_v"]}
+
+    cache = {}
+
+    def fun(z):
+        res, g = problem.evaluate(z.reshape(shape), grad=True)
+        cache["x"], cache["res"] = z.copy(), res
+        return res.loss, g.ravel()
+
+    def record(z):
+        res = cache["res"] if "x" in cache and np.array_equal(cache["x"], z) else problem.loss(z.reshape(shape))
+        hist["step"].append(step)
+        hist["loss"].append(res.loss)
+        hist["asr"].append(res.asr)
+        hist["clean_acc"].append(res.clean_acc)
+
+    def save():
+        if ckpt is not None:
+            _save_checkpoint(ckpt, fp, dict(x=x, step=step, converged=converged, adam_m=adam["m"],
+                                            adam_v=adam["v"], **{f"hist_{k}": v for k, v in hist.items()}))
+
+    bar = tqdm(total=steps, initial=min(step, steps), desc=f"optimize ({method})", disable=not progress,
+               leave=False)
+    bounds = _sopt.Bounds(np.zeros_like(x), np.ones_like(x))
+    while step < steps and not converged:
+        seg = min(checkpoint_every - step % checkpoint_every, steps - step)
+        if method == "lbfgsb":
+            count = [0]
+
+            def callback(intermediate_result):
+                nonlocal step
+                step += 1
+                count[0] += 1
+                record(intermediate_result.x)
+                bar.update(1)
+                bar.set_postfix(loss=f"{hist['loss'][-1]:.4g}", asr=f"{hist['asr'][-1]:.2f}")
+
+            r = _sopt.minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
+                               options=dict(maxcor=memory, maxiter=seg, maxfun=20 * seg + 20))
+            x = np.clip(r.x, 0.0, 1.0)
+            converged = count[0] < seg  # stopped before its iteration budget: converged
+        else:
+            b1, b2, eps = 0.9, 0.999, 1e-8
+            for _ in range(seg):
+                _, g = fun(x)
+                step += 1
+                adam["m"] = b1 * adam["m"] + (1 - b1) * g
+                adam["v"] = b2 * adam["v"] + (1 - b2) * g * g
+                mh, vh = adam["m"] / (1 - b1 ** step), adam["v"] / (1 - b2 ** step)
+                x = np.clip(x - lr * mh / (np.sqrt(vh) + eps), 0.0, 1.0)
+                record(x)
+                bar.update(1)
+                bar.set_postfix(loss=f"{hist['loss'][-1]:.4g}", asr=f"{hist['asr'][-1]:.2f}")
+        save()
+    bar.close()
+    X_p = x.reshape(shape)
+    final = problem.loss(X_p)
+    return OptimizeResult(X_p, {k: np.asarray(v) for k, v in hist.items()}, start, final, step, converged)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+from ntklib import attack, data, kernels, models
+
+
+@pytest.fixture(scope="module")
+def task():
+    return data.make_task("digits", source=7, target=1, n_train_per_class=15, n_eval_per_class=6, seed=0)
+
+
+@pytest.fixture(scope="module")
+def toy(task):
+    """Float64 RBF kernel, 30 clean points, 10 candidates: brute force is cheap."""
+    k = kernels.rbf(2.0, dtype="float64")
+    return attack.BackdoorProblem.from_task(task, k, w_attack=2.0), task.X_cand[:10]
+
+
+def test_greedy_round_equals_brute_force(toy):
+    """Each greedy pick is the argmin over candidates of the fully re-solved loss."""
+    P, C = toy
+    g = attack.greedy_init(P, C, 4, progress=False)
+    chosen = []
+    for k in range(4):
+        rest = [j for j in range(len(C)) if j not in chosen]
+        brute = [P.loss(C[chosen + [j]]).loss for j in rest]
+        assert rest[int(np.argmin(brute))] == g.indices[k]
+        np.testing.assert_allclose(g.losses[k], min(brute), rtol=1e-10)
+        chosen.append(g.indices[k])
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+def test_greedy_with_swap_equals_exhaustive_search(toy, budget):
+    """On this toy problem greedy + swap finds the exhaustive optimum (budget 1 is a
+    theorem; for 2-3 it is a property of the instance, checked by brute force)."""
+    P, C = toy
+    best, best_loss = attack.exhaustive_search(P, C, budget)
+    g = attack.greedy_init(P, C, budget, swap=True, progress=False)
+    assert sorted(g.indices) == sorted(best)
+    np.testing.assert_allclose(g.losses[-1], best_loss, rtol=1e-10)
+    assert g.losses[-1] <= g.losses[budget - 1] + 1e-12  # swap never hurts
+
+
+def _grad_check(P, X_p, h=1e-5, rtol=1e-5):
+    res, g = P.evaluate(X_p, grad=True)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        v = rng.normal(size=X_p.shape)
+        fd = (P.loss(X_p + h * v).loss - P.loss(X_p - h * v).loss) / (2 * h)
+        np.testing.assert_allclose(np.sum(g * v), fd, rtol=rtol)
+
+
+@pytest.mark.parametrize("kind", ["infinite", "empirical"])
+def test_loss_gradient_matches_finite_differences_float64(task, kind):
+    arch = models.mlp(16, activation="erf")
+    k = kernels.make_kernel(kind, arch, params=arch.init(0, (8, 8, 1)), dtype="float64")
+    P = attack.BackdoorProblem.from_task(task, k, ridge=1e-3, w_attack=3.0)
+    X_p = 0.25 + 0.5 * task.X_cand[:3]  # interior of the box, so x +/- h v stays valid
+    assert P.loss(X_p).attack_loss > 0  # the hinge is active
+    _grad_check(P, X_p)
+
+
+@pytest.mark.parametrize("method", ["lbfgsb", "adam"])
+def test_optimization_stays_in_box_lowers_loss_and_resumes_exactly(toy, method, tmp_path):
+    P, C = toy
+    X0 = C[[0, 1]]
+    kw = dict(method=method, lr=0.05, checkpoint_every=3, progress=False)
+    full = attack.optimize_poisons(P, X0, steps=8, **kw)
+    assert full.X_p.min() >= 0 and full.X_p.max() <= 1
+    assert full.final.loss < full.start.loss
+    ck = tmp_path / "ck.npz"
+    part = attack.optimize_poisons(P, X0, steps=3, checkpoint=ck, **kw)  # "interrupted" at 3
+    assert part.steps == 3 and ck.exists()
+    resumed = attack.optimize_poisons(P, X0, steps=8, checkpoint=ck, **kw)
+    np.testing.assert_array_equal(resumed.X_p, full.X_p)
+    np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
+    with pytest.raises(attack.CheckpointMismatchError, match="checkpoint_every"):
+        attack.optimize_poisons(P, X0, steps=8, checkpoint=ck, **dict(kw, checkpoint_every=4))
+    with pytest.raises(attack.CheckpointMismatchError, match="X_p0"):
+        attack.optimize_poisons(P, C[[2, 3]], steps=8, checkpoint=ck, **kw)
+
+
+def test_same_seed_same_poisons(task):
+    def run():
+        k = kernels.infinite_ntk(models.mlp(64))
+        P = attack.BackdoorProblem.from_task(task, k)
+        g = attack.greedy_init(P, task.X_cand, 2, progress=False)
+        return attack.optimize_poisons(P, task.X_cand[g.indices], steps=3, progress=False).X_p
+    np.testing.assert_array_equal(run(), run())
+    np.testing.assert_array_equal(attack.sampling_baseline(50, 5, 1), attack.sampling_baseline(50, 5, 1))
+
+
+def test_ntba_beats_sampling_in_kernel_model_on_digits_default():
+    task = data.make_task()  # digits 7 -> 1, periodic trigger
+    P = attack.BackdoorProblem.from_task(task, kernels.infinite_ntk(models.mlp(512)))
+    budget = 3
+    ntba = attack.greedy_init(P, task.X_cand, budget, progress=False).asr[-1]
+    samp = np.mean([P.loss(task.X_cand[attack.sampling_baseline(len(task.X_cand), budget, s)]).asr
+                    for s in range(5)])
+    assert ntba > samp + 0.3, (ntba, samp)
+
+
+def test_bad_input(task, toy):
+    P, C = toy
+    with pytest.raises(ValueError, match="between 1 and the pool size 10"):
+        attack.greedy_init(P, C, 11, progress=False)
+    with pytest.raises(ValueError, match="between 0 and the pool size"):
+        attack.sampling_baseline(5, 6)
+    k = kernels.rbf()
+    with pytest.raises(ValueError, match="set t is empty"):
+        attack.BackdoorProblem(k, task.X_d, task.y_d, task.X_t[:0], task.y_t[:0], task.X_a)
+    with pytest.raises(ValueError, match="attack set a is empty"):
+        attack.BackdoorProblem(k, task.X_d, task.y_d, task.X_t, task.y_t, task.X_a[:0])
+    with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+        P.loss(C[:2] * 3)
+    with pytest.raises(ValueError, match="NaN"):
+        P.loss(C[:2] * np.nan)
+    with pytest.raises(ValueError, match="expected \\(8, 8, 1\\)"):
+        P.loss(np.zeros((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="labels must be"):
+        attack.BackdoorProblem(k, task.X_d, task.y_d * 2, task.X_t, task.y_t, task.X_a)
+
+
+def test_singular_kernel_error_says_which_block(task):
+    zero = kernels.user_kernel(lambda a, b: 0.0 * (a.reshape(len(a), -1) @ b.reshape(len(b), -1).T), name="zero")
+    with pytest.raises(np.linalg.LinAlgError, match="K_dd .*not positive definite.*ridge.*float64"):
+        attack.BackdoorProblem.from_task(task, zero, jitter=0.0)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ntklib import regression as R
+
+
+def _rbf(A, B, l=1.0):
+    d2 = ((A[:, None, :] - B[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * l * l))
+
+
+@pytest.mark.parametrize("ridge,jitter", [(0.0, 1e-8), (0.1, 1e-6), (0.0, 0.0)])
+def test_rank_one_equals_full_resolve(ridge, jitter):
+    rng = np.random.default_rng(0)
+    X, C, Z = rng.normal(size=(15, 3)), rng.normal(size=(6, 3)), rng.normal(size=(9, 3))
+    y, y_c = rng.choice([-1.0, 1.0], 15), rng.choice([-1.0, 1.0], 6)
+    K = _rbf(X, X)
+    reg = R.fit(K, y, ridge, jitter)
+    F = R.append_predictions(reg, _rbf(X, C), np.ones(6), y_c, _rbf(Z, X), _rbf(Z, C))
+    for j in range(6):
+        Xj = np.vstack([X, C[j:j + 1]])
+        full = R.KernelRegression(_rbf(Xj, Xj), np.append(y, y_c[j]), reg.shift)
+        np.testing.assert_allclose(F[:, j], full.predict(_rbf(Z, Xj)), rtol=1e-9, atol=1e-10)
+        # Cholesky append equals a fresh factorization of the enlarged system
+        app = reg.append(_rbf(X, C[j:j + 1])[:, 0], 1.0, y_c[j])
+        np.testing.assert_allclose(app.alpha, full.alpha, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(app.L, full.L, rtol=1e-8, atol=1e-12)
+
+
+def test_predict_interpolates_and_shift():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(10, 2))
+    reg = R.fit(_rbf(X, X), np.arange(10.0), ridge=0.0, jitter=1e-12)
+    np.testing.assert_allclose(reg.predict(_rbf(X, X)), np.arange(10.0), atol=1e-6)
+    assert R.shift_for(np.eye(3) * 2, ridge=0.5, jitter=0.1) == pytest.approx(0.7)
+
+
+def test_not_positive_definite_error_names_block_and_suggests():
+    K = -np.eye(3)
+    with pytest.raises(R.NotPositiveDefiniteError, match="K_test .*ridge.*float64"):
+        R.fit(K, np.ones(3), jitter=0.0, block="K_test")
+    reg = R.fit(np.eye(2), np.ones(2), jitter=0.0)
+    with pytest.raises(R.NotPositiveDefiniteError, match="duplicate"):
+        reg.append(np.array([1.0, 0.0]), 1.0, 1.0)  # copy of point 0, no shift
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="square"):
+        R.fit(np.ones((3, 2)), np.ones(3))
+    reg = R.fit(np.eye(3), np.ones(3))
+    with pytest.raises(ValueError, match="3 training points"):
+        reg.predict(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="ridge and jitter"):
+        R.fit(np.eye(3), np.ones(3), ridge=-1)
