@@ -1,0 +1,156 @@
+"""Evaluation: kernel model, trained networks, and budget sweeps.
+
+(a) :func:`kernel_metrics`: clean accuracy on t and ASR on a under the kernel
+    model (from :class:`ntklib.attack.BackdoorProblem`).
+(b) :func:`transfer`: train the finite network from scratch on d plus the
+    poisons (squared loss, :mod:`ntklib.train`), then report clean accuracy on
+    the test split and ASR = fraction of triggered source-class test images
+    predicted as target, with the training loss and the largest residual
+    |f(x_p) - 1| on the poisons (an unfitted poison is visible, never silent).
+(c) :func:`sweep`: NTBA and the sampling baseline over budgets and seeds in one
+    run, as a tidy DataFrame; :func:`efficiency_ratio` summarizes it as
+    (smallest sampling budget reaching a given ASR) / (smallest NTBA budget).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import attack as _attack
+from . import train as _train
+
+__all__ = ["kernel_metrics", "network_metrics", "transfer", "sweep", "summarize", "efficiency_ratio",
+           "ntba_poisons"]
+
+
+def kernel_metrics(problem, X_p) -> dict:
+    """Kernel-model loss, clean accuracy (on t) and ASR (on a) of poisons X_p."""
+    r = problem.loss(X_p)
+    return dict(kernel_loss=r.loss, kernel_ca=r.clean_acc, kernel_asr=r.asr)
+
+
+def network_metrics(arch, params, task) -> dict:
+    """Clean test accuracy and ASR (triggered source test images predicted +1)."""
+    f_test = _train.predict(arch, params, task.X_test)
+    f_trig = _train.predict(arch, params, task.X_test_trig)
+    return dict(net_ca=float(np.mean(np.sign(f_test) == task.y_test)), net_asr=float(np.mean(f_trig > 0)))
+
+
+def transfer(task, arch, X_p, config: _train.TrainConfig | None = None, seeds=(0,),
+             progress: bool = False) -> list[dict]:
+    """Train fresh networks on d + poisons (one per seed) and measure them."""
+    cfg = config or _train.TrainConfig()
+    X_p = np.asarray(X_p, dtype=task.X_d.dtype).reshape((-1,) + task.X_d.shape[1:])
+    X = np.concatenate([task.X_d, X_p])
+    y = np.concatenate([task.y_d, np.ones(len(X_p))])
+    rows = []
+    for s in seeds:
+        r = _train.train(arch, X, y, dataclasses.replace(cfg, seed=int(s)), progress=progress,
+                         desc=f"victim seed {s}")
+        res = np.abs(_train.residuals(arch, r.params, X, y))
+        rows.append(dict(seed=int(s), train_loss=r.final_loss, converged=r.converged, train_steps=r.steps,
+                         max_poison_residual=float(res[len(task.X_d):].max()) if len(X_p) else 0.0,
+                         max_clean_residual=float(res[:len(task.X_d)].max()),
+                         **network_metrics(arch, r.params, task)))
+    return rows
+
+
+def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str = "lbfgsb",
+                 progress: bool = True, blocks=None, **opt_kw) -> dict:
+    """NTBA poisons for each budget: greedy (nested picks, computed once for the
+    largest budget) then, if ``opt_steps`` > 0, optimization from the greedy start.
+    Returns {budget: dict(X_p, indices, greedy_asr, ...)}."""
+    budgets = sorted(set(int(b) for b in budgets))
+    g = _attack.greedy_init(problem, X_cand, budgets[-1], progress=progress, blocks=blocks)
+    out = {}
+    for b in budgets:
+        X_p = np.asarray(X_cand)[g.indices[:b]]
+        entry = dict(indices=g.indices[:b], greedy_loss=g.losses[b - 1], greedy_asr=g.asr[b - 1])
+        if opt_steps > 0:
+            o = _attack.optimize_poisons(problem, X_p, method=opt_method, steps=opt_steps,
+                                         progress=progress, **opt_kw)
+            X_p = o.X_p
+            entry["history"] = o.history
+        entry["X_p"] = X_p.astype(np.asarray(X_cand).dtype)
+        out[b] = entry
+    return out
+
+
+def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 2),
+          train_config: _train.TrainConfig | None = None, methods=("ntba", "sampling"),
+          opt_steps: int = 0, opt_method: str = "lbfgsb", network: bool = True,
+          ntba=None, progress: bool = True, csv_path=None) -> pd.DataFrame:
+    """NTBA vs sampling over budgets and seeds, in one run, as a tidy table.
+
+    Budgets above the candidate pool are dropped. NTBA poisons are designed
+    once per budget (deterministic given the problem; pass ``ntba`` from
+    :func:`ntba_poisons` to reuse them); seeds vary the victim's initialization
+    (and, for sampling, the random subset). With ``network=False`` only the
+    kernel model is evaluated. Columns: method, budget, seed, kernel_loss,
+    kernel_ca, kernel_asr, and (with networks) net_ca, net_asr, train_loss,
+    converged, train_steps, max_poison_residual, max_clean_residual, seconds.
+    """
+    m = len(task.X_cand)
+    budgets = sorted(set(int(b) for b in budgets if 1 <= b <= m))
+    if not budgets:
+        raise ValueError(f"no budget fits the candidate pool of {m}")
+    unknown = set(methods) - {"ntba", "sampling"}
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose 'ntba' and/or 'sampling'")
+    if "ntba" in methods and ntba is None:
+        ntba = ntba_poisons(problem, task.X_cand, budgets, opt_steps, opt_method, progress)
+    jobs = [(meth, b, s) for meth in methods for b in budgets for s in seeds]
+    rows = []
+    for meth, b, s in tqdm(jobs, desc="sweep", disable=not progress):
+        t0 = time.time()
+        X_p = ntba[b]["X_p"] if meth == "ntba" else task.X_cand[_attack.sampling_baseline(m, b, seed=int(s))]
+        row = dict(method=meth, budget=b, seed=int(s), **kernel_metrics(problem, X_p))
+        if network:
+            row.update(transfer(task, arch, X_p, train_config, seeds=(s,))[0])
+        row["seconds"] = time.time() - t0
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if csv_path is not None:
+        df.to_csv(csv_path, index=False)
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation per method and budget of every metric column."""
+    metrics = [c for c in df.columns if c not in ("method", "budget", "seed") and
+               pd.api.types.is_numeric_dtype(df[c])]
+    g = df.groupby(["method", "budget"])[metrics]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
+    return out.reset_index()
+
+
+def efficiency_ratio(df: pd.DataFrame, metric: str = "net_asr", level: float = 0.9) -> dict:
+    """(smallest sampling budget whose mean ``metric`` reaches ``level``) /
+    (smallest NTBA budget doing so).
+
+    If sampling never reaches the level within the swept budgets, the ratio is a
+    lower bound computed with the largest budget swept (``lower_bound=True``); if
+    NTBA never does, the ratio is None.
+    """
+    mean = df.groupby(["method", "budget"])[metric].mean()
+
+    def first(method):
+        if method not in mean.index.get_level_values(0):
+            return None
+        s = mean.loc[method]
+        hit = s[s >= level]
+        return int(hit.index.min()) if len(hit) else None
+
+    nb, sb = first("ntba"), first("sampling")
+    max_b = int(df["budget"].max())
+    out = dict(metric=metric, level=level, ntba_budget=nb, sampling_budget=sb, lower_bound=False, ratio=None)
+    if nb is not None:
+        if sb is not None:
+            out["ratio"] = sb / nb
+        else:
+            out["ratio"], out["lower_bound"] = max_b / nb, True
+    return out
