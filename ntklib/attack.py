@@ -448,3 +448,29 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     X_p = x.reshape(shape)
     final = problem.loss(X_p)
     return OptimizeResult(X_p, {k: np.asarray(v) for k, v in hist.items()}, start, final, step, converged)
+
+
+def score_candidates(problem: BackdoorProblem, X_cand, chosen=(), method: str = "rank_one", blocks=None):
+    """Loss after adding each unchosen candidate to d + ``chosen`` (one greedy round).
+
+    ``method="rank_one"``: the closed-form Schur-complement update (what
+    :func:`greedy_init` uses); ``"naive"``: a fresh Cholesky factorization of the
+    enlarged system per candidate, O(m n^3), the reference it is checked and
+    timed against. Kernel blocks are computed once either way (or passed in).
+    Returns (candidate indices, losses).
+    """
+    pool = _Pool(problem, X_cand, blocks)
+    chosen = list(chosen)
+    rest = [j for j in range(pool.m) if j not in chosen]
+    if method == "rank_one":
+        reg, K_xD = pool.regression(chosen)
+        return rest, pool.score(reg, K_xD, chosen, rest)[0]
+    if method != "naive":
+        raise ValueError(f"method must be 'rank_one' or 'naive', got {method!r}")
+    losses = []
+    n_t = problem.n_t
+    for j in rest:
+        reg, K_xD = pool.regression(chosen + [j])
+        f = reg.predict(K_xD)
+        losses.append(problem.terms(f[:n_t], f[n_t:])[0])
+    return rest, np.asarray(losses)

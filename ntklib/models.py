@@ -19,6 +19,7 @@ their empirical NTK instead.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -64,6 +65,8 @@ class Architecture:
 
 
 def _stax():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # neural-tangents imports TensorFlow
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         from neural_tangents import stax
     except ImportError as e:  # pragma: no cover - depends on the environment

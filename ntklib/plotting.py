@@ -1,7 +1,8 @@
 """One seaborn theme, one ``savefig``, and an image-grid helper.
 
 Every figure of the project goes through :func:`savefig`, which writes
-``<fig_dir>/<notebook>/<name>.png`` (and ``.pdf`` on request) and, when given
+``<fig_dir>/<notebook>/<name>.png`` (a relative ``fig_dir`` is taken from the
+repository root, so JupyterLab and papermill write to the same place) (and ``.pdf`` on request) and, when given
 the numbers behind the figure, writes them beside it as ``<name>.csv`` (a
 DataFrame or a dict of equal-length columns) or ``<name>.json`` (anything else
 JSON-able).
@@ -17,7 +18,7 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["set_theme", "savefig", "save_numbers", "image_grid", "to_jsonable"]
+__all__ = ["set_theme", "savefig", "figure_dir", "save_numbers", "image_grid", "to_jsonable"]
 
 PALETTE = {"ntba": "#c0392b", "sampling": "#2c7fb8", "greedy": "#e67e22", "random": "#7f8c8d"}
 
@@ -45,10 +46,14 @@ def to_jsonable(obj):
     return obj
 
 
-def _folder(notebook: str, fig_dir) -> Path:
+def figure_dir(notebook: str, fig_dir="figures") -> Path:
+    """The (created) folder ``<fig_dir>/<notebook>/`` where a notebook's outputs go."""
     if not notebook:
         raise ValueError("savefig needs the notebook name: figures go to <fig_dir>/<notebook>/")
-    folder = Path(fig_dir) / notebook
+    folder = Path(fig_dir)
+    if not folder.is_absolute():  # relative to the repository root, wherever the kernel runs
+        folder = Path(__file__).resolve().parent.parent / folder
+    folder = folder / notebook
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -57,7 +62,7 @@ def save_numbers(data, name: str, notebook: str, fig_dir="figures") -> Path:
     """Write the numbers behind a figure: CSV for tables, JSON otherwise."""
     import pandas as pd
 
-    folder = _folder(notebook, fig_dir)
+    folder = figure_dir(notebook, fig_dir)
     if isinstance(data, dict):
         lengths = {len(v) if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 else -1
                    for v in data.values()}
@@ -78,7 +83,7 @@ def savefig(fig, name: str, notebook: str, fig_dir="figures", data=None, pdf: bo
     ``data``: the numbers plotted, saved beside the figure (see :func:`save_numbers`).
     Returns the list of written paths.
     """
-    folder = _folder(notebook, fig_dir)
+    folder = figure_dir(notebook, fig_dir)
     fig.tight_layout()
     paths = [folder / f"{name}.png"]
     fig.savefig(paths[0], bbox_inches="tight")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import models as _models
 from ._precision import precision
 
-__all__ = ["TrainConfig", "TrainResult", "train", "save_params", "load_params", "predict", "residuals"]
+__all__ = ["TrainConfig", "TrainResult", "train", "save_params", "load_params", "predict", "residuals", "param_distance"]
 
 
 @dataclass
@@ -71,6 +71,14 @@ def predict(arch, params, x, batch: int = 1024) -> np.ndarray:
     with precision(dtype):
         outs = [np.asarray(fn(params, jnp.asarray(x[i:i + batch], dtype))) for i in range(0, len(x), batch)]
     return np.concatenate(outs).astype(np.float64)
+
+
+def param_distance(a, b=None) -> float:
+    """Euclidean norm ||a - b|| over all parameters (||a|| when b is None)."""
+    la = jax.tree_util.tree_leaves(a)
+    lb = [None] * len(la) if b is None else jax.tree_util.tree_leaves(b)
+    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) - (0 if y is None else np.asarray(y, np.float64))) ** 2)
+                             for x, y in zip(la, lb))))
 
 
 def residuals(arch, params, x, y) -> np.ndarray:

@@ -125,3 +125,12 @@ def test_singular_kernel_error_says_which_block(task):
     zero = kernels.user_kernel(lambda a, b: 0.0 * (a.reshape(len(a), -1) @ b.reshape(len(b), -1).T), name="zero")
     with pytest.raises(np.linalg.LinAlgError, match="K_dd .*not positive definite.*ridge.*float64"):
         attack.BackdoorProblem.from_task(task, zero, jitter=0.0)
+
+
+def test_rank_one_scores_equal_naive_scores(toy):
+    P, C = toy
+    for chosen in ([], [3, 7]):
+        r1, l1 = attack.score_candidates(P, C, chosen, "rank_one")
+        r2, l2 = attack.score_candidates(P, C, chosen, "naive")
+        assert r1 == r2 and len(r1) == 10 - len(chosen)
+        np.testing.assert_allclose(l1, l2, rtol=1e-9)

@@ -1,0 +1,138 @@
+"""The paper's pipeline in one call, and parameter checking for notebooks.
+
+:func:`prepare` builds everything an attack needs from plain parameters:
+
+1. the task (:func:`ntklib.data.make_task`);
+2. the victim architecture (:mod:`ntklib.models`);
+3. the kernel: ``"empirical"`` (the paper's choice, App. C.4): train the victim
+   on the clean set d to (near) zero training loss and take the empirical NTK at
+   those weights; ``"empirical_init"``: the empirical NTK at initialization;
+   ``"infinite"``: the analytic infinite-width NTK;
+4. the closed-form problem (:class:`ntklib.attack.BackdoorProblem`).
+
+:func:`check_params` validates a notebook's parameters cell and fails with a
+message naming the bad value and the valid choices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import attack as _attack
+from . import data as _data
+from . import kernels as _kernels
+from . import models as _models
+from . import train as _train
+
+__all__ = ["CHOICES", "check_params", "build_architecture", "prepare", "Experiment", "victim_config"]
+
+CHOICES = dict(
+    dataset=_data.DATASETS,
+    trigger=("periodic", "patch"),
+    architecture=("mlp", "cnn", "plain_mlp", "wide_resnet"),
+    kernel=("empirical", "empirical_init", "infinite"),
+    opt_method=("lbfgsb", "adam"),
+)
+
+
+def check_params(**params) -> dict:
+    """Validate notebook parameters; raise ``ValueError`` naming the bad one.
+
+    Checks choices (see ``CHOICES``), class labels for the dataset, that
+    budgets/widths/steps are positive integers (lists allowed) and seeds are
+    non-negative integers.
+    """
+    for key, choices in CHOICES.items():
+        if key in params and params[key] not in choices:
+            raise ValueError(f"parameter {key}={params[key]!r} is invalid; choose one of {list(choices)}")
+    ds = params.get("dataset", "digits")
+    for key in ("source", "target"):
+        if key in params:
+            try:
+                _data._class_index(ds, params[key])
+            except ValueError as e:
+                raise ValueError(f"parameter {key}: {e}") from None
+    if "source" in params and "target" in params and params["source"] == params["target"]:
+        raise ValueError(f"parameters source and target must differ (both {params['source']!r})")
+    for key, value in params.items():
+        if key in ("budgets", "widths", "width", "depth", "steps", "opt_steps", "train_steps", "budget",
+                   "n_train_per_class", "n_eval_per_class", "n_test_per_class"):
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            if value is None and key.startswith("n_"):
+                continue
+            if not vals or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                                   for v in vals):
+                raise ValueError(f"parameter {key}={value!r} must be a positive integer (or a list of them)")
+        if key in ("seed", "seeds"):
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            if not vals or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in vals):
+                raise ValueError(f"parameter {key}={value!r} must be a non-negative integer (or a list)")
+    return params
+
+
+def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _models.Architecture:
+    """Architectures by notebook name; CNNs use a flatten readout (cheap infinite kernel)."""
+    if name == "mlp":
+        return _models.mlp(width, depth)
+    if name == "plain_mlp":
+        return _models.plain_mlp(width, depth)
+    if name == "cnn":
+        return _models.cnn(width, depth, readout="flatten")
+    if name == "wide_resnet":
+        return _models.wide_resnet(depth=depth if depth >= 10 else 10, k=max(1, width // 16))
+    raise ValueError(f"unknown architecture {name!r}; choose one of {list(CHOICES['architecture'])}")
+
+
+def victim_config(dataset: str = "digits", **overrides) -> _train.TrainConfig:
+    """Default victim training: full-batch SGD with momentum to near-zero squared loss."""
+    base = dict(optimizer="sgd", lr=2.0, momentum=0.9, steps=4000, target_loss=1e-4, eval_every=50)
+    if dataset == "cifar10":
+        base.update(lr=0.5, batch_size=256, steps=6000)
+    base.update(overrides)
+    return _train.TrainConfig(**base)
+
+
+@dataclass
+class Experiment:
+    """Everything an attack run needs (see :func:`prepare`)."""
+
+    task: _data.BackdoorTask
+    arch: _models.Architecture
+    kernel: _kernels.Kernel
+    problem: _attack.BackdoorProblem
+    train_config: _train.TrainConfig
+    clean: _train.TrainResult | None = None
+    spec: dict = field(default_factory=dict)
+
+
+def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
+            depth=2, kernel="empirical", seed=0, train_config=None, kernel_dtype="float32", ridge=0.0,
+            w_attack=1.0, task_kw=None, progress=True) -> Experiment:
+    """Task, victim architecture, kernel and closed-form problem from parameters.
+
+    With ``kernel="empirical"`` the victim is trained on clean d (``train_config``,
+    default :func:`victim_config`) and the kernel is its empirical NTK at the
+    trained weights, as in the paper.
+    """
+    check_params(dataset=dataset, source=source, target=target, trigger=trigger,
+                 architecture=architecture, kernel=kernel, seed=seed)
+    task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))
+    arch = build_architecture(architecture, width, depth)
+    cfg = train_config or victim_config(dataset)
+    clean = None
+    if kernel == "infinite":
+        k = _kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])
+    else:
+        if kernel == "empirical":
+            clean = _train.train(arch, task.X_d, task.y_d, cfg, progress=progress, desc="clean victim")
+            params = clean.params
+        else:
+            params = arch.init(seed, task.X_d.shape)
+        k = _kernels.empirical_ntk(arch.apply_fn, params, dtype=kernel_dtype,
+                                   spec=dict(architecture=arch.spec, at=kernel))
+    problem = _attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack)
+    spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, kernel_dtype=kernel_dtype,
+                ridge=ridge, w_attack=w_attack, train=_train.config_dict(cfg),
+                clean_train_loss=None if clean is None else clean.final_loss)
+    return Experiment(task, arch, k, problem, cfg, clean, spec)

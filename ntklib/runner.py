@@ -1,0 +1,96 @@
+"""Run the notebooks headless with papermill: ``python -m ntklib.runner``.
+
+Each ``notebooks/NN_name.py`` (jupytext percent source) is paired to its
+``.ipynb`` (created or updated by jupytext) and executed by papermill with its
+default parameters, overridden by ``--params file.yaml`` and ``--smoke``. The
+executed copies (with outputs) go to ``build/notebooks/``; the figures go where
+each notebook's ``fig_dir`` parameter says (default ``figures/<notebook>/``).
+
+    python -m ntklib.runner                       # all notebooks, defaults
+    python -m ntklib.runner --smoke 03 05         # a quick run of two of them
+    python -m ntklib.runner --params params/cifar10.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def notebook_sources(selection=()):
+    """The notebook sources, optionally filtered by name prefixes (``03`` or ``03_greedy``)."""
+    paths = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    if selection:
+        chosen = [p for p in paths if any(p.stem.startswith(s) for s in selection)]
+        missing = [s for s in selection if not any(p.stem.startswith(s) for p in paths)]
+        if missing:
+            raise SystemExit(f"no notebook matches {missing}; have {[p.stem for p in paths]}")
+        return chosen
+    return paths
+
+
+def sync(path: Path) -> Path:
+    """Write/refresh the paired .ipynb from the .py source (inputs only)."""
+    import jupytext
+
+    nb = jupytext.read(path)
+    ipynb = path.with_suffix(".ipynb")
+    jupytext.write(nb, ipynb, fmt="ipynb")
+    return ipynb
+
+
+def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None) -> Path:
+    import papermill as pm
+
+    ipynb = sync(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / ipynb.name
+    pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
+                        kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False,
+                        execution_timeout=timeout)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="*", help="name prefixes (default: all)")
+    ap.add_argument("--params", help="YAML file of parameters for every notebook")
+    ap.add_argument("--smoke", action="store_true", help="smoke=True: seconds per notebook")
+    ap.add_argument("--out", default=str(ROOT / "build" / "notebooks"), help="executed notebooks go here")
+    ap.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one parameter (YAML value), e.g. -p seed=1")
+    args = ap.parse_args(argv)
+    import yaml
+
+    params = {}
+    if args.params:
+        params.update(yaml.safe_load(Path(args.params).read_text()) or {})
+    for kv in args.p:
+        k, _, v = kv.partition("=")
+        params[k] = yaml.safe_load(v)
+    if args.smoke:
+        params["smoke"] = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    paths = notebook_sources(args.notebooks)
+    if not paths:
+        print("no notebooks to run")
+        return 0
+    total = time.time()
+    for i, path in enumerate(paths, 1):
+        t0 = time.time()
+        print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
+        out = run(path, params, Path(args.out))
+        print(f"[{i}/{len(paths)}] {path.stem} done in {time.time() - t0:.0f} s -> {out.relative_to(ROOT)}",
+              flush=True)
+    print(f"all {len(paths)} notebooks in {time.time() - total:.0f} s; figures under figures/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Notebooks: .py/.ipynb pairs agree, one parameters cell, smoke runs write their outputs."""
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from ntklib import runner
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+EXPECTED = {
+    "01_ntk_background": ["ntk_convergence.png", "ntk_convergence.csv", "ntk_matrices.png",
+                          "network_vs_kernel.png", "network_vs_kernel.csv", "ntk_spectrum.png", "ntk_spectrum.csv"],
+    "02_backdoor_loss": ["trigger.png", "sampling_kernel_asr_ca.png", "sampling_kernel_asr_ca.csv",
+                         "hinge_prediction_distribution.png", "hinge_prediction_distribution.csv"],
+    "03_greedy_initialization": ["rank_one_check.json", "greedy_vs_random.png", "greedy_vs_random.csv",
+                                 "swap_refinement.json", "scoring_time.png", "scoring_time.csv"],
+    "04_poison_optimization": ["optimization_history.png", "optimization_history.csv",
+                               "poisons_before_after.png", "poisons_difference.png", "poisons.npz",
+                               "poisons.json", "poisons.png", "checkpoint.npz"],
+    "05_transfer_to_networks": ["headline_asr_vs_budget.png", "headline_asr_vs_budget.csv", "sweep.csv",
+                                "results.json"],
+}
+
+
+def _inputs(nb):
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_every_expected_notebook_exists():
+    assert [p.stem for p in SOURCES] == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_pair_in_sync_and_one_parameters_cell(src):
+    ipynb = src.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make notebooks`"
+    py_nb, ip_nb = jupytext.read(src), jupytext.read(ipynb)
+    assert _inputs(py_nb) == _inputs(ip_nb), f"{src.name} and {ipynb.name} differ: run `make notebooks`"
+    tagged = [c for c in py_nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for knob in ["dataset", "source", "target", "trigger", "architecture", "kernel", "seed", "smoke", "fig_dir"]:
+        assert f"\n{knob} = " in "\n" + tagged[0].source, f"{src.stem}: parameter {knob} missing"
+    assert py_nb.metadata["kernelspec"]["name"] == "python3"
+    assert py_nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    first = py_nb.cells[0]
+    assert first.cell_type == "markdown" and "Runtime" in first.source and "ntklib used" in first.source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_smoke_run_writes_figures(src, tmp_path):
+    runner.run(src, {"smoke": True, "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=300)
+    folder = tmp_path / src.stem
+    for name in EXPECTED[src.stem]:
+        path = folder / name
+        assert path.exists() and path.stat().st_size > 0, f"{src.stem} did not write {name}"
+    if src.stem.startswith("05"):
+        res = json.loads((folder / "results.json").read_text())
+        assert "efficiency_ratio" in res and res["per_method_budget"]
+        assert {k.split("/")[0] for k in res["per_method_budget"]} == {"ntba", "sampling"}
+
+
+def test_bad_parameter_fails_early_with_clear_message(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="kernel='magic' is invalid"):
+        runner.run(SOURCES[1], {"kernel": "magic", "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=120)
