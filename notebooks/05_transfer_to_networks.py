@@ -123,7 +123,8 @@ for ax, (col, title) in zip(axes, panels):
                     color=plotting.PALETTE[meth], label="NTBA" if meth == "ntba" else "sampling")
     if "asr" in col:
         ax.axhline(asr_level, color="k", lw=0.8, ls=":")
-    ax.set(xscale="log", xlabel="number of poisons", ylabel="fraction", title=title, ylim=(-0.02, 1.02))
+    ylim = (-0.02, 1.02) if "asr" in col else (min(0.9, float(summary[f"{col}_mean"].min()) - 0.02), 1.005)
+    ax.set(xscale="log", xlabel="number of poisons", ylabel="fraction", title=title, ylim=ylim)
     ax.legend(loc="lower right")
 fig.suptitle(f"{dataset} {source}->{target}, {trigger} trigger, {architecture}-{width}, kernel: {kernel}, "
              f"{len(seeds)} seeds", y=1.02)

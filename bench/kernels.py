@@ -1,0 +1,145 @@
+"""Kernel benchmark: throughput, memory, and the cost of a loss gradient.
+
+Prints tables and saves JSON to bench/results/kernels_<platform>.json:
+
+1. kernel entries per second for each kernel kind, dtype and size n (an n x n
+   block, after one warm-up call that compiles the tile shape), with the process's
+   peak resident memory after each measurement and a fitted exponent of time ~ n^k;
+2. the ratio (time of one loss + gradient with respect to X_p through the kernel) /
+   (time to evaluate the kernel block K(X_p, [X_p; X_d; X_t; X_a]) that step needs).
+   The usual autodiff bound puts it near 3.
+
+    python bench/kernels.py            # the CPU set (a few minutes on 2 cores)
+    python bench/kernels.py --quick    # seconds; the test suite runs this
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from ntklib import attack, data, kernels, models  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeat=2):
+    fn()  # warm-up: compiles the tile shapes
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine() -> dict:
+    dev = jax.devices()[0]
+    return dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)), n_devices=jax.device_count(),
+                cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(), jax=jax.__version__)
+
+
+def kernel_cases(shape, quick):
+    mlp, cnn = models.mlp(512), models.cnn(32)
+    p_mlp, p_cnn = mlp.init(0, shape), cnn.init(0, shape)
+    cases = {
+        "infinite_ntk/mlp": lambda dt: kernels.infinite_ntk(mlp, dtype=dt, input_shape=shape),
+        "infinite_ntk/cnn-flatten": lambda dt: kernels.infinite_ntk(cnn, dtype=dt, input_shape=shape),
+        "empirical_ntk/mlp-512": lambda dt: kernels.empirical_ntk(mlp.apply_fn, p_mlp, dtype=dt),
+        "empirical_ntk/cnn-32": lambda dt: kernels.empirical_ntk(cnn.apply_fn, p_cnn, dtype=dt),
+        "user/rbf": lambda dt: kernels.rbf(2.0, dtype=dt),
+    }
+    if quick:
+        cases = {k: v for k, v in cases.items() if k in ("infinite_ntk/mlp", "empirical_ntk/mlp-512", "user/rbf")}
+    return cases
+
+
+def throughput(X, sizes, dtypes, quick):
+    rows = []
+    for name, make in kernel_cases(X.shape[1:], quick).items():
+        for dt in dtypes:
+            if dt == "float64" and name == "empirical_ntk/cnn-32":
+                print(f"{name:26s} float64  skipped: float64 convolutions are ~600x slower on CPU "
+                      "(31 s for a 100 x 100 block, measured)", flush=True)
+                continue
+            k = make(dt)
+            for n in (sizes if dt == "float32" else sizes[:2]):
+                t = timed(lambda: k(X[:n]), repeat=1 if quick else 2)
+                rows.append(dict(kernel=name, dtype=dt, n=n, seconds=t, entries_per_s=n * n / t,
+                                 peak_rss_mb=peak_rss_mb(), tile=list(k.tile)))
+                print(f"{name:26s} {dt:8s} n={n:5d}  {t:8.3f} s  {n * n / t:12.0f} entries/s  "
+                      f"peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    fits = {}
+    for name in {r["kernel"] for r in rows}:
+        for dt in dtypes:
+            pts = [(r["n"], r["seconds"]) for r in rows if r["kernel"] == name and r["dtype"] == dt]
+            if len(pts) >= 2:
+                n, t = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+                fits[f"{name}/{dt}"] = float(np.polyfit(n, t, 1)[0])
+    return rows, fits
+
+
+def gradient_ratio(task, n_p, quick):
+    rows = []
+    shape = task.X_d.shape[1:]
+    mlp, cnn = models.mlp(512), models.cnn(32)
+    cases = {"infinite_ntk/mlp": kernels.infinite_ntk(mlp, input_shape=shape),
+             "empirical_ntk/mlp-512": kernels.empirical_ntk(mlp.apply_fn, mlp.init(0, shape))}
+    if not quick:
+        cases["empirical_ntk/cnn-32"] = kernels.empirical_ntk(cnn.apply_fn, cnn.init(0, shape))
+        cases["infinite_ntk/cnn-flatten"] = kernels.infinite_ntk(cnn, input_shape=shape)
+    for name, k in cases.items():
+        P = attack.BackdoorProblem.from_task(task, k)
+        X_p = task.X_cand[:n_p]
+        X_all = np.concatenate([X_p, P.X_other])
+        t_blocks = timed(lambda: k(X_p, X_all))
+        t_step = timed(lambda: P.evaluate(X_p, grad=True))
+        rows.append(dict(kernel=name, n_p=n_p, n_other=len(P.X_other), kernel_blocks_s=t_blocks,
+                         loss_grad_s=t_step, ratio=t_step / t_blocks))
+        print(f"{name:26s} n_p={n_p:3d} others={len(P.X_other):5d}  blocks {t_blocks:.3f} s  "
+              f"loss+grad {t_step:.3f} s  ratio {t_step / t_blocks:.2f}", flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (under a minute)")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/kernels_<platform>[_quick].json)")
+    ap.add_argument("--cifar", action="store_true", help="also the gradient ratio on CIFAR-10 sizes")
+    args = ap.parse_args(argv)
+    info = machine()
+    print("machine:", info)
+    X = data.load_digits()[0]
+    sizes = [50, 100] if args.quick else [100, 200, 400, 800]
+    dtypes = ["float32"] if args.quick else ["float32", "float64"]
+    rows, fits = throughput(X, sizes, dtypes, args.quick)
+    print("fitted exponent k in time ~ n^k:", json.dumps({k: round(v, 2) for k, v in sorted(fits.items())}))
+    task = data.make_task(n_train_per_class=30 if args.quick else None)
+    grad = gradient_ratio(task, 2 if args.quick else 10, args.quick)
+    if args.cifar:
+        ct = data.make_task("cifar10", 9, 4, n_train_per_class=250, n_eval_per_class=50, n_test_per_class=10)
+        grad += [dict(r, dataset="cifar10") for r in gradient_ratio(ct, 10, args.quick)]
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
+        f"kernels_{info['platform']}{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(machine=info, quick=args.quick, throughput=rows, exponents=fits,
+                                   gradient_ratio=grad), indent=2))
+    print("saved", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
