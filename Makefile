@@ -33,9 +33,11 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/kernels.py
+	$(PY) bench/greedy.py
 
 bench-quick: $(STAMP)
 	$(PY) bench/kernels.py --quick
+	$(PY) bench/greedy.py --quick
 
 clean:
 	rm -rf build .pytest_cache

@@ -69,16 +69,3 @@ def test_bad_parameter_fails_early_with_clear_message(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="kernel='magic' is invalid"):
         runner.run(SOURCES[1], {"kernel": "magic", "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=120)
 
-
-@pytest.mark.slow
-def test_kernel_benchmark_quick_mode(tmp_path):
-    import subprocess
-    import sys
-
-    out = tmp_path / "k.json"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads(out.read_text())
-    assert res["throughput"] and all(row["entries_per_s"] > 0 for row in res["throughput"])
-    assert all(row["ratio"] > 0 for row in res["gradient_ratio"])

@@ -1,0 +1,29 @@
+"""The benchmark scripts keep working: each runs once in --quick mode."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script, out):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_kernel_benchmark_quick(tmp_path):
+    res = _run("kernels.py", tmp_path / "k.json")
+    assert res["throughput"] and all(row["entries_per_s"] > 0 for row in res["throughput"])
+    assert all(row["ratio"] > 0 for row in res["gradient_ratio"])
+
+
+@pytest.mark.slow
+def test_greedy_benchmark_quick(tmp_path):
+    res = _run("greedy.py", tmp_path / "g.json")
+    assert all(r["same_pick"] and r["max_rel_score_diff"] < 1e-8 for r in res["rows"])
