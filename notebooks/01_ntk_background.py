@@ -53,6 +53,7 @@ widths = [64, 256, 1024, 2048]   # widths for the convergence study
 n_points = 16               # images in the convergence study
 lazy_widths = [32, 1024]    # narrow vs wide network for the training comparison
 n_train_per_class = 40      # training images per class for the training comparison
+n_test_per_class = None     # test images per class for the training comparison (None: all)
 train_steps = 1500          # SGD steps (stops early at loss 1e-5)
 budgets = [1]               # unused here
 seed = 0
@@ -63,11 +64,12 @@ fig_dir = "figures"         # relative to the repository root
 pipeline.check_params(dataset=dataset, source=source, target=target, architecture=architecture,
                       widths=widths, lazy_widths=lazy_widths, seed=seed, train_steps=train_steps)
 if smoke:
-    widths, n_points, lazy_widths, n_train_per_class, train_steps = widths[:2], 8, [32, 256], 10, 300
+    widths, n_points, lazy_widths, train_steps = widths[:2], 8, [16, 64], 300
+    n_train_per_class, n_test_per_class = 10, 10
 NB = "01_ntk_background"
 plotting.set_theme()
 task = data.make_task(dataset, source, target, trigger, n_train_per_class=n_train_per_class,
-                      n_eval_per_class=5, seed=seed)
+                      n_eval_per_class=5, n_test_per_class=n_test_per_class, seed=seed)
 X = task.X_d[np.random.default_rng(seed).permutation(len(task.X_d))[:n_points]]
 print(task.summary())
 

@@ -25,7 +25,7 @@ from . import kernels as _kernels
 from . import models as _models
 from . import train as _train
 
-__all__ = ["CHOICES", "check_params", "build_architecture", "prepare", "Experiment", "victim_config"]
+__all__ = ["CHOICES", "check_params", "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config"]
 
 CHOICES = dict(
     dataset=_data.DATASETS,
@@ -69,6 +69,15 @@ def check_params(**params) -> dict:
             if not vals or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in vals):
                 raise ValueError(f"parameter {key}={value!r} must be a non-negative integer (or a list)")
     return params
+
+
+def smoke_task_kw(task_kw=None) -> dict:
+    """Task sizes for ``smoke=True`` runs: at most 30 training, 10 held-out and 20
+    test images per class, so that any dataset runs in seconds on a CPU."""
+    kw = dict(task_kw or {})
+    for key, cap in (("n_train_per_class", 30), ("n_eval_per_class", 10), ("n_test_per_class", 20)):
+        kw[key] = min(kw.get(key) or cap, cap)
+    return kw
 
 
 def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _models.Architecture:

@@ -86,7 +86,7 @@ def main(argv=None):
         t0 = time.time()
         print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
         out = run(path, params, Path(args.out))
-        print(f"[{i}/{len(paths)}] {path.stem} done in {time.time() - t0:.0f} s -> {out.relative_to(ROOT)}",
+        print(f"[{i}/{len(paths)}] {path.stem} done in {time.time() - t0:.0f} s -> {out}",
               flush=True)
     print(f"all {len(paths)} notebooks in {time.time() - total:.0f} s; figures under figures/")
     return 0
