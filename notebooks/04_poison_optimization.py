@@ -61,7 +61,7 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       architecture=architecture, width=width, kernel=kernel, budget=budget,
                       opt_method=opt_method, opt_steps=opt_steps, seed=seed)
 if smoke:
-    opt_steps, width = min(opt_steps, 10), min(width, 128)
+    opt_steps, budget, width = min(opt_steps, 3), min(budget, 2), min(width, 128)
     task_kw = pipeline.smoke_task_kw(task_kw)
 NB = "04_poison_optimization"
 plotting.set_theme()

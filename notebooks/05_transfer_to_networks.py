@@ -44,7 +44,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import matplotlib.pyplot as plt
-import numpy as np
 
 from ntklib import artifacts, evaluate, pipeline, plotting
 from ntklib.plotting import to_jsonable
