@@ -72,12 +72,10 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       seeds=seeds, budget=hinge_budget, seed=seed)
 if smoke:
     budgets, seeds, width = budgets[:3], seeds[:2], min(width, 128)
-    task_kw = pipeline.smoke_task_kw(task_kw)
 NB = "02_backdoor_loss"
 plotting.set_theme()
-victim = pipeline.victim_config(dataset, **({"steps": 200} if smoke else {}))  # for kernel="empirical"
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
-                       train_config=victim, task_kw=task_kw)
+                       task_kw=task_kw, smoke=smoke)
 task, problem = exp.task, exp.problem
 m = len(task.X_cand)
 budgets = [b for b in budgets if b <= m]

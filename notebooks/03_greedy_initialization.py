@@ -73,12 +73,10 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       seeds=seeds, seed=seed, budget=swap_budget)
 if smoke:
     budgets, seeds, timing_sizes, width = [1, 2, 3], seeds[:2], [10, 20], min(width, 128)
-    task_kw = pipeline.smoke_task_kw(task_kw)
 NB = "03_greedy_initialization"
 plotting.set_theme()
-victim = pipeline.victim_config(dataset, **({"steps": 200} if smoke else {}))  # for kernel="empirical"
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
-                       train_config=victim, task_kw=task_kw)
+                       task_kw=task_kw, smoke=smoke)
 task, problem = exp.task, exp.problem
 m = len(task.X_cand)
 budgets = [b for b in budgets if b <= m]
@@ -155,7 +153,7 @@ plotting.save_numbers(swap, "swap_refinement", NB, fig_dir)
 rows = []
 for n in timing_sizes:
     e = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
-                         train_config=victim, task_kw=dict(task_kw, n_train_per_class=n), progress=False)
+                         task_kw=dict(task_kw, n_train_per_class=n), progress=False, smoke=smoke)
     bl = e.problem.candidate_blocks(e.task.X_cand)
     for meth in ["rank_one", "naive"]:
         t0 = time.perf_counter()

@@ -62,12 +62,10 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       opt_method=opt_method, opt_steps=opt_steps, seed=seed)
 if smoke:
     opt_steps, budget, width = min(opt_steps, 3), min(budget, 2), min(width, 128)
-    task_kw = pipeline.smoke_task_kw(task_kw)
 NB = "04_poison_optimization"
 plotting.set_theme()
-victim = pipeline.victim_config(dataset, **({"steps": 200} if smoke else {}))  # for kernel="empirical"
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
-                       train_config=victim, task_kw=task_kw)
+                       task_kw=task_kw, smoke=smoke)
 task, problem = exp.task, exp.problem
 print(task.summary())
 

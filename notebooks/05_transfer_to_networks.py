@@ -76,12 +76,11 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       opt_method=opt_method, train_steps=train_steps, seed=seed)
 if smoke:
     budgets, seeds, opt_steps, train_steps, width = [1, 3], seeds[:1], min(opt_steps, 3), 200, min(width, 128)
-    task_kw = pipeline.smoke_task_kw(task_kw)
 NB = "05_transfer_to_networks"
 plotting.set_theme()
 cfg = pipeline.victim_config(dataset, lr=lr, steps=train_steps, target_loss=target_loss, batch_size=batch_size)
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
-                       train_config=cfg, task_kw=task_kw)
+                       train_config=cfg, task_kw=task_kw, smoke=smoke)
 task = exp.task
 budgets = [b for b in budgets if b <= len(task.X_cand)]
 print(task.summary())

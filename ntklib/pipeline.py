@@ -117,13 +117,18 @@ class Experiment:
 
 def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
             depth=2, kernel="empirical", seed=0, train_config=None, kernel_dtype="float32", ridge=0.0,
-            w_attack=1.0, task_kw=None, progress=True) -> Experiment:
+            w_attack=1.0, task_kw=None, progress=True, smoke=False) -> Experiment:
     """Task, victim architecture, kernel and closed-form problem from parameters.
 
     With ``kernel="empirical"`` the victim is trained on clean d (``train_config``,
     default :func:`victim_config`) and the kernel is its empirical NTK at the
-    trained weights, as in the paper.
+    trained weights, as in the paper. ``smoke=True`` shrinks the task
+    (:func:`smoke_task_kw`) and, unless ``train_config`` is given, the victim's
+    training to 200 steps.
     """
+    if smoke:
+        task_kw = smoke_task_kw(task_kw)
+        train_config = train_config or victim_config(dataset, steps=200)
     check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                  architecture=architecture, kernel=kernel, seed=seed)
     task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))
