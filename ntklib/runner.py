@@ -1,7 +1,7 @@
 """Run the notebooks headless with papermill: ``python -m ntklib.runner``.
 
-Each ``notebooks/NN_name.py`` (jupytext percent source) is paired to its
-``.ipynb`` (created or updated by jupytext) and executed by papermill with its
+Each ``notebooks/NN_name.py`` (jupytext percent source) is converted to a
+notebook under the output folder and executed by papermill with its
 default parameters, overridden by ``--params file.yaml`` and ``--smoke``. The
 executed copies (with outputs) go to ``build/notebooks/``; the figures go where
 each notebook's ``fig_dir`` parameter says (default ``figures/<notebook>/``).
@@ -34,22 +34,25 @@ def notebook_sources(selection=()):
     return paths
 
 
-def sync(path: Path) -> Path:
-    """Write/refresh the paired .ipynb from the .py source (inputs only)."""
+def source_notebook(path: Path, out_dir: Path) -> Path:
+    """The .py source as an unexecuted .ipynb under ``out_dir`` (papermill's input).
+
+    The tracked pair in notebooks/ is left alone (``make notebooks`` syncs it), so
+    running notebooks never changes the working tree outside build/ and figures/.
+    """
     import jupytext
 
-    nb = jupytext.read(path)
-    ipynb = path.with_suffix(".ipynb")
-    jupytext.write(nb, ipynb, fmt="ipynb")
-    return ipynb
+    src = out_dir / f"{path.stem}.source.ipynb"
+    jupytext.write(jupytext.read(path), src, fmt="ipynb")
+    return src
 
 
 def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None) -> Path:
     import papermill as pm
 
-    ipynb = sync(path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / ipynb.name
+    ipynb = source_notebook(path, out_dir)
+    out = out_dir / f"{path.stem}.ipynb"
     pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
                         kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False,
                         execution_timeout=timeout)
