@@ -137,8 +137,7 @@ class BackdoorProblem:
                           float(np.mean(np.sign(f_t) == self.y_t)), float(np.mean(f_a > 0)), f_t, f_a)
 
     def _check_poisons(self, X_p):
-        X_p = check_images(X_p, "X_p (poisons)", self.shape)
-        return X_p
+        return check_images(X_p, "X_p (poisons)", self.shape)
 
     def evaluate(self, X_p, grad: bool = False):
         """Loss of poisons X_p (and, with ``grad=True``, dL/dX_p of shape X_p.shape)."""

@@ -15,6 +15,7 @@ message naming the bad value and the valid choices.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,6 +148,6 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
                                    spec=dict(architecture=arch.spec, at=kernel))
     problem = _attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack)
     spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, kernel_dtype=kernel_dtype,
-                ridge=ridge, w_attack=w_attack, train=_train.config_dict(cfg),
+                ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
                 clean_train_loss=None if clean is None else clean.final_loss)
     return Experiment(task, arch, k, problem, cfg, clean, spec)

@@ -10,7 +10,7 @@ with the architecture spec alongside, so a saved network can be rebuilt.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -196,7 +196,3 @@ def load_params(path, input_shape):
         raise ValueError(f"{path}: saved parameter shapes do not match {arch.describe()} on "
                          f"inputs {tuple(input_shape)}")
     return arch, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(l) for l in leaves])
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
