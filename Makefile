@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 figures: $(STAMP)
-	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS)
+	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \
+	    $(if $(PARAMS)$(NOTEBOOKS),,--timings 'bench/results/figures_{platform}.json')
 
 notebooks: $(STAMP)
 	$(PY) -m jupytext --sync notebooks/*.py
@@ -34,10 +35,13 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/kernels.py
 	$(PY) bench/greedy.py
+	$(PY) bench/scale.py
+	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
 	$(PY) bench/kernels.py --quick
 	$(PY) bench/greedy.py --quick
+	$(PY) bench/scale.py --quick
 
 clean:
 	rm -rf build .pytest_cache

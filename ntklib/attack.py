@@ -14,10 +14,11 @@ g = K_tD^T r_t + K_aD^T r_a, beta = (K_DD + s I)^-1 g and G = -beta alpha^T:
     dL/dK(X_p, X_d) = G[p, d] + G[d, p]^T      dL/dK(X_p, X_t) = alpha_p r_t^T
     dL/dK(X_p, X_p) = G[p, p] (both arguments) dL/dK(X_p, X_a) = alpha_p r_a^T
 
-All four blocks are one kernel call K(X_p, [X_p; X_d; X_t; X_a]) and the gradient
-with respect to X_p is one vector-Jacobian product through it (the K_pp part with
-cotangent G_pp + G_pp^T, see :meth:`ntklib.kernels.Kernel.vjp`): no per-pair
-gradient is ever formed. Cost per step: the kernel block and its VJP,
+The blocks are two kernel calls, K(X_p, X_p) and K(X_p, X_other) with the fixed
+X_other = [X_d; X_t; X_a] (whose features a feature-map kernel such as the
+empirical NTK computes once), and the gradient with respect to X_p is one
+vector-Jacobian product through each (the K_pp part through both arguments, see
+:meth:`ntklib.kernels.Kernel.vjp`): no per-pair gradient is ever formed. Cost per step: the kernel block and its VJP,
 O(n_p (n_p + n_d + n_t + n_a)) kernel entries, plus an O((n_d + n_p)^3) solve.
 """
 from __future__ import annotations
@@ -146,12 +147,12 @@ class BackdoorProblem:
         if n_p == 0:
             res = self._result(self.clean_reg.predict(self.K_td), self.clean_reg.predict(self.K_ad))
             return (res, np.zeros_like(X_p, dtype=np.float64)) if grad else res
-        X_all = np.concatenate([X_p, self.X_other])
-        Kp = np.asarray(self.kernel(X_p, X_all), dtype=np.float64)
-        K_pp = (Kp[:, :n_p] + Kp[:, :n_p].T) / 2
-        K_pd = Kp[:, n_p:n_p + n_d]
-        K_pt = Kp[:, n_p + n_d:n_p + n_d + self.n_t]
-        K_pa = Kp[:, n_p + n_d + self.n_t:]
+        K_pp = np.asarray(self.kernel(X_p), dtype=np.float64)
+        K_pp = (K_pp + K_pp.T) / 2
+        Kp = np.asarray(self.kernel(X_p, self.X_other), dtype=np.float64)  # X_other: fixed (cacheable)
+        K_pd = Kp[:, :n_d]
+        K_pt = Kp[:, n_d:n_d + self.n_t]
+        K_pa = Kp[:, n_d + self.n_t:]
         A = np.block([[self.K_dd, K_pd.T], [K_pd, K_pp]])
         reg = _reg.KernelRegression(A, np.concatenate([self.y_d, np.ones(n_p)]), self.shift,
                                     block=f"K_DD (d + {n_p} poisons)")
@@ -165,10 +166,10 @@ class BackdoorProblem:
         alpha_p = reg.alpha[n_d:]
         G = -np.outer(beta, reg.alpha)
         C_pp = G[n_d:, n_d:]
-        cot = np.hstack([C_pp + C_pp.T,                          # K_pp through both arguments
-                         G[n_d:, :n_d] + G[:n_d, n_d:].T,         # K_pd appears as K_pd and K_dp
+        cot = np.hstack([G[n_d:, :n_d] + G[:n_d, n_d:].T,         # K_pd appears as K_pd and K_dp
                          np.outer(alpha_p, r_t), np.outer(alpha_p, r_a)])
-        return res, self.kernel.vjp(X_p, X_all, cot)
+        return res, (self.kernel.vjp(X_p, X_p, C_pp, sym=True)    # K_pp through both arguments
+                     + self.kernel.vjp(X_p, self.X_other, cot))
 
     def loss(self, X_p) -> LossResult:
         return self.evaluate(X_p)

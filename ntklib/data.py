@@ -246,18 +246,23 @@ def _class_index(dataset: str, c) -> int:
 
 
 # --------------------------------------------------------------------------- the task
-def default_trigger(dataset: str, name: str = "periodic") -> _triggers.Trigger:
+def default_trigger(dataset: str, name: str = "periodic", amplitude: float | None = None) -> _triggers.Trigger:
     """The reference triggers, adapted to the dataset's image size.
 
     CIFAR-10 (32x32): periodic amplitude 6/255 with 8 periods (4 pixels a period);
     digits (8x8): 2 periods (again 4 pixels a period) and amplitude 0.15, since
-    digits are far coarser. Patch: 3x3 checkerboard (CIFAR-10), 2x2 (digits),
-    at a random location per image.
+    digits are far coarser. ``amplitude`` overrides the periodic trigger's.
+    Patch: 3x3 checkerboard (CIFAR-10), 2x2 (digits), at a random location per image.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if amplitude is not None and (name != "periodic" or not 0 < amplitude <= 1):
+        raise ValueError(f"amplitude={amplitude!r}: only the periodic trigger has an amplitude, "
+                         "and it must be in (0, 1]")
     if name == "periodic":
         kw = dict(amplitude=6 / 255, periods=8) if dataset == "cifar10" else dict(amplitude=0.15, periods=2)
+        if amplitude is not None:
+            kw["amplitude"] = float(amplitude)
         return _triggers.make_trigger("periodic", **kw)
     if name == "patch":
         return _triggers.make_trigger("patch", size=3 if dataset == "cifar10" else 2)

@@ -83,9 +83,11 @@ def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str =
 def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 2),
           train_config: _train.TrainConfig | None = None, methods=("ntba", "sampling"),
           opt_steps: int = 0, opt_method: str = "lbfgsb", network: bool = True,
-          ntba=None, progress: bool = True, csv_path=None) -> pd.DataFrame:
+          ntba=None, progress: bool = True, csv_path=None, sampling_budgets=None) -> pd.DataFrame:
     """NTBA vs sampling over budgets and seeds, in one run, as a tidy table.
 
+    ``budgets`` are NTBA's; ``sampling_budgets`` (default: the same) the
+    baseline's, which usually needs larger ones to reach high ASR.
     Budgets above the candidate pool are dropped. NTBA poisons are designed
     once per budget (deterministic given the problem; pass ``ntba`` from
     :func:`ntba_poisons` to reuse them); seeds vary the victim's initialization
@@ -95,15 +97,22 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     converged, train_steps, max_poison_residual, max_clean_residual, seconds.
     """
     m = len(task.X_cand)
-    budgets = sorted(set(int(b) for b in budgets if 1 <= b <= m))
-    if not budgets:
-        raise ValueError(f"no budget fits the candidate pool of {m}")
+
+    def fit(bs):
+        bs = sorted(set(int(b) for b in bs if 1 <= b <= m))
+        if not bs:
+            raise ValueError(f"no budget fits the candidate pool of {m}")
+        return bs
+
+    budgets = fit(budgets)
+    sampling_budgets = budgets if sampling_budgets is None else fit(sampling_budgets)
     unknown = set(methods) - {"ntba", "sampling"}
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose 'ntba' and/or 'sampling'")
     if "ntba" in methods and ntba is None:
         ntba = ntba_poisons(problem, task.X_cand, budgets, opt_steps, opt_method, progress)
-    jobs = [(meth, b, s) for meth in methods for b in budgets for s in seeds]
+    jobs = [(meth, b, s) for meth in methods for b in (budgets if meth == "ntba" else sampling_budgets)
+            for s in seeds]
     rows = []
     for meth, b, s in tqdm(jobs, desc="sweep", disable=not progress):
         t0 = time.time()
@@ -146,7 +155,8 @@ def efficiency_ratio(df: pd.DataFrame, metric: str = "net_asr", level: float = 0
         return int(hit.index.min()) if len(hit) else None
 
     nb, sb = first("ntba"), first("sampling")
-    max_b = int(df["budget"].max())
+    samp = df.loc[df["method"] == "sampling", "budget"]
+    max_b = int(samp.max()) if len(samp) else int(df["budget"].max())
     out = dict(metric=metric, level=level, ntba_budget=nb, sampling_budget=sb, lower_bound=False, ratio=None)
     if nb is not None:
         if sb is not None:

@@ -27,6 +27,8 @@ current JAX alone.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import jax
@@ -52,11 +54,19 @@ class Kernel:
         bytes_per_pair: estimated working memory per kernel entry, for the automatic tile.
         bytes_per_row: estimated working memory per input row (e.g. a Jacobian row).
         name: a label; ``spec`` describes the kernel for provenance.
+        features: optional JAX function ``features(x, *args) -> (n, P)`` with
+            k(x1, x2) = features(x1) @ features(x2).T (an explicit feature map, e.g.
+            the flattened parameter Jacobian of the empirical NTK). When the
+            features of ``x2`` fit in ``memory``, they are computed once
+            and kept (a small cache keyed by the array's contents), so repeated
+            blocks against a fixed set (the optimization loop's K(X_p, X_other))
+            cost only the features of ``x1``.
+        feature_dim: P, the number of features (for the memory check).
     """
 
     def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
                  bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
-                 spec: Optional[dict] = None):
+                 spec: Optional[dict] = None, features: Optional[Callable] = None, feature_dim: int = 0):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"kernel dtype must be float32 or float64, got {dtype}")
@@ -69,6 +79,13 @@ class Kernel:
         self.spec = dict(spec or {}, name=name, dtype=str(self.dtype))
         self._fwd = jax.jit(pair)
         self._bwd = jax.jit(lambda a, b, c, *args: jax.vjp(lambda u: pair(u, b, *args), a)[1](c)[0])
+        self._features, self._feature_dim = features, int(feature_dim)
+        self._cache: OrderedDict = OrderedDict()
+        if features is not None:
+            self._feat = jax.jit(features)
+            self._feat_fwd = jax.jit(lambda a, F, *args: features(a, *args) @ F.T)
+            self._feat_bwd = jax.jit(
+                lambda a, F, c, *args: jax.vjp(lambda u: features(u, *args) @ F.T, a)[1](c)[0])
         self._devices = jax.local_devices()
         self._sharding = None
         if len(self._devices) > 1:
@@ -128,8 +145,46 @@ class Kernel:
         out = np.empty((n1, n2), dtype=self.dtype)
         r, c = self._rows_size(n1), min(self.tile[1], n2)
         with precision(self.dtype):
-            self._fill(x1, x2, out, r, c)
+            F2 = self._cached_features(x2)
+            if F2 is None:
+                self._fill(x1, x2, out, r, c)
+            else:
+                for i0, i1 in self._tiles(n1, r):
+                    a = self._put(self._pad(x1[i0:i1], r), rows=True)
+                    out[i0:i1] = np.asarray(self._feat_fwd(a, F2, *self.args))[: i1 - i0]
         return out
+
+    # ------------------------------------------------------------------ feature maps
+    def _cached_features(self, x):
+        """Device array features(x) (n, P) if this kernel has a feature map and they
+        fit in the working memory (None otherwise); cached by content."""
+        if self._features is None:
+            return None
+        nbytes = len(x) * self._feature_dim * self.dtype.itemsize
+        if nbytes > self._memory:
+            return None
+        key = (x.shape, str(x.dtype), hashlib.blake2b(np.ascontiguousarray(x).tobytes(),
+                                                        digest_size=16).digest())
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        r = self._rows_size(len(x))
+        with precision(self.dtype):
+            parts = []
+            for i0, i1 in self._tiles(len(x), r):
+                a = self._put(self._pad(x[i0:i1], r), rows=True)
+                parts.append(self._feat(a, *self.args)[: i1 - i0])
+            F = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+            if self._sharding is not None:
+                F = jax.device_put(F, self._replicated)
+        self._cache[key] = F
+        while len(self._cache) > 3 or sum(v.nbytes for v in self._cache.values()) > self._memory:
+            self._cache.popitem(last=False)
+        return F
+
+    def clear_cache(self):
+        """Drop cached feature matrices (they are rebuilt on demand)."""
+        self._cache.clear()
 
     def _fill(self, x1, x2, out, r, c):
         n1, n2 = len(x1), len(x2)
@@ -160,7 +215,16 @@ class Kernel:
         grad = np.zeros(x1.shape, dtype=np.float64)
         r, c = self._rows_size(len(x1)), min(self.tile[1], len(x2))
         with precision(self.dtype):
-            self._accumulate_vjp(x1, x2, cot, grad, r, c)
+            F2 = self._cached_features(x2)
+            if F2 is None:
+                self._accumulate_vjp(x1, x2, cot, grad, r, c)
+            else:
+                for i0, i1 in self._tiles(len(x1), r):
+                    a = self._put(self._pad(x1[i0:i1], r), rows=True)
+                    ct = np.zeros((r, len(x2)), dtype=self.dtype)
+                    ct[: i1 - i0] = cot[i0:i1]
+                    g = self._feat_bwd(a, F2, self._put(ct, rows=True), *self.args)
+                    grad[i0:i1] += np.asarray(g, dtype=np.float64)[: i1 - i0]
         return grad
 
     def _accumulate_vjp(self, x1, x2, cot, grad, r, c):
@@ -219,21 +283,25 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     tile (x1, x2) it forms the per-example parameter gradients J1 (n1, P) and
     J2 (n2, P) by ``vmap(grad)`` and contracts them: O((n1 + n2) P) memory and
     O((n1 + n2) cost(f) + n1 n2 P) time. Parameters are cast to ``dtype``.
+    J is the kernel's feature map: J(x2) of a fixed set that fits in
+    ``memory`` is computed once and reused (see :class:`Kernel`), which makes the
+    optimization loop's blocks K(X_p, X_other) cost only J(X_p).
     """
     def f_single(p, x):
         return apply_fn(p, x[None]).reshape(())
 
     grads = jax.vmap(jax.grad(f_single), in_axes=(None, 0))
 
+    def features(x, p):  # the flattened per-example Jacobian J(x): (n, P)
+        leaves = jax.tree_util.tree_leaves(grads(p, x))
+        return jnp.concatenate([l.reshape(l.shape[0], -1) for l in leaves], axis=1)
+
     def pair(x1, x2, p):
-        j1, j2 = grads(p, x1), grads(p, x2)
-        terms = jax.tree_util.tree_map(
-            lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, j1, j2)
-        return sum(jax.tree_util.tree_leaves(terms))
+        return features(x1, p) @ features(x2, p).T
 
     n_params = sum(int(np.prod(np.shape(l))) for l in jax.tree_util.tree_leaves(params))
     return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
-                  bytes_per_row=4 * 3 * n_params, memory=memory,
+                  bytes_per_row=4 * 3 * n_params, memory=memory, features=features, feature_dim=n_params,
                   spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
 
 

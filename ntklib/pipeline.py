@@ -22,11 +22,13 @@ import numpy as np
 
 from . import attack as _attack
 from . import data as _data
+from . import evaluate as _evaluate
 from . import kernels as _kernels
 from . import models as _models
 from . import train as _train
 
-__all__ = ["CHOICES", "check_params", "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config"]
+__all__ = ["CHOICES", "check_params", "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config",
+           "run", "AttackRun"]
 
 CHOICES = dict(
     dataset=_data.DATASETS,
@@ -34,6 +36,7 @@ CHOICES = dict(
     architecture=("mlp", "cnn", "plain_mlp", "wide_resnet"),
     kernel=("empirical", "empirical_init", "infinite"),
     opt_method=("lbfgsb", "adam"),
+    optimizer=("sgd", "adam"),
 )
 
 
@@ -118,20 +121,25 @@ class Experiment:
 
 def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
             depth=2, kernel="empirical", seed=0, train_config=None, kernel_dtype="float32", ridge=0.0,
-            w_attack=1.0, task_kw=None, progress=True, smoke=False) -> Experiment:
+            w_attack=1.0, task_kw=None, progress=True, smoke=False, trigger_amplitude=None) -> Experiment:
     """Task, victim architecture, kernel and closed-form problem from parameters.
 
     With ``kernel="empirical"`` the victim is trained on clean d (``train_config``,
     default :func:`victim_config`) and the kernel is its empirical NTK at the
-    trained weights, as in the paper. ``smoke=True`` shrinks the task
+    trained weights, as in the paper. ``trigger`` is a name (with an optional
+    ``trigger_amplitude`` for the periodic one) or a :class:`~ntklib.triggers.Trigger`.
+    ``smoke=True`` shrinks the task
     (:func:`smoke_task_kw`) and, unless ``train_config`` is given, the victim's
     training to 200 steps.
     """
     if smoke:
         task_kw = smoke_task_kw(task_kw)
         train_config = train_config or victim_config(dataset, steps=200)
-    check_params(dataset=dataset, source=source, target=target, trigger=trigger,
-                 architecture=architecture, kernel=kernel, seed=seed)
+    check_params(dataset=dataset, source=source, target=target,
+                 architecture=architecture, kernel=kernel, seed=seed,
+                 **({"trigger": trigger} if isinstance(trigger, str) else {}))
+    if isinstance(trigger, str):
+        trigger = _data.default_trigger(dataset, trigger, amplitude=trigger_amplitude)
     task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))
     arch = build_architecture(architecture, width, depth)
     cfg = train_config or victim_config(dataset)
@@ -151,3 +159,45 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
                 ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
                 clean_train_loss=None if clean is None else clean.final_loss)
     return Experiment(task, arch, k, problem, cfg, clean, spec)
+
+
+@dataclass
+class AttackRun:
+    """Result of :func:`run`: the experiment, the NTBA poisons per budget
+    ({budget: dict(X_p, indices, ...)}, see :func:`ntklib.evaluate.ntba_poisons`),
+    the tidy sweep table and the efficiency ratio on trained networks."""
+
+    experiment: Experiment
+    poisons: dict
+    table: object
+    ratio: dict
+
+
+def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=256, depth=2,
+        kernel="empirical", budgets=(1, 2, 3, 5, 10), sampling_budgets=None, seeds=(0, 1, 2),
+        opt_steps=30, opt_method="lbfgsb", train_config=None, asr_level=0.9, methods=("ntba", "sampling"),
+        experiment: Experiment | None = None, progress=True, smoke=False, **prepare_kw) -> AttackRun:
+    """The paper's pipeline in one call.
+
+    1. :func:`prepare`: task; victim trained on clean d to (near) zero loss; its
+       empirical NTK (``kernel="empirical"``, default) or another kernel;
+    2. greedy initialization + L-BFGS-B (``opt_steps``) for each NTBA budget;
+    3. fresh victims trained from scratch on d + poisons (one per seed, with
+       ``train_config``, default :func:`victim_config`), the sampling baseline
+       (``sampling_budgets``, default the NTBA budgets) beside them, same seeds;
+    4. the poison-efficiency ratio at ``asr_level`` on the trained networks.
+
+    Pass ``experiment`` to reuse a prepared one (its kernel and victim config).
+    """
+    exp = experiment or prepare(dataset, source, target, trigger, architecture, width, depth, kernel,
+                                train_config=train_config, progress=progress, smoke=smoke, **prepare_kw)
+    m = len(exp.task.X_cand)
+    budgets = [b for b in budgets if b <= m]
+    poisons = None
+    if "ntba" in methods:
+        poisons = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method,
+                                         progress=progress)
+    table = _evaluate.sweep(exp.task, exp.problem, exp.arch, budgets=budgets, seeds=seeds,
+                            train_config=exp.train_config, methods=methods, ntba=poisons, progress=progress,
+                            sampling_budgets=sampling_budgets)
+    return AttackRun(exp, poisons, table, _evaluate.efficiency_ratio(table, "net_asr", asr_level))

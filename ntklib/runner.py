@@ -65,6 +65,8 @@ def main(argv=None):
     ap.add_argument("--params", help="YAML file of parameters for every notebook")
     ap.add_argument("--smoke", action="store_true", help="smoke=True: seconds per notebook")
     ap.add_argument("--out", default=str(ROOT / "build" / "notebooks"), help="executed notebooks go here")
+    ap.add_argument("--timings", metavar="PATH",
+                    help="write per-notebook wall times (JSON) here; '{platform}' is replaced by cpu/gpu")
     ap.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
                     help="override one parameter (YAML value), e.g. -p seed=1")
     args = ap.parse_args(argv)
@@ -85,14 +87,35 @@ def main(argv=None):
         print("no notebooks to run")
         return 0
     total = time.time()
+    seconds = {}
     for i, path in enumerate(paths, 1):
         t0 = time.time()
         print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
         out = run(path, params, Path(args.out))
-        print(f"[{i}/{len(paths)}] {path.stem} done in {time.time() - t0:.0f} s -> {out}",
-              flush=True)
-    print(f"all {len(paths)} notebooks in {time.time() - total:.0f} s; figures under figures/")
+        seconds[path.stem] = round(time.time() - t0, 1)
+        print(f"[{i}/{len(paths)}] {path.stem} done in {seconds[path.stem]:.0f} s -> {out}", flush=True)
+    wall = time.time() - total
+    where = params.get("fig_dir", "figures/")
+    print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")
+    if args.timings:
+        _write_timings(args.timings, seconds, wall, params)
     return 0
+
+
+def _write_timings(path: str, seconds: dict, wall: float, params: dict):
+    import json
+    import platform
+
+    import jax
+
+    dev = jax.devices()[0]
+    target = Path(path.replace("{platform}", dev.platform))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(dict(
+        machine=dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)),
+                     cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count()),
+        parameters=params, notebook_seconds=seconds, total_seconds=round(wall, 1)), indent=2))
+    print("timings written to", target)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,22 @@ def test_kernel_benchmark_quick(tmp_path):
 def test_greedy_benchmark_quick(tmp_path):
     res = _run("greedy.py", tmp_path / "g.json")
     assert all(r["same_pick"] and r["max_rel_score_diff"] < 1e-8 for r in res["rows"])
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    res = _run("scale.py", tmp_path / "s.json")
+    assert [r["n"] for r in res["rows"]] == [200, 400]
+    m = res["model"]
+    assert m["bytes_per_entry"] > 0 and m["largest_d"] > 400
+
+
+def test_readme_results_block_is_generated_from_the_json():
+    """README's results tables are bench/report.py's output (run `python bench/report.py --readme`)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import report
+
+    readme = (ROOT / "README.md").read_text()
+    assert report.START in readme and report.END in readme
+    block = readme[readme.index(report.START):readme.index(report.END) + len(report.END)]
+    assert block == report.report(), "README results are stale: run `python bench/report.py --readme`"

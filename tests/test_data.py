@@ -99,3 +99,13 @@ def test_cifar10_loads_and_task():
     # reference periodic trigger: 6/255, 8 periods along the width
     diff = task.X_a - task.X_t[task.y_t < 0]
     assert np.abs(diff).max() <= 6 / 255 + 1e-6
+
+
+def test_default_trigger_amplitude_override():
+    x = np.full((1, 8, 8, 1), 0.5)
+    weak = data.default_trigger("digits", "periodic", amplitude=0.05)
+    assert weak.spec["amplitude"] == 0.05
+    default = data.default_trigger("digits", "periodic")
+    np.testing.assert_allclose(weak(x) - x, (default(x) - x) * 0.05 / 0.15, atol=1e-7)
+    with pytest.raises(ValueError, match="only the periodic trigger"):
+        data.default_trigger("digits", "patch", amplitude=0.1)

@@ -59,3 +59,17 @@ def test_artifacts_roundtrip_reproduces_evaluation(setup, tmp_path):
     assert evaluate.kernel_metrics(P, X2) == evaluate.kernel_metrics(P, X_p)
     with pytest.raises(FileNotFoundError):
         artifacts.load_poisons(tmp_path / "missing")
+
+
+def test_sweep_with_separate_sampling_budgets_and_ratio_bound(setup):
+    task, arch, P = setup
+    cfg = train.TrainConfig(lr=1.0, steps=100, eval_every=50)
+    df = evaluate.sweep(task, P, arch, budgets=[1], sampling_budgets=[1, 4], seeds=[0], train_config=cfg,
+                        progress=False)
+    assert sorted(map(tuple, df[["method", "budget"]].values.tolist())) == [
+        ("ntba", 1), ("sampling", 1), ("sampling", 4)]
+    # a lower bound uses the largest *sampling* budget swept
+    fake = pd.DataFrame([dict(method="ntba", budget=2, net_asr=1.0), dict(method="ntba", budget=5, net_asr=1.0),
+                         dict(method="sampling", budget=40, net_asr=0.5)])
+    r = evaluate.efficiency_ratio(fake)
+    assert r["ratio"] == 20 and r["lower_bound"]

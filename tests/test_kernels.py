@@ -172,3 +172,24 @@ def test_multi_device_sharding_matches_single_device(X, tmp_path):
     k = kernels.empirical_ntk(arch.apply_fn, arch.init(0, (8, 8, 1)), tile=(5, 4))
     np.testing.assert_allclose(out["K"], k(X), rtol=1e-5)
     np.testing.assert_allclose(out["g"], k.vjp(X[:5], X, np.ones((5, 12))), rtol=1e-4, atol=1e-6)
+
+
+def test_empirical_feature_cache_equals_tiled_pairs(X):
+    """The cached-Jacobian path (features of x2 computed once) gives the same blocks and
+    VJPs as the tile-by-tile pair path, and the cache follows the array's contents."""
+    arch = models.mlp(64)
+    params = arch.init(0, X.shape)
+    fast = kernels.empirical_ntk(arch.apply_fn, params, dtype="float64")
+    slow = kernels.empirical_ntk(arch.apply_fn, params, dtype="float64", memory=150_000)  # no room to cache
+    assert slow._cached_features(X) is None and fast._cached_features(X) is not None
+    C = np.random.default_rng(0).normal(size=(4, 12))
+    np.testing.assert_allclose(fast(X[:4], X), slow(X[:4], X), rtol=1e-10)
+    np.testing.assert_allclose(fast.vjp(X[:4], X, C), slow.vjp(X[:4], X, C), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fast.vjp(X[:4], X[:4], C[:, :4], sym=True),
+                               slow.vjp(X[:4], X[:4], C[:, :4], sym=True), rtol=1e-8, atol=1e-12)
+    Y = X.copy()
+    first = fast(X[:2], Y)
+    Y[3] = 1 - Y[3]  # same array object, new contents: must not reuse the stale Jacobian
+    np.testing.assert_allclose(fast(X[:2], Y), slow(X[:2], Y), rtol=1e-10)
+    assert not np.allclose(fast(X[:2], Y)[:, 3], first[:, 3])
+    assert len(fast._cache) <= 3

@@ -66,3 +66,22 @@ def test_train_errors(small):
         train.train(models.mlp(8), X, y[:-1], progress=False)
     with pytest.raises(FloatingPointError, match="diverged"):
         train.train(models.mlp(64), X, y, train.TrainConfig(lr=1e4, steps=200, eval_every=10), progress=False)
+
+
+def test_target_residual_keeps_training_until_every_point_fits(small):
+    """Mean loss alone can stop with one point unfitted; target_residual cannot."""
+    X, y = small
+    arch = models.mlp(128)
+    y = y.copy()
+    y[0] = -y[0]  # one hard point (a stand-in for a poison)
+    loose = train.train(arch, X, y, train.TrainConfig(lr=0.5, steps=3000, target_loss=2e-3, eval_every=10),
+                        progress=False)
+    strict = train.train(arch, X, y, train.TrainConfig(lr=0.5, steps=3000, target_loss=2e-3,
+                                                        target_residual=0.05, eval_every=10), progress=False)
+    assert strict.steps >= loose.steps
+    res = np.abs(train.residuals(arch, strict.params, X, y))
+    if strict.converged:
+        assert res.max() < 0.05 and strict.history["max_residual"][-1] < 0.05
+    assert np.abs(train.residuals(arch, loose.params, X, y)).max() > res.max()
+    with pytest.raises(ValueError, match="target_residual"):
+        train.TrainConfig(target_residual=0)

@@ -22,6 +22,9 @@ EXPECTED = {
                                "poisons.json", "poisons.png", "checkpoint.npz"],
     "05_transfer_to_networks": ["headline_asr_vs_budget.png", "headline_asr_vs_budget.csv", "sweep.csv",
                                 "results.json"],
+    "06_what_transfers": ["kernel_vs_network_asr.png", "kernel_vs_network_asr.csv", "kernel_comparison.csv",
+                          "efficiency_ratio_curve.png", "efficiency_ratio_curve.csv", "victim_variants.png",
+                          "victim_variants.csv", "results.json"],
 }
 
 

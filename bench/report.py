@@ -1,0 +1,130 @@
+"""The README's results tables, generated from the saved JSON.
+
+Reads every ``results.json`` of notebooks 05 and 06 under ``figures/`` (the
+defaults and any extra configuration run with ``-p fig_dir=figures/<name>``) and
+the benchmark JSON under ``bench/results/``, and prints two markdown tables:
+attack efficiency on trained networks, and speed/memory. With ``--readme`` it
+rewrites the block between the ``<!-- results:start -->`` and
+``<!-- results:end -->`` markers in README.md (a test checks that the block is
+current).
+
+    python bench/report.py            # print
+    python bench/report.py --readme   # update README.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _trigger(spec: dict) -> str:
+    t = spec.get("trigger") or spec.get("task", {}).get("trigger", {})
+    if t.get("name") == "periodic":
+        return f"periodic {t.get('amplitude'):.3g}"
+    return str(t.get("name"))
+
+
+def _fmt_ratio(r: dict) -> str:
+    if r is None or r.get("ratio") is None:
+        return "NTBA < 90%"
+    return f"{'≥ ' if r.get('lower_bound') else ''}{r['ratio']:.1f}"
+
+
+def _budget(r: dict, key: str, max_budget=None) -> str:
+    b = r.get(key) if r else None
+    return str(b) if b is not None else (f"> {max_budget}" if max_budget else "—")
+
+
+def attack_rows() -> list[str]:
+    rows = []
+    for path in sorted(ROOT.glob("figures/**/05_transfer_to_networks/results.json")):
+        res = json.loads(path.read_text())
+        c = res["config"]
+        task = c["task"]
+        r = res["efficiency_ratio"]["network"]
+        rows.append((task["dataset"], f"{task['source']} → {task['target']}", _trigger(task),
+                     f"{c['architecture'].get('name')}-{c['architecture'].get('width', '')}", c["kernel"],
+                     _budget(r, "ntba_budget"), _budget(r, "sampling_budget", max(c["budgets"])),
+                     _fmt_ratio(r), len(c["seeds"]), path.relative_to(ROOT).as_posix()))
+    for path in sorted(ROOT.glob("figures/**/06_what_transfers/results.json")):
+        res = json.loads(path.read_text())
+        c = res["config"]
+        if c.get("smoke"):
+            continue
+        for k, entry in res["kernel_comparison"].items():
+            r = entry["ratio"]
+            rows.append((c["dataset"], f"{c['source']} → {c['target']}", _trigger(c),
+                         f"{c['architecture']}-{c['width']}", k, _budget(r, "ntba_budget"),
+                         _budget(r, "sampling_budget", max(c["sampling_budgets"])), _fmt_ratio(r), len(c["seeds"]),
+                         path.relative_to(ROOT).as_posix()))
+    head = ("| dataset | pair | trigger | victim | kernel | NTBA poisons for 90% | sampling | ratio | seeds | source |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    return [head] + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+
+
+def speed_rows() -> list[str]:
+    out = ["| what | measured | source |", "|---|---|---|"]
+    k = _load(ROOT / "bench/results/kernels_cpu.json")
+    if k:
+        for g in k["gradient_ratio"]:
+            out.append(f"| loss + gradient / kernel blocks, {g['kernel']}, {g.get('dataset', 'digits')} "
+                       f"({g['n_p']} poisons, {g['n_other']} others) | {g['ratio']:.1f}x | kernels_cpu.json |")
+        big = max(r["n"] for r in k["throughput"])
+        thr = ", ".join(f"{r['kernel']} {r['entries_per_s']:.1e}" for r in k["throughput"]
+                        if r["n"] == big and r["dtype"] == "float32")
+        out.append(f"| kernel entries/s at {big} x {big}, float32 | {thr} | kernels_cpu.json |")
+    g = _load(ROOT / "bench/results/greedy_cpu.json")
+    if g:
+        s = " / ".join(f"{r['speedup']:.0f}x (\\|d\\| = {r['n_d']})" for r in g["rows"])
+        same = all(r["same_pick"] for r in g["rows"])
+        out.append(f"| greedy round, rank-one vs naive, pool {g['rows'][0]['pool']} | {s}; same picks: {same} "
+                   f"| greedy_cpu.json |")
+    s = _load(ROOT / "bench/results/scale_cpu.json")
+    if s:
+        m = s["model"]
+        out.append(f"| attack memory ~ a n² + b, time ~ n^k (n = \\|d\\|) | a = {m['bytes_per_entry']:.0f} bytes, "
+                   f"b = {m['fixed_mb']:.0f} MB; k = {m['exponent_setup']:.2f} (setup), "
+                   f"{m['exponent_step']:.2f} (loss + gradient) | scale_cpu.json |")
+        out.append(f"| largest \\|d\\| in {m['memory_budget_gib']:.1f} GiB (90% of RAM), predicted | "
+                   f"{m['largest_d']} (setup ≈ {m['predicted_setup_s_at_largest'] / 60:.0f} min) | scale_cpu.json |")
+    f = _load(ROOT / "bench/results/figures_cpu.json")
+    if f:
+        per = ", ".join(f"{k[:2]}: {v:.0f} s" for k, v in f["notebook_seconds"].items())
+        out.append(f"| `make figures` at defaults, wall time | {f['total_seconds'] / 60:.1f} min ({per}) "
+                   f"| figures_cpu.json |")
+    return out
+
+
+def report() -> str:
+    return "\n".join([START, "", "**Attack efficiency on trained networks** (ratio = smallest sampling budget "
+                      "reaching 90% network ASR / smallest NTBA budget; `≥`: sampling never reached it):", "",
+                      *attack_rows(), "", "**Speed and memory** (CPU, this machine):", "", *speed_rows(), "", END])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
+    args = ap.parse_args(argv)
+    text = report()
+    print(text)
+    if args.readme:
+        readme = ROOT / "README.md"
+        s = readme.read_text()
+        if START not in s or END not in s:
+            raise SystemExit(f"README.md has no {START} ... {END} block to update")
+        readme.write_text(s[:s.index(START)] + text + s[s.index(END) + len(END):])
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · What transfers: which kernel designs poisons that backdoor a trained network?
+#
+# **What this shows.** NTBA designs poisons against a *kernel model*; the attacker's real
+# target is a *network trained from scratch* on the poisoned data. Whether a poison that
+# works on the kernel model also works on the network depends on how well the kernel
+# describes that training. This notebook designs poisons with three kernels of the same
+# victim architecture, in the style of the paper's kernel-vs-network table:
+#
+# | kernel | what it is |
+# |---|---|
+# | `infinite` | the analytic infinite-width NTK (neural-tangents) |
+# | `empirical_init` | the empirical NTK $\langle \nabla_\theta f(x), \nabla_\theta f(x')\rangle$ at a random initialization |
+# | `empirical` | the empirical NTK of the victim **trained on the clean data** (the paper's choice, App. C.4) |
+#
+# and, for each, puts the kernel-model ASR (on the attack set a) beside the ASR of fresh
+# networks trained on d + poisons (on triggered source-class *test* images), with the
+# sampling baseline in the same run. It then varies the *victim's* training (length and
+# final loss, width, learning rate) with the poisons fixed, to see which knobs matter.
+#
+# Every victim is trained until its mean training loss is below `target_loss` **and**
+# every training point, poisons included, has residual $|f(x) - y|$ below
+# `target_residual` (or until `train_steps` run out); the largest poison residual is
+# reported, so an unfitted poison is visible.
+#
+# **Runtime** at defaults: about 20 minutes on 2 CPU cores (`smoke=True`: about a minute).
+#
+# **ntklib used:** `pipeline.prepare`, `pipeline.run`, `evaluate.sweep`, `evaluate.summarize`,
+# `evaluate.efficiency_ratio`, `plotting.savefig`.
+
+# %%
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ntklib import evaluate, pipeline, plotting
+from ntklib.plotting import to_jsonable
+
+# %% tags=["parameters"]
+dataset = "digits"
+source = 7
+target = 1
+trigger = "periodic"
+trigger_amplitude = None    # None: the dataset's default (digits 0.15, CIFAR-10 6/255)
+architecture = "mlp"
+width = 256
+kernels = ["infinite", "empirical_init", "empirical"]
+budgets = [1, 2, 3, 5, 10]                   # NTBA budgets
+sampling_budgets = [1, 2, 3, 5, 10, 20, 40]  # the baseline needs more to reach high ASR
+seeds = [0, 1, 2]
+opt_steps = 30
+optimizer = "sgd"           # the victim's optimizer: sgd (momentum 0.9, full batch) | adam
+train_steps = 4000
+lr = 2.0
+target_loss = 1e-3
+target_residual = 0.1       # every point, poisons included, fitted to within this (None: off)
+victim_variants = [         # changes to the victim's training, poisons fixed (those of `kernel`)
+    {"label": "short training (300 steps)", "train_steps": 300, "target_residual": None},
+    {"label": "long training (loss < 1e-5, residual < 0.02)", "train_steps": 10000, "target_loss": 1e-5,
+     "target_residual": 0.02},
+    {"label": "width 512", "width": 512},
+    {"label": "lr 0.5 (10000 steps)", "lr": 0.5, "train_steps": 10000},
+]
+variant_budgets = [1, 3, 5]             # NTBA budgets re-evaluated for each victim variant
+variant_sampling_budgets = [5, 10, 20]  # and the baseline's
+kernel = "empirical"          # the paper's kernel: its poisons are the ones the victim variants are trained on
+asr_level = 0.9
+task_kw = {}
+seed = 0
+smoke = False
+fig_dir = "figures"
+
+# %%
+pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
+                      architecture=architecture, width=width, budgets=budgets, seeds=seeds,
+                      train_steps=train_steps, seed=seed, optimizer=optimizer)
+pipeline.check_params(budgets=sampling_budgets + variant_budgets + variant_sampling_budgets)
+for k in kernels + [kernel]:
+    pipeline.check_params(kernel=k)
+if kernel not in kernels:
+    raise ValueError(f"kernel={kernel!r} must be one of kernels={kernels}")
+if victim_variants and not set(variant_budgets) <= set(budgets):
+    raise ValueError(f"variant_budgets={variant_budgets} must be a subset of budgets={budgets} "
+                     "(the variants reuse the poisons designed for those budgets)")
+if smoke:
+    budgets, sampling_budgets, seeds, opt_steps = [1, 3], [1, 3, 10], seeds[:1], min(opt_steps, 3)
+    train_steps, width = 300, min(width, 128)
+    victim_variants, variant_budgets, variant_sampling_budgets = victim_variants[:1], [1], [3]
+NB = "06_what_transfers"
+plotting.set_theme()
+out_dir = plotting.figure_dir(NB, fig_dir)
+cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=lr, steps=train_steps, target_loss=target_loss,
+                             target_residual=target_residual, batch_size=None)
+
+# %% [markdown]
+# ## Design poisons with each kernel, train victims on them
+#
+# Same task, same victim architecture and training, same budgets and seeds; only the
+# kernel used to design the poisons changes. The sampling baseline is trained once.
+
+# %%
+runs = {}
+for k in kernels:
+    print(f"--- kernel: {k}")
+    runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, kernel=k, budgets=budgets,
+                           seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
+                           trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw, smoke=smoke,
+                           asr_level=asr_level)
+ref = runs[kernel].experiment
+task = ref.task
+print(task.summary())
+samp = evaluate.sweep(task, ref.problem, ref.arch, budgets=sampling_budgets, seeds=seeds, train_config=cfg,
+                      methods=("sampling",))
+table = pd.concat([r.table.assign(kernel=k) for k, r in runs.items()] + [samp.assign(kernel="-")],
+                  ignore_index=True)
+table.to_csv(out_dir / "kernel_comparison.csv", index=False)
+summary = table.groupby(["kernel", "method", "budget"])[
+    ["kernel_asr", "net_asr", "net_ca", "train_loss", "max_poison_residual", "train_steps"]].mean().reset_index()
+print(summary.round(3).to_string(index=False))
+
+# %% [markdown]
+# ## Kernel-model ASR against trained-network ASR
+#
+# A point on the diagonal is a kernel that predicts the network. Below it, the poisons
+# fool the kernel model but not the network.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+ax = axes[0]
+for k in kernels:
+    d = summary[(summary.kernel == k) & (summary.method == "ntba")]
+    ax.plot(d.kernel_asr, d.net_asr, marker="o", color=plotting.PALETTE.get(k), label=k)
+    for _, r in d.iterrows():
+        ax.annotate(str(int(r.budget)), (r.kernel_asr, r.net_asr), textcoords="offset points", xytext=(4, -10),
+                    fontsize=8)
+ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
+ax.set(xlabel="kernel-model ASR (attack set a)", ylabel="trained-network ASR (test)", xlim=(-0.02, 1.02),
+       ylim=(-0.02, 1.02), title="NTBA poisons: kernel vs network (labels: poisons)")
+ax.legend(loc="lower right")
+ax = axes[1]
+for k in kernels:
+    d = summary[(summary.kernel == k) & (summary.method == "ntba")]
+    ax.plot(d.budget, d.net_asr, marker="o", color=plotting.PALETTE.get(k), label=f"NTBA, {k}")
+d = summary[summary.method == "sampling"]
+ax.plot(d.budget, d.net_asr, marker="s", color=plotting.PALETTE["sampling"], label="sampling")
+ax.axhline(asr_level, color="k", lw=0.8, ls=":")
+ax.set(xscale="log", xlabel="number of poisons", ylabel="trained-network ASR (test)", ylim=(-0.02, 1.02),
+       title=f"{architecture}-{width} victims, {len(seeds)} seeds")
+ax.legend(loc="lower right")
+plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary)
+
+# %% [markdown]
+# ## Poison efficiency against the ASR level
+#
+# The efficiency ratio (smallest sampling budget reaching a level of network ASR) /
+# (smallest NTBA budget reaching it), for every level. Filled markers: both reach the
+# level; open markers: sampling never does within its budgets, so the ratio is a lower bound.
+
+# %%
+levels = np.round(np.arange(0.3, 0.96, 0.05), 2)
+curves = {}
+for k in kernels:
+    both = pd.concat([runs[k].table, samp], ignore_index=True)
+    curves[k] = [evaluate.efficiency_ratio(both, "net_asr", float(lv)) for lv in levels]
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for k, rs in curves.items():
+    x = [lv for lv, r in zip(levels, rs) if r["ratio"] is not None]
+    y = [r["ratio"] for r in rs if r["ratio"] is not None]
+    lb = [r["lower_bound"] for r in rs if r["ratio"] is not None]
+    ax.plot(x, y, color=plotting.PALETTE.get(k), label=k)
+    ax.scatter(x, y, color=[plotting.PALETTE.get(k) if not b else "white" for b in lb],
+               edgecolor=plotting.PALETTE.get(k), zorder=3)
+ax.axhline(10, color="k", lw=0.8, ls=":")
+ax.axvline(asr_level, color="grey", lw=0.8, ls="--")
+ax.set(xlabel="network ASR level", ylabel="poison-efficiency ratio (sampling / NTBA)", yscale="log",
+       title="How many times fewer poisons NTBA needs")
+ax.legend()
+plotting.savefig(fig, "efficiency_ratio_curve", NB, fig_dir,
+                 data=pd.DataFrame([dict(kernel=k, **r) for k, rs in curves.items()
+                                    for r in rs]))
+ratios = {k: evaluate.efficiency_ratio(pd.concat([runs[k].table, samp]), "net_asr", asr_level) for k in kernels}
+for k, r in ratios.items():
+    print(f"{k:15s} at {asr_level:.0%} network ASR: NTBA needs {r['ntba_budget']}, sampling "
+          f"{r['sampling_budget'] or f'more than {max(sampling_budgets)}'}: ratio {r['ratio']}"
+          f"{' (lower bound)' if r['lower_bound'] else ''}")
+
+# %% [markdown]
+# ## What the victim's training does to transfer
+#
+# The poisons stay those designed with the `kernel`; the victims change. Each
+# variant trains NTBA victims and sampling victims with the same seeds.
+
+# %%
+variant_rows = []
+base = dict(label="default", train_steps=train_steps, target_loss=target_loss, target_residual=target_residual,
+            width=width, lr=lr, optimizer=optimizer)
+poisons = runs[kernel].poisons
+for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
+    arch_v = pipeline.build_architecture(architecture, v["width"])
+    cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["lr"], steps=v["train_steps"],
+                                   target_loss=v["target_loss"], target_residual=v["target_residual"],
+                                   batch_size=None)
+    if v["label"] == "default":
+        df_v = pd.concat([runs[kernel].table, samp], ignore_index=True)
+    else:
+        print(f"--- victim: {v['label']}")
+        df_v = evaluate.sweep(task, ref.problem, arch_v, budgets=variant_budgets, seeds=seeds,
+                              train_config=cfg_v, ntba=poisons, sampling_budgets=variant_sampling_budgets)
+    r = evaluate.efficiency_ratio(df_v, "net_asr", asr_level)
+    g = df_v.groupby(["method", "budget"])[["net_asr", "net_ca", "train_loss", "max_poison_residual"]].mean()
+    variant_rows.append(dict(variant=v["label"], settings={k: v[k] for k in v if k != "label"}, ratio=r,
+                             per_method_budget={f"{m}/{b}": row.to_dict() for (m, b), row in g.iterrows()}))
+    print(f"{v['label']:48s} ratio {r['ratio']}{' (lower bound)' if r['lower_bound'] else ''} | "
+          f"NTBA ASR by budget {g.loc['ntba', 'net_asr'].round(2).to_dict()} | "
+          f"max poison residual {g.loc['ntba', 'max_poison_residual'].max():.2f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4))
+for i, vr in enumerate(variant_rows):
+    pm = vr["per_method_budget"]
+    xs = sorted(int(k.split("/")[1]) for k in pm if k.startswith("ntba/"))
+    ax.plot(xs, [pm[f"ntba/{b}"]["net_asr"] for b in xs], marker="o", color=f"C{i}", label=f"NTBA, {vr['variant']}")
+    xs = sorted(int(k.split("/")[1]) for k in pm if k.startswith("sampling/"))
+    ax.plot(xs, [pm[f"sampling/{b}"]["net_asr"] for b in xs], ls="--", color=f"C{i}", alpha=0.7)
+ax.axhline(asr_level, color="k", lw=0.8, ls=":")
+ax.set(xscale="log", xlabel="number of poisons", ylabel="trained-network ASR (test)", ylim=(-0.02, 1.02),
+       title=f"victim variants (solid: NTBA, {kernel} kernel; dashed: sampling)")
+ax.legend(fontsize=7, loc="lower right")
+plotting.savefig(fig, "victim_variants", NB, fig_dir,
+                 data=pd.DataFrame([dict(variant=vr["variant"], key=k, **val) for vr in variant_rows
+                                    for k, val in vr["per_method_budget"].items()]))
+
+# %%
+results = dict(
+    config=dict(dataset=dataset, source=source, target=target, trigger=task.trigger.spec, architecture=architecture,
+                width=width, budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
+                victim=cfg.__dict__, task=task.spec, smoke=smoke),
+    kernel_comparison={k: dict(ratio=ratios[k], spec=runs[k].experiment.spec) for k in kernels},
+    per_kernel_method_budget={f"{r.kernel}/{r.method}/{r.budget}": {c: r[c] for c in summary.columns
+                                                                    if c not in ("kernel", "method", "budget")}
+                              for _, r in summary.iterrows()},
+    victim_variants=variant_rows,
+)
+(out_dir / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
+print("results written to", out_dir / "results.json")
+
+# %% [markdown]
+# ## Why transfer succeeds or fails
+#
+# *(Read with the numbers printed above and in `results.json`; the prose describes the
+# default run on digits 7 -> 1, periodic trigger of amplitude 0.15, MLP-256 victims,
+# 3 seeds. Other settings are in the README's results table.)*
+#
+# **The empirical kernels predict the network.** With the empirical NTK, at
+# initialization or after clean training, kernel-model ASR and network ASR agree within
+# about 0.15 from two poisons on (points near the diagonal), the victims fit every
+# poison (largest residual about 0.1) and clean accuracy stays within a point of the
+# clean victim's. The kernel of the *trained* network (the paper's choice) reaches 98%
+# network ASR with 5 poisons, the one at initialization 95%.
+#
+# **The infinite-width kernel buys ASR with clean accuracy.** Its poisons move further
+# from the data (the pixel changes are larger) and are not fitted by the finite network
+# in the same training budget (largest poison residual 0.5-1.0): they reach 96% ASR with
+# 3 poisons, but clean test accuracy falls to 0.95 at 5 poisons and 0.94 at 10, more than
+# the one-point drop a stealthy attack may cost. The kernel model cannot see this
+# because it interpolates every poison exactly.
+#
+# **Fitting the poisons is the knob that matters.** Stopping the victims early (300
+# steps; poisons left with residuals 0.4-1.0) drops NTBA to 2% ASR at one poison and 47%
+# at three. Beyond that, training longer or with a smaller learning rate changes
+# nothing (the loss plateaus near 1e-3 either way), and a wider victim (512) behaves the
+# same except at one poison. A single NTBA poison is the one case the victims never fit
+# (residual about 0.27): it contradicts the clean data too directly.
+#
+# **Why the ratio stays near 2 here, not 10.** The baseline is strong on this task:
+# random triggered 7s relabelled as 1 already give 99% ASR with 10 poisons, so a ratio
+# of 10 would need 90% from a single poison, and the best single poison reaches 26-45%
+# on trained networks. A weaker trigger (amplitude 0.08) slows the baseline (90% only at
+# 20 poisons) but slows the empirical-kernel attack more (87% at 10); the infinite
+# kernel then reaches 91% with 5 poisons (ratio 4) only at a clean-accuracy cost of 7
+# points. The evidence points at the size of the problem: with 210 clean images, each
+# random poison is already about half a percent of the training set.
