@@ -44,6 +44,10 @@ def _budget(r: dict, key: str, max_budget=None) -> str:
     return str(b) if b is not None else (f"> {max_budget}" if max_budget else "—")
 
 
+def _ca(table: dict, key: str, col: str) -> str:
+    return f"{table[key][col]:.3f}" if key in table else "—"
+
+
 def attack_rows() -> list[str]:
     rows = []
     for path in sorted(ROOT.glob("figures/**/05_transfer_to_networks/results.json")):
@@ -53,7 +57,8 @@ def attack_rows() -> list[str]:
         r = res["efficiency_ratio"]["network"]
         rows.append((task["dataset"], f"{task['source']} → {task['target']}", _trigger(task),
                      f"{c['architecture'].get('name')}-{c['architecture'].get('width', '')}", c["kernel"],
-                     _budget(r, "ntba_budget"), _budget(r, "sampling_budget", max(c["budgets"])),
+                     _budget(r, "ntba_budget"), _ca(res["per_method_budget"], f"ntba/{r['ntba_budget']}", "net_ca_mean"),
+                     _budget(r, "sampling_budget", max(c["budgets"])),
                      _fmt_ratio(r), len(c["seeds"]), path.relative_to(ROOT).as_posix()))
     for path in sorted(ROOT.glob("figures/**/06_what_transfers/results.json")):
         res = json.loads(path.read_text())
@@ -64,10 +69,11 @@ def attack_rows() -> list[str]:
             r = entry["ratio"]
             rows.append((c["dataset"], f"{c['source']} → {c['target']}", _trigger(c),
                          f"{c['architecture']}-{c['width']}", k, _budget(r, "ntba_budget"),
+                         _ca(res["per_kernel_method_budget"], f"{k}/ntba/{r['ntba_budget']}", "net_ca"),
                          _budget(r, "sampling_budget", max(c["sampling_budgets"])), _fmt_ratio(r), len(c["seeds"]),
                          path.relative_to(ROOT).as_posix()))
-    head = ("| dataset | pair | trigger | victim | kernel | NTBA poisons for 90% | sampling | ratio | seeds | source |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| dataset | pair | trigger | victim | kernel | NTBA poisons for 90% | clean acc. there | sampling "
+            "| ratio | seeds | source |\n|---|---|---|---|---|---|---|---|---|---|---|")
     return [head] + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
 
 
@@ -77,7 +83,8 @@ def speed_rows() -> list[str]:
     if k:
         for g in k["gradient_ratio"]:
             out.append(f"| loss + gradient / kernel blocks, {g['kernel']}, {g.get('dataset', 'digits')} "
-                       f"({g['n_p']} poisons, {g['n_other']} others) | {g['ratio']:.1f}x | kernels_cpu.json |")
+                       f"({g['n_p']} poisons, {g['n_other']} others) | {g['ratio']:.1f}x "
+                       f"({g['loss_grad_s']:.3f} s / {g['kernel_blocks_s']:.3f} s) | kernels_cpu.json |")
         big = max(r["n"] for r in k["throughput"])
         thr = ", ".join(f"{r['kernel']} {r['entries_per_s']:.1e}" for r in k["throughput"]
                         if r["n"] == big and r["dtype"] == "float32")
