@@ -101,7 +101,7 @@ def speed_rows() -> list[str]:
         out.append(f"| attack memory ~ a n² + b, time ~ n^k (n = \\|d\\|) | a = {m['bytes_per_entry']:.0f} bytes, "
                    f"b = {m['fixed_mb']:.0f} MB; k = {m['exponent_setup']:.2f} (setup), "
                    f"{m['exponent_step']:.2f} (loss + gradient) | scale_cpu.json |")
-        out.append(f"| largest \\|d\\| in {m['memory_budget_gib']:.1f} GiB (90% of RAM), predicted | "
+        out.append(f"| largest \\|d\\| in {m['memory_budget_gib']:.1f} GiB (90% of RAM), extrapolated from the fit | "
                    f"{m['largest_d']} (setup ≈ {m['predicted_setup_s_at_largest'] / 60:.0f} min) | scale_cpu.json |")
     f = _load(ROOT / "bench/results/figures_cpu.json")
     if f:
