@@ -177,10 +177,8 @@ plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary)
 
 # %%
 levels = np.round(np.arange(0.3, 0.96, 0.05), 2)
-curves = {}
-for k in kernels:
-    both = pd.concat([runs[k].table, samp], ignore_index=True)
-    curves[k] = [evaluate.efficiency_ratio(both, "net_asr", float(lv)) for lv in levels]
+with_baseline = {k: pd.concat([runs[k].table, samp], ignore_index=True) for k in kernels}
+curves = {k: [evaluate.efficiency_ratio(t, "net_asr", float(lv)) for lv in levels] for k, t in with_baseline.items()}
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for k, rs in curves.items():
     x = [lv for lv, r in zip(levels, rs) if r["ratio"] is not None]
@@ -197,7 +195,7 @@ ax.legend()
 plotting.savefig(fig, "efficiency_ratio_curve", NB, fig_dir,
                  data=pd.DataFrame([dict(kernel=k, **r) for k, rs in curves.items()
                                     for r in rs]))
-ratios = {k: evaluate.efficiency_ratio(pd.concat([runs[k].table, samp]), "net_asr", asr_level) for k in kernels}
+ratios = {k: evaluate.efficiency_ratio(t, "net_asr", asr_level) for k, t in with_baseline.items()}
 for k, r in ratios.items():
     print(f"{k:15s} at {asr_level:.0%} network ASR: NTBA needs {r['ntba_budget']}, sampling "
           f"{r['sampling_budget'] or f'more than {max(sampling_budgets)}'}: ratio {r['ratio']}"
