@@ -7,8 +7,9 @@ Prints tables and saves JSON to bench/results/kernels_<platform>.json:
    peak resident memory after each measurement and a fitted exponent of time ~ n^k;
 2. the ratio (time of one loss + gradient with respect to X_p through the kernel) /
    (time to evaluate the kernel blocks K(X_p, X_p) and K(X_p, [X_d; X_t; X_a]) that
-   step needs, in the optimization loop's steady state: the empirical NTK's
-   Jacobian of the fixed set is cached). The usual autodiff bound puts it near 3.
+   step needs, in the optimization loop's steady state: new poisons every step, the
+   empirical NTK's Jacobian of the fixed set cached). The usual autodiff bound puts
+   it near 3; the VJP alone is timed too (the rest of a step is float64 algebra).
 
     python bench/kernels.py            # the CPU set (a few minutes on 2 cores)
     python bench/kernels.py --quick    # seconds; the test suite runs this
@@ -37,12 +38,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, repeat=2):
-    fn()  # warm-up: compiles the tile shapes
+def timed(fn, repeat=2, setup=lambda: ()):
+    """Best wall time of fn(*setup()) over ``repeat`` calls (setup not timed), after a warm-up."""
+    fn(*setup())  # warm-up: compiles the tile shapes
     best = np.inf
     for _ in range(repeat):
+        args = setup()
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -103,17 +106,26 @@ def gradient_ratio(task, n_p, quick):
     if not quick:
         cases["empirical_ntk/cnn-32"] = kernels.empirical_ntk(cnn.apply_fn, cnn.init(0, shape))
         cases["infinite_ntk/cnn-flatten"] = kernels.infinite_ntk(cnn, input_shape=shape)
+    rng = np.random.default_rng(0)
     for name, k in cases.items():
         P = attack.BackdoorProblem.from_task(task, k)
-        X_p = task.X_cand[:n_p]
+        base = task.X_cand[:n_p]
+
+        def fresh():  # every step of the optimization loop sees new poisons (no cached features)
+            return (np.clip(base + 1e-3 * rng.standard_normal(base.shape), 0, 1),)
+
         # the blocks one step needs, K(X_p, X_p) and K(X_p, X_other), as in the optimization loop
         # (where the empirical NTK's Jacobian of the fixed X_other is cached)
-        t_blocks = timed(lambda: (k(X_p), k(X_p, P.X_other)))
-        t_step = timed(lambda: P.evaluate(X_p, grad=True))
+        t_blocks = timed(lambda X_p: (k(X_p), k(X_p, P.X_other)), repeat=5, setup=fresh)
+        t_step = timed(lambda X_p: P.evaluate(X_p, grad=True), repeat=5, setup=fresh)
+        # the backward pass alone (for a feature kernel it includes the features of X_p,
+        # which inside a step are shared with the blocks); the rest of a step is float64 algebra
+        cot, C = rng.standard_normal((n_p, len(P.X_other))), rng.standard_normal((n_p, n_p))
+        t_vjp = timed(lambda X_p: k.vjp(X_p, P.X_other, cot, cot_self=C), repeat=5, setup=fresh)
         rows.append(dict(kernel=name, n_p=n_p, n_other=len(P.X_other), kernel_blocks_s=t_blocks,
-                         loss_grad_s=t_step, ratio=t_step / t_blocks))
-        print(f"{name:26s} n_p={n_p:3d} others={len(P.X_other):5d}  blocks {t_blocks:.3f} s  "
-              f"loss+grad {t_step:.3f} s  ratio {t_step / t_blocks:.2f}", flush=True)
+                         loss_grad_s=t_step, vjp_s=t_vjp, ratio=t_step / t_blocks))
+        print(f"{name:26s} n_p={n_p:3d} others={len(P.X_other):5d}  blocks {t_blocks:.4f} s  "
+              f"loss+grad {t_step:.4f} s  (vjp alone {t_vjp:.4f} s)  ratio {t_step / t_blocks:.2f}", flush=True)
     return rows
 
 

@@ -77,6 +77,10 @@ def attack_rows() -> list[str]:
     return [head] + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
 
 
+def _sec(t: float) -> str:
+    return f"{t:.3f} s" if t >= 0.01 else f"{t * 1e3:.1f} ms"
+
+
 def speed_rows() -> list[str]:
     out = ["| what | measured | source |", "|---|---|---|"]
     k = _load(ROOT / "bench/results/kernels_cpu.json")
@@ -84,7 +88,8 @@ def speed_rows() -> list[str]:
         for g in k["gradient_ratio"]:
             out.append(f"| loss + gradient / kernel blocks, {g['kernel']}, {g.get('dataset', 'digits')} "
                        f"({g['n_p']} poisons, {g['n_other']} others) | {g['ratio']:.1f}x "
-                       f"({g['loss_grad_s']:.3f} s / {g['kernel_blocks_s']:.3f} s) | kernels_cpu.json |")
+                       f"({_sec(g['loss_grad_s'])} / {_sec(g['kernel_blocks_s'])}"
+                       + (f"; VJP alone {_sec(g['vjp_s'])}" if "vjp_s" in g else "") + ") | kernels_cpu.json |")
         big = max(r["n"] for r in k["throughput"])
         thr = ", ".join(f"{r['kernel']} {r['entries_per_s']:.1e}" for r in k["throughput"]
                         if r["n"] == big and r["dtype"] == "float32")
@@ -103,6 +108,11 @@ def speed_rows() -> list[str]:
                    f"{m['exponent_step']:.2f} (loss + gradient) | scale_cpu.json |")
         out.append(f"| largest \\|d\\| in {m['memory_budget_gib']:.1f} GiB (90% of RAM), extrapolated from the fit | "
                    f"{m['largest_d']} (setup ≈ {m['predicted_setup_s_at_largest'] / 60:.0f} min) | scale_cpu.json |")
+        c = m.get("checked")
+        if c:
+            out.append(f"| run at \\|d\\| = {c['n']} (95% of it) | peak RSS {c['peak_rss_mb'] / 1024:.1f} GiB "
+                       f"(predicted {c['predicted_peak_mb'] / 1024:.1f}), setup {c['setup_s'] / 60:.1f} min, "
+                       f"loss + gradient {c['step_s']:.1f} s | scale_cpu.json |")
     f = _load(ROOT / "bench/results/figures_cpu.json")
     if f:
         per = ", ".join(f"{k[:2]}: {v:.0f} s" for k, v in f["notebook_seconds"].items())

@@ -13,6 +13,8 @@ the bytes per kernel entry (the float64 matrices the solve keeps alive).
 
     python bench/scale.py            # n = 1000 ... 8000 (a few minutes on 2 cores)
     python bench/scale.py --quick    # n = 200, 400 (seconds)
+    python bench/scale.py --check-largest   # then run once at 95% of the predicted largest
+                                            # |d| (minutes; needs the machine's RAM free)
 """
 from __future__ import annotations
 
@@ -76,6 +78,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sizes", type=int, nargs="*", help="override the sizes n = |d|")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--check-largest", action="store_true",
+                    help="after the fit, run one size at 95%% of the predicted largest |d|")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([200, 400] if args.quick else [1000, 2000, 4000, 8000])
     info = machine()
@@ -103,6 +107,14 @@ def main(argv=None):
           f"n^{k_step:.2f} (loss+grad)")
     print(f"largest |d| within 90% of {ram / 2 ** 30:.1f} GiB: {n_max} "
           f"(setup predicted {model['predicted_setup_s_at_largest']:.0f} s)")
+    if args.check_largest and n_max:
+        n_check = int(0.95 * n_max)
+        print(f"checking |d|={n_check} (predicted peak {(a * n_check ** 2 + b) / 2 ** 30:.1f} GiB) ...", flush=True)
+        r = measure(n_check)
+        model["checked"] = dict(r, predicted_peak_mb=float((a * n_check ** 2 + b) / 2 ** 20))
+        print(f"|d|={n_check}: peak RSS {r['peak_rss_mb'] / 1024:.1f} GiB (predicted "
+              f"{model['checked']['predicted_peak_mb'] / 1024:.1f}), setup {r['setup_s']:.0f} s, "
+              f"loss+grad {r['step_s']:.1f} s", flush=True)
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
         f"scale_{info['platform']}{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

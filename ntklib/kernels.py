@@ -15,12 +15,15 @@ across all of them (JAX sharding); one device needs nothing special, so the same
 code runs on CPU and GPU.
 
 :meth:`Kernel.vjp` gives the gradient of a scalar function of
-K(X_p, X_other) with respect to X_p as a vector-Jacobian product: the cotangent
-dL/dK (n_p, n_other) goes in, an array shaped like X_p comes out; per-pair
-input gradients are never materialized (cost about that of one more kernel
-evaluation). For a block where X_other contains X_p itself (K_pp), pass
-``sym=True`` or use the identity d/dX_p sum C_ij k(x_i, x_j) = vjp(C + C^T)
-(see :meth:`Kernel.vjp`).
+K(X_p, X_other) (and, optionally, of K(X_p, X_p)) with respect to X_p as a
+vector-Jacobian product: the cotangent dL/dK (n_p, n_other) goes in, an array
+shaped like X_p comes out; per-pair input gradients are never materialized.
+For an explicit feature map (the empirical NTK), the whole gradient is one
+backward pass through the network in the parameter directions
+v_i = sum_j cot_ij phi(x_j) (see :func:`empirical_ntk`), a small multiple of the
+cost of the features of X_p; the block K_pp enters through both
+of its arguments via ``cot_self`` (the identity
+d/dX_p sum C_ij k(x_i, x_j) = vjp(C + C^T), since k is symmetric).
 
 This module never imports neural-tangents: the empirical NTK works with a
 current JAX alone.
@@ -28,6 +31,7 @@ current JAX alone.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from typing import Callable, Optional
 
@@ -60,13 +64,21 @@ class Kernel:
             features of ``x2`` fit in ``memory``, they are computed once
             and kept (a small cache keyed by the array's contents), so repeated
             blocks against a fixed set (the optimization loop's K(X_p, X_other))
-            cost only the features of ``x1``.
+            cost only the features of ``x1``. Arrays that are read-only and own their
+            memory are assumed not to change (their contents are hashed once).
         feature_dim: P, the number of features (for the memory check).
+        feature_dot: optional JAX function ``feature_dot(x, v, *args) -> (n,)`` with
+            row i equal to <features(x)_i, v_i>, computed without forming the features
+            (for the empirical NTK a forward-mode derivative of the network in the
+            parameter direction v_i). :meth:`vjp` differentiates it with respect to x;
+            the default, sum(features(x) * v, axis=1), differentiates through the
+            feature map itself (second-order reverse mode, much slower for convolutions).
     """
 
     def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
                  bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
-                 spec: Optional[dict] = None, features: Optional[Callable] = None, feature_dim: int = 0):
+                 spec: Optional[dict] = None, features: Optional[Callable] = None, feature_dim: int = 0,
+                 feature_dot: Optional[Callable] = None):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"kernel dtype must be float32 or float64, got {dtype}")
@@ -81,12 +93,23 @@ class Kernel:
         self._bwd = jax.jit(lambda a, b, c, *args: jax.vjp(lambda u: pair(u, b, *args), a)[1](c)[0])
         self._features, self._feature_dim = features, int(feature_dim)
         self._cache: OrderedDict = OrderedDict()
+        self._digests: dict = {}
         if features is not None:
+            if feature_dot is None:
+                def feature_dot(x, v, *args):
+                    return jnp.sum(features(x, *args) * v, axis=1)
+
+            def directional_grad(a, blocks, *args):
+                # v_i = sum_j c_ij F_j over all (cotangent, features) blocks; d/dx_i <phi(x_i), v_i>
+                v = sum(c @ F for c, F in blocks)
+                return jax.grad(lambda u: jnp.sum(feature_dot(u, v, *args)))(a)
+
             self._feat = jax.jit(features)
             self._feat_fwd = jax.jit(lambda a, F, *args: features(a, *args) @ F.T)
-            self._feat_bwd = jax.jit(
-                lambda a, F, c, *args: jax.vjp(lambda u: features(u, *args) @ F.T, a)[1](c)[0])
+            self._feat_bwd = jax.jit(directional_grad)
+            self._gram = jax.jit(lambda A, B: A @ B.T)
         self._devices = jax.local_devices()
+        self._on_cpu = self._devices[0].platform == "cpu"
         self._sharding = None
         if len(self._devices) > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -121,10 +144,14 @@ class Kernel:
         return -(-size // nd) * nd  # multiple of the device count
 
     def _put(self, x, rows: bool):
-        x = jnp.asarray(x, self.dtype)
-        if self._sharding is None:
-            return x
-        return jax.device_put(x, self._sharding if rows else self._replicated)
+        """A tile for the jitted functions. On one CPU device a NumPy array in the kernel
+        dtype (jit takes it in ~10 us; an explicit device_put costs ~100 us, which
+        dominated small blocks); on accelerators a device array (transferred once and
+        reused across tiles); with several devices, sharded by rows or replicated."""
+        x = np.asarray(x, self.dtype)
+        if self._sharding is not None:
+            return jax.device_put(x, self._sharding if rows else self._replicated)
+        return x if self._on_cpu else jax.device_put(x, self._devices[0])
 
     def _check(self, x, what):
         x = np.asarray(x)
@@ -146,8 +173,11 @@ class Kernel:
         r, c = self._rows_size(n1), min(self.tile[1], n2)
         with precision(self.dtype):
             F2 = self._cached_features(x2)
+            F1 = None if F2 is None else self._cached_features(x1, compute=False)
             if F2 is None:
                 self._fill(x1, x2, out, r, c)
+            elif F1 is not None:  # both feature matrices at hand (e.g. K(X_p, X_other) after K(X_p))
+                out[:] = np.asarray(self._gram(F1, F2))
             else:
                 for i0, i1 in self._tiles(n1, r):
                     a = self._put(self._pad(x1[i0:i1], r), rows=True)
@@ -155,19 +185,36 @@ class Kernel:
         return out
 
     # ------------------------------------------------------------------ feature maps
-    def _cached_features(self, x):
+    def _digest(self, x):
+        """Content key of a host array. The hash of an array that is read-only and owns
+        its memory (it cannot change) is remembered by identity."""
+        frozen = not x.flags.writeable and x.base is None
+        if frozen and id(x) in self._digests:
+            ref, key = self._digests[id(x)]
+            if ref() is x:
+                return key
+        data = np.ascontiguousarray(x)
+        key = (x.shape, str(x.dtype), hashlib.sha1(memoryview(data).cast("B"), usedforsecurity=False).digest())
+        if frozen:
+            self._digests = {i: v for i, v in self._digests.items() if v[0]() is not None}
+            self._digests[id(x)] = (weakref.ref(x), key)
+        return key
+
+    def _cached_features(self, x, compute: bool = True):
         """Device array features(x) (n, P) if this kernel has a feature map and they
-        fit in the working memory (None otherwise); cached by content."""
+        fit in the working memory (None otherwise); cached by content. With
+        ``compute=False``, only a cache hit is returned."""
         if self._features is None:
             return None
         nbytes = len(x) * self._feature_dim * self.dtype.itemsize
         if nbytes > self._memory:
             return None
-        key = (x.shape, str(x.dtype), hashlib.blake2b(np.ascontiguousarray(x).tobytes(),
-                                                        digest_size=16).digest())
+        key = self._digest(x)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        if not compute:
+            return None
         r = self._rows_size(len(x))
         with precision(self.dtype):
             parts = []
@@ -194,38 +241,56 @@ class Kernel:
                 a = self._put(self._pad(x1[i0:i1], r), rows=True)
                 out[i0:i1, j0:j1] = np.asarray(self._fwd(a, b, *self.args))[: i1 - i0, : j1 - j0]
 
-    def vjp(self, x1, x2, cot, sym: bool = False) -> np.ndarray:
-        """Gradient w.r.t. ``x1`` of sum_ij cot_ij K(x1, x2)_ij (shape of x1, float64).
+    def vjp(self, x1, x2=None, cot=None, cot_self=None) -> np.ndarray:
+        """Gradient w.r.t. ``x1`` of sum_ij cot_ij K(x1, x2)_ij + sum_ij cot_self_ij K(x1, x1)_ij.
 
-        ``sym=True`` (requires x2 is x1, i.e. the block K_pp): the gradient of
-        sum_ij cot_ij k(x1_i, x1_j) with respect to x1 through *both* arguments,
-        which equals the one-sided vjp with cotangent cot + cot^T because
-        k(a, b) = k(b, a).
+        Returns an array shaped like ``x1`` (float64). ``cot`` (n1, n2) is the
+        cotangent of the block K(x1, x2), differentiated through its first argument
+        (x2 is held fixed). ``cot_self`` (n1, n1) is the cotangent of the block
+        K(x1, x1), differentiated through *both* of its arguments, which equals the
+        one-sided vjp with cotangent cot_self + cot_self^T because k(a, b) = k(b, a).
+        Give either or both; with a feature map both go through one backward pass.
         """
         x1 = self._check(x1, "x1")
-        x2 = self._check(x2, "x2")
-        cot = np.asarray(cot, dtype=np.float64)
-        if cot.shape != (len(x1), len(x2)):
-            raise ValueError(f"cotangent shape {cot.shape} does not match the kernel block "
-                             f"({len(x1)}, {len(x2)})")
-        if sym:
-            if x1.shape != x2.shape:
-                raise ValueError("sym=True is for the block K(x1, x1); x2 must be x1")
-            cot = cot + cot.T
+        if (x2 is None) != (cot is None):
+            raise ValueError("vjp: give x2 and cot together (the block K(x1, x2) and its cotangent)")
+        if x2 is None and cot_self is None:
+            raise ValueError("vjp: nothing to differentiate; give x2 and cot, or cot_self")
+        blocks = []  # (x2, cotangent of the one-sided vjp)
+        if x2 is not None:
+            x2 = self._check(x2, "x2")
+            if x1.shape[1:] != x2.shape[1:]:
+                raise ValueError(f"x1 and x2 must have the same image shape: {x1.shape[1:]} vs {x2.shape[1:]}")
+            blocks.append((x2, self._check_cot(cot, (len(x1), len(x2)), "cot")))
+        if cot_self is not None:
+            cs = self._check_cot(cot_self, (len(x1), len(x1)), "cot_self")
+            blocks.append((x1, cs + cs.T))
         grad = np.zeros(x1.shape, dtype=np.float64)
-        r, c = self._rows_size(len(x1)), min(self.tile[1], len(x2))
+        r = self._rows_size(len(x1))
         with precision(self.dtype):
-            F2 = self._cached_features(x2)
-            if F2 is None:
-                self._accumulate_vjp(x1, x2, cot, grad, r, c)
-            else:
-                for i0, i1 in self._tiles(len(x1), r):
-                    a = self._put(self._pad(x1[i0:i1], r), rows=True)
-                    ct = np.zeros((r, len(x2)), dtype=self.dtype)
-                    ct[: i1 - i0] = cot[i0:i1]
-                    g = self._feat_bwd(a, F2, self._put(ct, rows=True), *self.args)
-                    grad[i0:i1] += np.asarray(g, dtype=np.float64)[: i1 - i0]
+            F = [self._cached_features(x) for x, _ in blocks]
+            if any(f is None for f in F):  # tile by tile over all blocks' columns at once
+                x = np.concatenate([b[0] for b in blocks]) if len(blocks) > 1 else blocks[0][0]
+                ct = np.hstack([b[1] for b in blocks])
+                self._accumulate_vjp(x1, x, ct, grad, r, min(self.tile[1], len(x)))
+                return grad
+            for i0, i1 in self._tiles(len(x1), r):
+                a = self._put(self._pad(x1[i0:i1], r), rows=True)
+                cts = []
+                for (x, ct), f in zip(blocks, F):
+                    c = np.zeros((r, len(x)), dtype=self.dtype)
+                    c[: i1 - i0] = ct[i0:i1]
+                    cts.append((self._put(c, rows=True), f))
+                g = self._feat_bwd(a, tuple(cts), *self.args)
+                grad[i0:i1] += np.asarray(g, dtype=np.float64)[: i1 - i0]
         return grad
+
+    @staticmethod
+    def _check_cot(cot, shape, what):
+        cot = np.asarray(cot, dtype=np.float64)
+        if cot.shape != shape:
+            raise ValueError(f"{what}: cotangent shape {cot.shape} does not match the kernel block {shape}")
+        return cot
 
     def _accumulate_vjp(self, x1, x2, cot, grad, r, c):
         n1, n2 = len(x1), len(x2)
@@ -285,7 +350,11 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     O((n1 + n2) cost(f) + n1 n2 P) time. Parameters are cast to ``dtype``.
     J is the kernel's feature map: J(x2) of a fixed set that fits in
     ``memory`` is computed once and reused (see :class:`Kernel`), which makes the
-    optimization loop's blocks K(X_p, X_other) cost only J(X_p).
+    optimization loop's blocks K(X_p, X_other) cost only J(X_p). Their gradient
+    with respect to x1 needs no second-order reverse mode: with
+    v_i = sum_j cot_ij J(x2_j), sum_ij cot_ij k(x1_i, x2_j) = sum_i <J(x1_i), v_i>, and
+    <J(x), v> is the forward-mode derivative of f(x; theta) in the parameter
+    direction v, differentiated once in reverse mode with respect to x.
     """
     def f_single(p, x):
         return apply_fn(p, x[None]).reshape(())
@@ -299,10 +368,20 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     def pair(x1, x2, p):
         return features(x1, p) @ features(x2, p).T
 
+    def feature_dot(x, v, p):  # <J(x_i), v_i> = d/de f(x_i; theta + e v_i): one forward-mode pass
+        leaves, tree = jax.tree_util.tree_flatten(p)
+        cuts = np.cumsum([int(np.prod(np.shape(l))) for l in leaves])[:-1]
+
+        def one(xi, vi):
+            direction = [d.reshape(np.shape(l)) for d, l in zip(jnp.split(vi, cuts), leaves)]
+            return jax.jvp(lambda q: f_single(q, xi), (p,), (jax.tree_util.tree_unflatten(tree, direction),))[1]
+
+        return jax.vmap(one)(x, v)
+
     n_params = sum(int(np.prod(np.shape(l))) for l in jax.tree_util.tree_leaves(params))
     return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
                   bytes_per_row=4 * 3 * n_params, memory=memory, features=features, feature_dim=n_params,
-                  spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
+                  feature_dot=feature_dot, spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
 
 
 def user_kernel(pair: Callable, dtype="float32", tile=None, name="user", **kw) -> Kernel:

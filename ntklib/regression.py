@@ -43,32 +43,75 @@ class KernelRegression:
     Args:
         K: (n, n) training kernel matrix; y: (n,) labels; shift: the diagonal
         shift s (see :func:`shift_for`); block: name used in error messages.
+
+    The factor of K + s I is kept as a base factor L (n, n) plus, after
+    :meth:`append`, a border of M rows R = [R_1 | T] (M, n + M) with T lower
+    triangular: F = [[L, 0], [R_1, T]]. Solves cost O(n^2 + n M) and an append
+    allocates only its new rows, never a copy of the n x n factor (what lets one
+    loss evaluation with p poisons reuse the clean factor at O(n^2 p), in O(n p)
+    new memory).
     """
 
-    def __init__(self, K, y, shift: float, block: str = "K_DD", _chol=None):
+    def __init__(self, K, y, shift: float, block: str = "K_DD"):
         K = np.asarray(K, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != len(y):
             raise ValueError(f"{block}: expected a square (n, n) matrix and n labels, got "
                              f"{K.shape} and {y.shape}")
-        self.K, self.y, self.shift, self.block = K, y, float(shift), block
-        if _chol is None:
-            if not np.all(np.isfinite(K)):
-                raise NotPositiveDefiniteError(f"{block} contains NaN or infinite entries")
-            try:
-                _chol = linalg.cholesky(K + self.shift * np.eye(len(K)), lower=True)
-            except linalg.LinAlgError as e:
-                raise NotPositiveDefiniteError(
-                    f"{block} ({len(K)}x{len(K)}) is not positive definite even after adding "
-                    f"{self.shift:.3g} to its diagonal. Increase the ridge (e.g. ridge=1e-6 * "
-                    f"mean diagonal = {1e-6 * np.mean(np.diag(K)):.3g}), compute the kernel in "
-                    "float64 (dtype='float64'), or check for duplicate training points.") from e
-        self.L = _chol
+        self.y, self.shift, self.block = y, float(shift), block
+        if not np.all(np.isfinite(K)):
+            raise NotPositiveDefiniteError(f"{block} contains NaN or infinite entries")
+        n = len(K)
+        A = np.array(K, dtype=np.float64, order="F")  # the one working copy, factorized in place
+        A[np.diag_indices(n)] += self.shift
+        try:
+            self.L = linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+        except linalg.LinAlgError as e:
+            raise NotPositiveDefiniteError(
+                f"{block} ({n}x{n}) is not positive definite even after adding "
+                f"{self.shift:.3g} to its diagonal. Increase the ridge (e.g. ridge=1e-6 * "
+                f"mean diagonal = {1e-6 * np.mean(np.diag(K)):.3g}), compute the kernel in "
+                "float64 (dtype='float64'), or check for duplicate training points.") from e
+        self.R = np.zeros((0, n))
         self.alpha = self.solve(y)
+
+    def _bordered(self, R, y) -> "KernelRegression":
+        new = object.__new__(KernelRegression)
+        new.y, new.shift, new.block, new.L, new.R = y, self.shift, self.block, self.L, R
+        new.alpha = new.solve(y)
+        return new
+
+    def _forward(self, B):
+        """F^-1 B (forward substitution through the base factor and the border)."""
+        n = len(self.L)
+        z1 = linalg.solve_triangular(self.L, B[:n], lower=True, check_finite=False)
+        if not len(self.R):
+            return z1
+        T = self.R[:, n:]
+        z2 = linalg.solve_triangular(T, B[n:] - self.R[:, :n] @ z1, lower=True, check_finite=False)
+        return np.concatenate([z1, z2])
+
+    def _backward(self, Z):
+        """F^-T Z."""
+        n = len(self.L)
+        if not len(self.R):
+            return linalg.solve_triangular(self.L, Z, lower=True, trans="T", check_finite=False)
+        x2 = linalg.solve_triangular(self.R[:, n:], Z[n:], lower=True, trans="T", check_finite=False)
+        x1 = linalg.solve_triangular(self.L, Z[:n] - self.R[:, :n].T @ x2, lower=True, trans="T",
+                                     check_finite=False)
+        return np.concatenate([x1, x2])
 
     def solve(self, B) -> np.ndarray:
         """(K + s I)^-1 B for B of shape (n,) or (n, m)."""
-        return linalg.cho_solve((self.L, True), np.asarray(B, dtype=np.float64), check_finite=False)
+        return self._backward(self._forward(np.asarray(B, dtype=np.float64)))
+
+    def factor(self) -> np.ndarray:
+        """The dense lower Cholesky factor of K + s I (for checks; O(n^2) memory)."""
+        n, M = len(self.L), len(self.R)
+        F = np.zeros((n + M, n + M))
+        F[:n, :n] = self.L
+        F[n:] = self.R
+        return F
 
     def predict(self, K_x) -> np.ndarray:
         """f(x) = K(x, X_D) alpha for K_x of shape (n_x, n)."""
@@ -78,20 +121,38 @@ class KernelRegression:
                              f"has {len(self.y)} training points")
         return K_x @ self.alpha
 
-    def append(self, k_new, k_self: float, y_new: float) -> "KernelRegression":
-        """A new regression with one more training point, in O(n^2) (Cholesky row append)."""
+    def append(self, k_new, k_self, y_new) -> "KernelRegression":
+        """A new regression with m more training points, in O(n^2 m + m^3) time and
+        O(n m) new memory (this regression is left as it is).
+
+        ``k_new`` (n,) or (n, m): kernel between the current and the new points;
+        ``k_self`` (scalar or (m, m)): kernel among the new points; ``y_new``: their
+        labels. With F the current factor, the new rows are [Z^T, chol(S)] with
+        Z = F^-1 k_new and S = k_self + s I - Z^T Z (the Schur complement).
+        """
         k_new = np.asarray(k_new, dtype=np.float64)
-        l = linalg.solve_triangular(self.L, k_new, lower=True, check_finite=False)
-        sigma = k_self + self.shift - l @ l
-        if not sigma > 0:
+        k_new = k_new[:, None] if k_new.ndim == 1 else k_new
+        n, m = k_new.shape
+        k_self = np.asarray(k_self, dtype=np.float64).reshape(m, m)
+        y_new = np.asarray(y_new, dtype=np.float64).reshape(m)
+        if n != len(self.y):
+            raise ValueError(f"appending to {self.block}: k_new has {n} rows but there are "
+                             f"{len(self.y)} training points")
+        Z = self._forward(k_new)
+        S = k_self + self.shift * np.eye(m) - Z.T @ Z
+        S = (S + S.T) / 2
+        try:
+            T = linalg.cholesky(S, lower=True, check_finite=False)
+        except linalg.LinAlgError as e:
             raise NotPositiveDefiniteError(
-                f"appending a point to {self.block} makes it singular (Schur complement "
-                f"{sigma:.3g}); the point is (numerically) a duplicate. Increase the ridge or jitter.")
-        n = len(self.y)
-        L = np.zeros((n + 1, n + 1))
-        L[:n, :n], L[n, :n], L[n, n] = self.L, l, np.sqrt(sigma)
-        K = np.block([[self.K, k_new[:, None]], [k_new[None, :], np.array([[k_self]])]])
-        return KernelRegression(K, np.append(self.y, y_new), self.shift, self.block, _chol=L)
+                f"appending {m} point(s) to {self.block} makes it singular (Schur complement with "
+                f"smallest eigenvalue {np.linalg.eigvalsh(S)[0]:.3g}); a point (numerically) "
+                "duplicates another. Increase the ridge or jitter.") from e
+        M = len(self.R)
+        R = np.zeros((M + m, n + m))
+        R[:M, :n] = self.R
+        R[M:, :n], R[M:, n:] = Z.T, T
+        return self._bordered(R, np.concatenate([self.y, y_new]))
 
 
 def fit(K, y, ridge: float = 0.0, jitter: float = DEFAULT_JITTER, block: str = "K_DD") -> KernelRegression:

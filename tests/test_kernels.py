@@ -85,12 +85,11 @@ def test_plain_mlp_equals_stax_mlp(X):
 def _fd_check(kernel, Xp, Xo, sym, h, rtol):
     rng = np.random.default_rng(0)
     C = rng.normal(size=(len(Xp), len(Xp) if sym else len(Xo)))
-    other = Xp if sym else Xo
 
     def L(xp):
-        return float(np.sum(C * kernel(xp, xp if sym else other)))
+        return float(np.sum(C * kernel(xp, xp if sym else Xo)))
 
-    g = kernel.vjp(Xp, other, C, sym=sym)
+    g = kernel.vjp(Xp, cot_self=C) if sym else kernel.vjp(Xp, Xo, C)
     assert g.shape == Xp.shape
     for _ in range(3):
         v = rng.normal(size=Xp.shape)
@@ -107,6 +106,10 @@ FD_CASES = {
         dtype="float64"), 1e-4, 1e-6),
     "empirical_plain_relu": (lambda: kernels.empirical_ntk(
         models.plain_mlp(16).apply_fn, models.plain_mlp(16).init(0, (8, 8, 1)), dtype="float64"), 1e-6, 1e-5),
+    # a convolution's Jacobian features: vjp goes through the forward-mode feature_dot
+    "empirical_cnn": (lambda: kernels.empirical_ntk(
+        models.cnn(3, activation="erf").apply_fn, models.cnn(3, activation="erf").init(0, (8, 8, 1)),
+        dtype="float64"), 1e-4, 1e-6),
     "rbf": (lambda: kernels.rbf(1.5, dtype="float64"), 1e-4, 1e-6),
 }
 
@@ -185,8 +188,11 @@ def test_empirical_feature_cache_equals_tiled_pairs(X):
     C = np.random.default_rng(0).normal(size=(4, 12))
     np.testing.assert_allclose(fast(X[:4], X), slow(X[:4], X), rtol=1e-10)
     np.testing.assert_allclose(fast.vjp(X[:4], X, C), slow.vjp(X[:4], X, C), rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(fast.vjp(X[:4], X[:4], C[:, :4], sym=True),
-                               slow.vjp(X[:4], X[:4], C[:, :4], sym=True), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fast.vjp(X[:4], cot_self=C[:, :4]),
+                               slow.vjp(X[:4], cot_self=C[:, :4]), rtol=1e-8, atol=1e-12)
+    # both blocks in one pass = the sum of the two
+    np.testing.assert_allclose(fast.vjp(X[:4], X, C, cot_self=C[:, 4:8]),
+                               slow.vjp(X[:4], X, C) + slow.vjp(X[:4], cot_self=C[:, 4:8]), rtol=1e-8, atol=1e-12)
     Y = X.copy()
     first = fast(X[:2], Y)
     Y[3] = 1 - Y[3]  # same array object, new contents: must not reuse the stale Jacobian

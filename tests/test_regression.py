@@ -24,7 +24,30 @@ def test_rank_one_equals_full_resolve(ridge, jitter):
         # Cholesky append equals a fresh factorization of the enlarged system
         app = reg.append(_rbf(X, C[j:j + 1])[:, 0], 1.0, y_c[j])
         np.testing.assert_allclose(app.alpha, full.alpha, rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(app.L, full.L, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(app.factor(), full.factor(), rtol=1e-8, atol=1e-12)
+
+
+def test_block_append_equals_fresh_factorization():
+    """Appending m points at once (block Cholesky, used by the loss of m poisons)
+    equals factorizing the enlarged matrix from scratch, and equals m one-point appends."""
+    rng = np.random.default_rng(2)
+    X, C, Z = rng.normal(size=(20, 3)), rng.normal(size=(5, 3)), rng.normal(size=(7, 3))
+    y, y_c = rng.choice([-1.0, 1.0], 20), rng.choice([-1.0, 1.0], 5)
+    reg = R.fit(_rbf(X, X), y, ridge=0.05)
+    XC = np.vstack([X, C])
+    full = R.KernelRegression(_rbf(XC, XC), np.append(y, y_c), reg.shift)
+    app = reg.append(_rbf(X, C), _rbf(C, C), y_c)
+    np.testing.assert_allclose(app.factor(), full.factor(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(app.predict(_rbf(Z, XC)), full.predict(_rbf(Z, XC)), rtol=1e-9, atol=1e-12)
+    one = reg
+    for j in range(5):
+        one = one.append(_rbf(np.vstack([X, C[:j]]), C[j:j + 1])[:, 0], 1.0, y_c[j])
+    np.testing.assert_allclose(one.alpha, app.alpha, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="20 training points"):
+        reg.append(_rbf(X[:3], C), _rbf(C, C), y_c)
+    with pytest.raises(R.NotPositiveDefiniteError, match="duplicates"):
+        R.fit(np.eye(2), np.ones(2), jitter=0.0).append(np.array([[1.0, 1.0], [0.0, 0.0]]), np.ones((2, 2)),
+                                                          np.ones(2))
 
 
 def test_predict_interpolates_and_shift():
