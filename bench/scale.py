@@ -7,11 +7,12 @@ infinite-width ReLU-MLP NTK (the cheapest kernel, so the O(n^2) memory and
 O(n^3) solve dominate as they do at scale; image content does not change cost).
 Each child reports its wall times and its peak resident memory (ru_maxrss).
 
-The script fits   memory(n) = a n^2 + b   and   time(n) ~ c n^k,  then solves
+The script fits   memory(n) = a n^2 + b   and   time(n) ~ c n^k  (k between the two
+largest sizes, where the O(n^3) factorization takes over), then solves
 memory(n) = 90% of this machine's RAM for the largest d that fits, and prints
 the bytes per kernel entry (the float64 matrices the solve keeps alive).
 
-    python bench/scale.py            # n = 1000 ... 8000 (a few minutes on 2 cores)
+    python bench/scale.py            # n = 2000 ... 16000 (about 3 minutes on 2 cores)
     python bench/scale.py --quick    # n = 200, 400 (seconds)
     python bench/scale.py --check-largest   # then run once at 95% of the predicted largest
                                             # |d| (minutes; needs the machine's RAM free)
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 CHILD = r"""
-import json, os, resource, sys, time
+import faulthandler, json, os, resource, sys, time
+faulthandler.enable()  # a crash in native code (e.g. BLAS) still says where it was
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from ntklib import attack, kernels, models
@@ -46,9 +48,11 @@ rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 P = attack.BackdoorProblem(k, X_d, y_d, X_t, y_t, X_a)
 t1 = time.perf_counter()
-P.evaluate(X_p, grad=True)
+P.evaluate(X_p, grad=True)  # the first step compiles the kernel's new tile shapes
 t2 = time.perf_counter()
-print(json.dumps(dict(n=n, setup_s=t1 - t0, step_s=t2 - t1, baseline_rss_mb=rss0,
+P.evaluate(np.clip(X_p + 1e-3, 0, 1), grad=True)  # new poisons, compiled shapes
+t3 = time.perf_counter()
+print(json.dumps(dict(n=n, setup_s=t1 - t0, first_step_s=t2 - t1, step_s=t3 - t2, baseline_rss_mb=rss0,
                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
 
@@ -81,7 +85,7 @@ def main(argv=None):
     ap.add_argument("--check-largest", action="store_true",
                     help="after the fit, run one size at 95%% of the predicted largest |d|")
     args = ap.parse_args(argv)
-    sizes = args.sizes or ([200, 400] if args.quick else [1000, 2000, 4000, 8000])
+    sizes = args.sizes or ([200, 400] if args.quick else [2000, 4000, 8000, 16000])
     info = machine()
     ram = ram_bytes()
     info["ram_gib"] = ram / 2 ** 30
@@ -90,19 +94,23 @@ def main(argv=None):
     for n in sizes:
         r = measure(n)
         rows.append(r)
-        print(f"|d|={n:6d}  setup {r['setup_s']:8.2f} s  loss+grad {r['step_s']:7.2f} s  "
+        print(f"|d|={n:6d}  setup {r['setup_s']:8.2f} s  loss+grad {r['step_s']:7.2f} s "
+              f"(first, compiling: {r['first_step_s']:.2f} s)  "
               f"peak RSS {r['peak_rss_mb']:9.0f} MB (baseline {r['baseline_rss_mb']:.0f} MB)", flush=True)
     n = np.array([r["n"] for r in rows], float)
     mem = np.array([r["peak_rss_mb"] for r in rows]) * 2 ** 20
     a, b = np.polyfit(n ** 2, mem, 1)
-    k_setup = float(np.polyfit(np.log(n), np.log([r["setup_s"] for r in rows]), 1)[0])
-    k_step = float(np.polyfit(np.log(n), np.log([r["step_s"] for r in rows]), 1)[0])
+    def exponent(key):  # local exponent between the two largest sizes
+        (n0, t0), (n1, t1) = sorted((r["n"], r[key]) for r in rows)[-2:]
+        return float(np.log(t1 / t0) / np.log(n1 / n0))
+
+    k_setup, k_step = exponent("setup_s"), exponent("step_s")
     budget = 0.9 * ram
     n_max = int(np.sqrt(max(budget - b, 0) / a)) if a > 0 else None
-    t_fit = np.polyfit(np.log(n), np.log([r["setup_s"] for r in rows]), 1)
+    n_big, t_big = max((r["n"], r["setup_s"]) for r in rows)
     model = dict(bytes_per_entry=float(a), fixed_mb=float(b / 2 ** 20), exponent_setup=k_setup,
                  exponent_step=k_step, largest_d=n_max, memory_budget_gib=budget / 2 ** 30,
-                 predicted_setup_s_at_largest=float(np.exp(np.polyval(t_fit, np.log(n_max)))) if n_max else None)
+                 predicted_setup_s_at_largest=float(t_big * (n_max / n_big) ** k_setup) if n_max else None)
     print(f"memory ~ {a:.1f} bytes x n^2 + {b / 2 ** 20:.0f} MB; time ~ n^{k_setup:.2f} (setup), "
           f"n^{k_step:.2f} (loss+grad)")
     print(f"largest |d| within 90% of {ram / 2 ** 30:.1f} GiB: {n_max} "

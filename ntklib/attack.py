@@ -77,22 +77,6 @@ class LossResult:
                     clean_acc=self.clean_acc, asr=self.asr)
 
 
-_BLAS = None
-
-
-def _single_threaded_blas():
-    """Context in which NumPy/SciPy's BLAS runs on one thread. A loss evaluation's
-    float64 algebra is on small matrices (d + p rows, a few right-hand sides), where
-    BLAS threads only contend with XLA's for the same cores (digits, 2 cores: one
-    infinite-NTK loss + gradient 3.1 -> 2.2 ms, empirical MLP 127 -> 79 ms)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
 class BackdoorProblem:
     """The closed-form backdoor loss of a task under a kernel.
 
@@ -165,7 +149,7 @@ class BackdoorProblem:
     def evaluate(self, X_p, grad: bool = False):
         """Loss of poisons X_p (and, with ``grad=True``, dL/dX_p of shape X_p.shape)."""
         X_p = self._check_poisons(X_p)
-        with _single_threaded_blas():
+        with _reg.single_threaded_blas():
             return self._evaluate(X_p, grad)
 
     def _evaluate(self, X_p, grad):
@@ -188,10 +172,11 @@ class BackdoorProblem:
         r_t = 2 * self.w_clean * (res.f_t - self.y_t)
         r_a = 2 * self.w_attack * np.minimum(res.f_a - 1.0, 0.0)
         beta = reg.solve(K_tD.T @ r_t + K_aD.T @ r_a)
-        alpha_p = reg.alpha[n_d:]
-        G = -np.outer(beta, reg.alpha)
-        C_pp = G[n_d:, n_d:]
-        cot = np.hstack([G[n_d:, :n_d] + G[:n_d, n_d:].T,         # K_pd appears as K_pd and K_dp
+        # dL/dK_DD = -beta alpha^T; only its poison rows and columns are needed (never the
+        # (d + p)^2 matrix): K_pd appears as K_pd and as K_dp
+        alpha_d, alpha_p, beta_d, beta_p = reg.alpha[:n_d], reg.alpha[n_d:], beta[:n_d], beta[n_d:]
+        C_pp = -np.outer(beta_p, alpha_p)
+        cot = np.hstack([-(np.outer(beta_p, alpha_d) + np.outer(alpha_p, beta_d)),
                          np.outer(alpha_p, r_t), np.outer(alpha_p, r_a)])
         return res, self.kernel.vjp(X_p, self.X_other, cot, cot_self=C_pp)  # K_pp through both arguments
 
@@ -230,12 +215,17 @@ class _Pool:
         self.K_xc = np.vstack([self.K_ct.T, self.K_ca.T])         # (n_x, m)
         self.m = len(self.K_cc)
 
-    def regression(self, chosen):
-        """Regression on d + chosen candidates (full factorization) and its blocks."""
+    def regression(self, chosen, fresh: bool = False):
+        """Regression on d + chosen candidates and its blocks: the clean factor with the
+        chosen block appended, or (``fresh=True``, the naive reference) a new factorization
+        of the enlarged matrix."""
         p = self.problem
         c = list(chosen)
-        A = np.block([[p.K_dd, self.K_cd[c].T], [self.K_cd[c], self.K_cc[np.ix_(c, c)]]])
-        reg = _reg.KernelRegression(A, np.concatenate([p.y_d, np.ones(len(c))]), p.shift, "K_DD")
+        if fresh:
+            A = np.block([[p.K_dd, self.K_cd[c].T], [self.K_cd[c], self.K_cc[np.ix_(c, c)]]])
+            reg = _reg.KernelRegression(A, np.concatenate([p.y_d, np.ones(len(c))]), p.shift, "K_DD")
+        else:
+            reg = p.clean_reg.append(self.K_cd[c].T, self.K_cc[np.ix_(c, c)], np.ones(len(c))) if c else p.clean_reg
         K_xD = np.hstack([np.vstack([p.K_td, p.K_ad]), self.K_xc[:, c]])
         return reg, K_xD
 
@@ -494,7 +484,7 @@ def score_candidates(problem: BackdoorProblem, X_cand, chosen=(), method: str = 
     losses = []
     n_t = problem.n_t
     for j in rest:
-        reg, K_xD = pool.regression(chosen + [j])
+        reg, K_xD = pool.regression(chosen + [j], fresh=True)
         f = reg.predict(K_xD)
         losses.append(problem.terms(f[:n_t], f[n_t:])[0])
     return rest, np.asarray(losses)

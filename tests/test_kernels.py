@@ -136,6 +136,12 @@ def test_errors(X):
     k = kernels.rbf()
     with pytest.raises(ValueError, match="cotangent shape"):
         k.vjp(X[:3], X, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="cotangent shape"):
+        k.vjp(X[:3], cot_self=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="x2 and cot together"):
+        k.vjp(X[:3], X)
+    with pytest.raises(ValueError, match="nothing to differentiate"):
+        k.vjp(X[:3])
     with pytest.raises(ValueError, match="NaN"):
         k(np.full((2, 8, 8, 1), np.nan))
     with pytest.raises(ValueError, match="same image shape"):
