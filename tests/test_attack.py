@@ -16,6 +16,23 @@ def toy(task):
     return attack.BackdoorProblem.from_task(task, k, w_attack=2.0), task.X_cand[:10]
 
 
+def test_loss_equals_textbook_formula(toy):
+    """The loss (clean factor + appended poison block) equals the formula computed from
+    scratch: f = K(x, D) (K_DD + s I)^-1 y_D on D = d + poisons labelled +1."""
+    P, C = toy
+    X_p = C[[1, 4, 6]]
+    D = np.concatenate([P.X_d, X_p])
+    y = np.concatenate([P.y_d, np.ones(3)])
+    K = P.kernel(D)
+    alpha = np.linalg.solve(K + P.shift * np.eye(len(D)), y)
+    f_t, f_a = P.kernel(P.X_t, D) @ alpha, P.kernel(P.X_a, D) @ alpha
+    clean = np.sum((f_t - P.y_t) ** 2)
+    attack_term = 2.0 * np.sum(np.minimum(f_a - 1, 0) ** 2)  # toy uses w_attack = 2
+    r = P.loss(X_p)
+    np.testing.assert_allclose([r.loss, r.clean_loss, r.attack_loss], [clean + attack_term, clean, attack_term], rtol=1e-9)
+    np.testing.assert_allclose(r.f_t, f_t, rtol=1e-9, atol=1e-12)
+
+
 def test_greedy_round_equals_brute_force(toy):
     """Each greedy pick is the argmin over candidates of the fully re-solved loss."""
     P, C = toy
