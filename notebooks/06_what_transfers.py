@@ -277,8 +277,8 @@ print("results written to", out_dir / "results.json")
 #
 # **The infinite-width kernel buys ASR with clean accuracy.** Its poisons move further
 # from the data (the pixel changes are larger) and are not fitted by the finite network
-# in the same training budget (largest poison residual 0.5-1.0): they reach 96% ASR with
-# 3 poisons, but clean test accuracy falls to 0.95 at 5 poisons and 0.94 at 10, more than
+# in the same training budget (largest poison residual 0.5-0.9): they reach 97% ASR with
+# 3 poisons, but clean test accuracy falls to 0.96 at 5 poisons and 0.94 at 10, more than
 # the one-point drop a stealthy attack may cost. The kernel model cannot see this
 # because it interpolates every poison exactly.
 #
@@ -291,7 +291,7 @@ print("results written to", out_dir / "results.json")
 #
 # **Why the ratio stays near 2 here, not 10.** The baseline is strong on this task:
 # random triggered 7s relabelled as 1 already give 99% ASR with 10 poisons, so a ratio
-# of 10 would need 90% from a single poison, and the best single poison reaches 26-45%
+# of 10 would need 90% from a single poison, and the best single poison reaches 25-44%
 # on trained networks. A weaker trigger (amplitude 0.08) slows the baseline (90% only at
 # 20 poisons) but slows the empirical-kernel attack more (87% at 10); the infinite
 # kernel then reaches 91% with 5 poisons (ratio 4) only at a clean-accuracy cost of 7
