@@ -36,12 +36,14 @@ bench: $(STAMP)
 	$(PY) bench/kernels.py
 	$(PY) bench/greedy.py
 	$(PY) bench/scale.py
+	$(PY) bench/train.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
 	$(PY) bench/kernels.py --quick
 	$(PY) bench/greedy.py --quick
 	$(PY) bench/scale.py --quick
+	$(PY) bench/train.py --quick
 
-clean:
+clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

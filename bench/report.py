@@ -113,11 +113,32 @@ def speed_rows() -> list[str]:
             out.append(f"| run at \\|d\\| = {c['n']} (95% of it) | peak RSS {c['peak_rss_mb'] / 1024:.1f} GiB "
                        f"(predicted {c['predicted_peak_mb'] / 1024:.1f}), setup {c['setup_s'] / 60:.1f} min, "
                        f"loss + gradient {c['step_s']:.1f} s | scale_cpu.json |")
+    t = _load(ROOT / "bench/results/train_cpu.json")
+    if t:
+        for r in t["rows"]:
+            out.append(f"| victim training, {r['case']} ({r['victims']} victims x {r['steps']} steps) | "
+                       f"batched {r['new_gflops']:.0f} GFLOP/s vs one by one {r['old_gflops']:.0f} "
+                       f"(speedup {r['speedup']:.1f}x, chunk {r['default_chunk']}); "
+                       f"{100 * r['fraction_of_matmul']:.0f}% of a matmul of the victim's shape "
+                       f"({r['matmul_victim_gflops']:.0f} GFLOP/s; 2048³: {t['matmul_2048_gflops']:.0f}) "
+                       f"| train_cpu.json |")
+        sw = t["sweep"]
+        out.append(f"| a sweep of {sw['victims']} digits victims to their targets | one by one {sw['old_s']:.0f} s, "
+                   f"batched {sw['new_s']:.0f} s ({sw['speedup']:.1f}x); same stopping steps: "
+                   f"{sw['same_stopping_steps']} | train_cpu.json |")
     f = _load(ROOT / "bench/results/figures_cpu.json")
     if f:
         per = ", ".join(f"{k[:2]}: {v:.0f} s" for k, v in f["notebook_seconds"].items())
         out.append(f"| `make figures` at defaults, wall time | {f['total_seconds'] / 60:.1f} min ({per}) "
                    f"| figures_cpu.json |")
+        prof = f.get("notebook_profile")
+        if prof:
+            cats = {}
+            for p in prof.values():
+                for k, v in p.items():
+                    cats[k] = cats.get(k, 0.0) + v
+            split = ", ".join(f"{k} {v:.0f} s" for k, v in cats.items())
+            out.append(f"| `make figures`: where the time goes (all notebooks) | {split} | figures_cpu.json |")
     return out
 
 

@@ -13,6 +13,8 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 - ``evaluate``    kernel-model and trained-network metrics, budget sweeps
 - ``artifacts``   saving and loading poisons with their provenance
 - ``plotting``    one theme, ``savefig`` and image grids
+- ``cache``       content-addressed cache of trained victims and poisons
+- ``profiling``   wall time per kind of work (victims, kernels, greedy, optimization)
 
 Precision: kernels and networks compute in float32 by default (float64 on
 request, inside a scoped x64 context: ntklib never sets ``jax_enable_x64``
@@ -24,11 +26,15 @@ from __future__ import annotations
 
 import importlib
 
+from . import _xla
+
+_xla.configure()  # before JAX creates its CPU backend: see ntklib/_xla.py
+
 __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "triggers", "models", "train", "kernels", "regression", "attack",
-    "evaluate", "artifacts", "plotting", "pipeline",
+    "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import optimize as _sopt
 from tqdm.auto import tqdm
 
+from . import profiling as _profiling
 from . import regression as _reg
 
 __all__ = ["BackdoorProblem", "LossResult", "GreedyResult", "OptimizeResult", "greedy_init",
@@ -240,6 +241,7 @@ class _Pool:
         return self.problem.terms(F[:n_t], F[n_t:])[0], F
 
 
+@_profiling.profiled("greedy")
 def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = False,
                 progress: bool = True, blocks=None) -> GreedyResult:
     """Greedy poison selection (Hayase & Oh 2023, App. B.2).
@@ -366,6 +368,7 @@ def _load_checkpoint(path: Path, fp):
         return {k: z[k] for k in z.files if k != "__fingerprint__"}
 
 
+@_profiling.profiled("optimization")
 def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", steps: int = 100,
                      lr: float = 0.01, memory: int = 100, checkpoint=None, checkpoint_every: int = 25,
                      resume: bool = True, progress: bool = True) -> OptimizeResult:

@@ -14,11 +14,9 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import attack as _attack
 from . import train as _train
@@ -40,23 +38,31 @@ def network_metrics(arch, params, task) -> dict:
     return dict(net_ca=float(np.mean(np.sign(f_test) == task.y_test)), net_asr=float(np.mean(f_trig > 0)))
 
 
+def _victim_data(task, X_p):
+    """d + poisons (labelled +1) as one training set."""
+    X_p = np.asarray(X_p, dtype=task.X_d.dtype).reshape((-1,) + task.X_d.shape[1:])
+    return np.concatenate([task.X_d, X_p]), np.concatenate([task.y_d, np.ones(len(X_p))])
+
+
+def _victim_row(task, arch, X, y, r) -> dict:
+    """Metrics of one trained victim; a diverged one gets NaN metrics (and diverged=True)."""
+    n_d = len(task.X_d)
+    row = dict(train_loss=r.final_loss, converged=r.converged, diverged=r.diverged, train_steps=r.steps)
+    if r.diverged:
+        return dict(row, max_poison_residual=np.nan, max_clean_residual=np.nan, net_ca=np.nan, net_asr=np.nan)
+    res = np.abs(_train.residuals(arch, r.params, X, y))
+    return dict(row, max_poison_residual=float(res[n_d:].max()) if len(X) > n_d else 0.0,
+                max_clean_residual=float(res[:n_d].max()), **network_metrics(arch, r.params, task))
+
+
 def transfer(task, arch, X_p, config: _train.TrainConfig | None = None, seeds=(0,),
              progress: bool = False) -> list[dict]:
-    """Train fresh networks on d + poisons (one per seed) and measure them."""
+    """Train fresh networks on d + poisons (one per seed, batched) and measure them."""
     cfg = config or _train.TrainConfig()
-    X_p = np.asarray(X_p, dtype=task.X_d.dtype).reshape((-1,) + task.X_d.shape[1:])
-    X = np.concatenate([task.X_d, X_p])
-    y = np.concatenate([task.y_d, np.ones(len(X_p))])
-    rows = []
-    for s in seeds:
-        r = _train.train(arch, X, y, dataclasses.replace(cfg, seed=int(s)), progress=progress,
-                         desc=f"victim seed {s}")
-        res = np.abs(_train.residuals(arch, r.params, X, y))
-        rows.append(dict(seed=int(s), train_loss=r.final_loss, converged=r.converged, train_steps=r.steps,
-                         max_poison_residual=float(res[len(task.X_d):].max()) if len(X_p) else 0.0,
-                         max_clean_residual=float(res[:len(task.X_d)].max()),
-                         **network_metrics(arch, r.params, task)))
-    return rows
+    X, y = _victim_data(task, X_p)
+    results = _train.train_many(arch, [(X, y)] * len(seeds),
+                                [dataclasses.replace(cfg, seed=int(s)) for s in seeds], progress=progress)
+    return [dict(seed=int(s), **_victim_row(task, arch, X, y, r)) for s, r in zip(seeds, results)]
 
 
 def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str = "lbfgsb",
@@ -94,7 +100,10 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     (and, for sampling, the random subset). With ``network=False`` only the
     kernel model is evaluated. Columns: method, budget, seed, kernel_loss,
     kernel_ca, kernel_asr, and (with networks) net_ca, net_asr, train_loss,
-    converged, train_steps, max_poison_residual, max_clean_residual, seconds.
+    converged, diverged, train_steps, max_poison_residual, max_clean_residual,
+    seconds (the victim's share of its training time). All victims of the sweep
+    train together (:func:`ntklib.train.train_many`: batched, cached by content),
+    with one progress bar; a diverged victim gets NaN network metrics and a warning.
     """
     m = len(task.X_cand)
 
@@ -113,15 +122,17 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
         ntba = ntba_poisons(problem, task.X_cand, budgets, opt_steps, opt_method, progress)
     jobs = [(meth, b, s) for meth in methods for b in (budgets if meth == "ntba" else sampling_budgets)
             for s in seeds]
-    rows = []
-    for meth, b, s in tqdm(jobs, desc="sweep", disable=not progress):
-        t0 = time.time()
+    rows, sets = [], []
+    for meth, b, s in jobs:
         X_p = ntba[b]["X_p"] if meth == "ntba" else task.X_cand[_attack.sampling_baseline(m, b, seed=int(s))]
-        row = dict(method=meth, budget=b, seed=int(s), **kernel_metrics(problem, X_p))
-        if network:
-            row.update(transfer(task, arch, X_p, train_config, seeds=(s,))[0])
-        row["seconds"] = time.time() - t0
-        rows.append(row)
+        rows.append(dict(method=meth, budget=b, seed=int(s), **kernel_metrics(problem, X_p)))
+        sets.append(_victim_data(task, X_p))
+    if network:
+        cfg = train_config or _train.TrainConfig()
+        results = _train.train_many(arch, sets, [dataclasses.replace(cfg, seed=int(s)) for _, _, s in jobs],
+                                    progress=progress, desc=f"victims ({len(jobs)})")
+        for row, (X, y), r in zip(rows, sets, results):
+            row.update(_victim_row(task, arch, X, y, r), seconds=r.seconds)
     df = pd.DataFrame(rows)
     if csv_path is not None:
         df.to_csv(csv_path, index=False)

@@ -39,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import profiling as _profiling
 from ._precision import precision
+from ._xla import check as _check_xla
 
 __all__ = ["Kernel", "infinite_ntk", "infinite_nngp", "empirical_ntk", "user_kernel", "rbf",
            "make_kernel"]
@@ -162,6 +164,7 @@ class Kernel:
         return x
 
     # ------------------------------------------------------------------ API
+    @_profiling.profiled("kernel evaluation")
     def __call__(self, x1, x2=None) -> np.ndarray:
         """K(x1, x2) as a host array (n1, n2) in the kernel dtype; x2 defaults to x1."""
         x1 = self._check(x1, "x1")
@@ -241,6 +244,7 @@ class Kernel:
                 a = self._put(self._pad(x1[i0:i1], r), rows=True)
                 out[i0:i1, j0:j1] = np.asarray(self._fwd(a, b, *self.args))[: i1 - i0, : j1 - j0]
 
+    @_profiling.profiled("kernel evaluation")
     def vjp(self, x1, x2=None, cot=None, cot_self=None) -> np.ndarray:
         """Gradient w.r.t. ``x1`` of sum_ij cot_ij K(x1, x2)_ij + sum_ij cot_self_ij K(x1, x1)_ij.
 
@@ -356,6 +360,8 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     <J(x), v> is the forward-mode derivative of f(x; theta) in the parameter
     direction v, differentiated once in reverse mode with respect to x.
     """
+    _check_xla()
+
     def f_single(p, x):
         return apply_fn(p, x[None]).reshape(())
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 
 from . import attack as _attack
+from . import cache as _cache
 from . import data as _data
 from . import evaluate as _evaluate
 from . import kernels as _kernels
@@ -28,7 +30,7 @@ from . import models as _models
 from . import train as _train
 
 __all__ = ["CHOICES", "check_params", "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config",
-           "run", "AttackRun"]
+           "design_poisons", "run", "AttackRun"]
 
 CHOICES = dict(
     dataset=_data.DATASETS,
@@ -117,6 +119,7 @@ class Experiment:
     train_config: _train.TrainConfig
     clean: _train.TrainResult | None = None
     spec: dict = field(default_factory=dict)
+    kernel_key: str = ""  # content hash of the kernel (architecture, kind, dtype, parameters)
 
 
 def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
@@ -144,21 +147,57 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     arch = build_architecture(architecture, width, depth)
     cfg = train_config or victim_config(dataset)
     clean = None
+    kernel_id = None  # what, beyond the architecture and dtype, defines the kernel (its parameters)
     if kernel == "infinite":
         k = _kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])
     else:
         if kernel == "empirical":
-            clean = _train.train(arch, task.X_d, task.y_d, cfg, progress=progress, desc="clean victim")
+            clean = _train.train_many(arch, [(task.X_d, task.y_d)], cfg, progress=progress,
+                                      desc="clean victim")[0]
             params = clean.params
         else:
             params = arch.init(seed, task.X_d.shape)
+        kernel_id = jax.tree_util.tree_leaves(params)
         k = _kernels.empirical_ntk(arch.apply_fn, params, dtype=kernel_dtype,
                                    spec=dict(architecture=arch.spec, at=kernel))
     problem = _attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack)
     spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, kernel_dtype=kernel_dtype,
                 ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
                 clean_train_loss=None if clean is None else clean.final_loss)
-    return Experiment(task, arch, k, problem, cfg, clean, spec)
+    return Experiment(task, arch, k, problem, cfg, clean, spec,
+                      kernel_key=_cache.key("kernel", arch.spec, kernel, kernel_dtype, kernel_id))
+
+
+def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: str = "lbfgsb",
+                   progress: bool = True) -> dict:
+    """NTBA poisons per budget for a prepared experiment
+    (:func:`ntklib.evaluate.ntba_poisons`: greedy, then ``opt_steps`` of ``opt_method``),
+    cached by content (:mod:`ntklib.cache`: the problem's data and settings, the kernel's
+    parameters, the candidates, budgets and optimizer settings), so notebooks that design
+    the same poisons share them. Returns {budget: dict(X_p, indices, greedy_loss, greedy_asr[, history])}.
+    """
+    budgets = sorted(set(int(b) for b in budgets))
+    key = _cache.key("ntba", exp.problem.fingerprint(), exp.kernel_key, exp.task.X_cand, budgets, int(opt_steps),
+                     opt_method)
+    z = _cache.load("poisons", key)
+    if z is not None:
+        out = {}
+        for b in budgets:
+            e = dict(X_p=z[f"X_p_{b}"], indices=z[f"indices_{b}"], greedy_loss=float(z[f"greedy_loss_{b}"]),
+                     greedy_asr=float(z[f"greedy_asr_{b}"]))
+            hist = {k[len(f"hist_{b}_"):]: z[k] for k in z if k.startswith(f"hist_{b}_")}
+            if hist:
+                e["history"] = hist
+            out[b] = e
+        return out
+    out = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method, progress=progress)
+    arrays = {}
+    for b, e in out.items():
+        arrays.update({f"X_p_{b}": e["X_p"], f"indices_{b}": e["indices"], f"greedy_loss_{b}": e["greedy_loss"],
+                       f"greedy_asr_{b}": e["greedy_asr"]})
+        arrays.update({f"hist_{b}_{k}": np.asarray(v) for k, v in e.get("history", {}).items()})
+    _cache.save("poisons", key, arrays)
+    return out
 
 
 @dataclass
@@ -195,8 +234,7 @@ def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="
     budgets = [b for b in budgets if b <= m]
     poisons = None
     if "ntba" in methods:
-        poisons = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method,
-                                         progress=progress)
+        poisons = design_poisons(exp, budgets, opt_steps, opt_method, progress=progress)
     table = _evaluate.sweep(exp.task, exp.problem, exp.arch, budgets=budgets, seeds=seeds,
                             train_config=exp.train_config, methods=methods, ntba=poisons, progress=progress,
                             sampling_budgets=sampling_budgets)

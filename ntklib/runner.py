@@ -47,16 +47,26 @@ def source_notebook(path: Path, out_dir: Path) -> Path:
     return src
 
 
-def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None) -> Path:
+def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None) -> tuple[Path, dict]:
+    """Execute one notebook; return the executed copy and its profile (seconds per kind of
+    work, :mod:`ntklib.profiling`, written by the notebook's kernel to ``$NTKLIB_PROFILE``)."""
+    import json
+
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ipynb = source_notebook(path, out_dir)
     out = out_dir / f"{path.stem}.ipynb"
-    pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
-                        kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False,
-                        execution_timeout=timeout)
-    return out
+    prof = out_dir / f"{path.stem}.profile.json"
+    prof.unlink(missing_ok=True)
+    os.environ["NTKLIB_PROFILE"] = str(prof)  # inherited by the kernel process
+    try:
+        pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
+                            kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False,
+                            execution_timeout=timeout)
+    finally:
+        os.environ.pop("NTKLIB_PROFILE", None)
+    return out, (json.loads(prof.read_text()) if prof.exists() else {})
 
 
 def main(argv=None):
@@ -87,22 +97,24 @@ def main(argv=None):
         print("no notebooks to run")
         return 0
     total = time.time()
-    seconds = {}
+    seconds, profile = {}, {}
     for i, path in enumerate(paths, 1):
         t0 = time.time()
         print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
-        out = run(path, params, Path(args.out))
+        out, prof = run(path, params, Path(args.out))
         seconds[path.stem] = round(time.time() - t0, 1)
-        print(f"[{i}/{len(paths)}] {path.stem} done in {seconds[path.stem]:.0f} s -> {out}", flush=True)
+        profile[path.stem] = dict(prof, rest=round(seconds[path.stem] - sum(prof.values()), 1))
+        split = ", ".join(f"{k} {v:.0f} s" for k, v in profile[path.stem].items() if v >= 0.5)
+        print(f"[{i}/{len(paths)}] {path.stem} done in {seconds[path.stem]:.0f} s ({split}) -> {out}", flush=True)
     wall = time.time() - total
     where = params.get("fig_dir", "figures/")
     print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")
     if args.timings:
-        _write_timings(args.timings, seconds, wall, params)
+        _write_timings(args.timings, seconds, wall, params, profile)
     return 0
 
 
-def _write_timings(path: str, seconds: dict, wall: float, params: dict):
+def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile: dict):
     import json
     import platform
 
@@ -114,7 +126,8 @@ def _write_timings(path: str, seconds: dict, wall: float, params: dict):
     target.write_text(json.dumps(dict(
         machine=dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)),
                      cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count()),
-        parameters=params, notebook_seconds=seconds, total_seconds=round(wall, 1)), indent=2))
+        parameters=params, notebook_seconds=seconds, total_seconds=round(wall, 1),
+        notebook_profile=profile), indent=2))
     print("timings written to", target)
 
 

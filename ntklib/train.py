@@ -1,15 +1,30 @@
-"""Finite-network training with squared loss on +/-1 labels.
+"""Finite-network training with squared loss on +/-1 labels, one victim or many at once.
 
 Loss: L(theta) = 1/(2n) sum_i (f(x_i; theta) - y_i)^2, the loss under which
 gradient-flow training follows kernel regression with the NTK (DESIGN.md
 section 2). Optimizers: optax SGD with momentum (default) or Adam, full batch or
-minibatches, stopping when the full training loss falls below ``target_loss`` or
-after ``steps`` steps. Parameters save to and load from ``.npz`` (no pickle)
-with the architecture spec alongside, so a saved network can be rebuilt.
+minibatches, stopping when the full training loss falls below ``target_loss``
+(and, optionally, every residual below ``target_residual``) or after ``steps``
+steps. Parameters save to and load from ``.npz`` (no pickle) with the
+architecture spec alongside, so a saved network can be rebuilt.
+
+:func:`train` trains one network and is the reference. :func:`train_many` trains
+many networks of one architecture in one compiled program per chunk of victims
+(``vmap`` over parameters, optimizer states and data), with per-victim seeds,
+training-set sizes (padded rows carry zero weight, so each victim's loss is
+exactly its own mean), step budgets and stopping steps; chunks run concurrently
+on worker threads, and with several devices the victims of a chunk are sharded
+across them. Results are cached by content (:mod:`ntklib.cache`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +34,13 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from . import cache as _cache
 from . import models as _models
+from . import profiling as _profiling
 from ._precision import precision
+from ._xla import check as _check_xla
 
-__all__ = ["TrainConfig", "TrainResult", "train", "save_params", "load_params", "predict", "residuals", "param_distance"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "save_params", "load_params", "predict", "residuals", "param_distance"]
 
 
 @dataclass
@@ -61,15 +79,476 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A trained network: ``params``; ``history`` holds step, loss, acc and
+    max_residual at every full-batch evaluation; ``diverged`` marks a victim of
+    :func:`train_many` whose loss became NaN or infinite (its params are not usable);
+    ``seconds``: its wall time (its share of its chunk's for :func:`train_many`)."""
+
     params: object
     history: dict = field(default_factory=dict)  # step, loss, acc, max_residual (full batch)
     final_loss: float = float("nan")
     steps: int = 0
     converged: bool = False
+    diverged: bool = False
+    seconds: float = float("nan")
+
+
+# Settings that are compiled into the training program: victims that differ in them train in
+# separate programs. Victims may differ freely in seed, steps, target_loss and target_residual.
+SHARED_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "eval_every", "dtype")
+DEFAULT_MEMORY = 1 << 30  # bytes per chunk of victims (parameters, optimizer state, activations)
+# Victims per compiled program on XLA:CPU, measured by bench/train.py (2 cores): vmapped dense
+# layers gain up to 2x from 4 victims per program; vmapped convolutions lower to grouped
+# convolutions that run 2x *slower* than one network at a time, so conv victims go one per program
+# (and gain from the worker threads alone).
+CPU_CHUNK = {"dense": 4, "conv": 1}
+
+
+def _optimizer(cfg):
+    return optax.sgd(cfg.lr, momentum=cfg.momentum or None) if cfg.optimizer == "sgd" else optax.adam(cfg.lr)
+
+
+def _squared_loss(arch, p, x, y, w=None):
+    """1/2 mean (f - y)^2; with weights w: 1/2 sum w (f - y)^2."""
+    r2 = (arch.predict(p, x) - y) ** 2
+    return 0.5 * (jnp.mean(r2) if w is None else jnp.sum(w * r2))
+
+
+class _BatchOrder:
+    """Minibatch rows of one victim: epochs of a permutation drawn with its seed (host side,
+    so that the sequential and the batched path draw the very same batches)."""
+
+    def __init__(self, n, batch_size, seed):
+        self.rng = np.random.default_rng(seed)
+        self.n = n
+        self.bs = n if batch_size is None else min(batch_size, n)
+        self.order, self.pos = self.rng.permutation(n), 0
+
+    @property
+    def full(self):
+        return self.bs == self.n
+
+    def next(self):
+        if self.pos + self.bs > self.n:
+            self.order, self.pos = self.rng.permutation(self.n), 0
+        rows = self.order[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return rows
+
+
+def _check_data(X, y, who="X"):
+    X = np.asarray(X)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim < 2 or len(X) == 0:
+        raise ValueError(f"{who}: need a non-empty batch of images (n, ...), got shape {X.shape}")
+    if y.shape != (len(X),):
+        raise ValueError(f"{who}: X has {len(X)} rows but y has shape {y.shape}; give one label per image")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{who}: the images hold NaN or infinite values ({int(np.sum(~np.isfinite(X)))} "
+                         "entries); fix the data (e.g. poisons from a failed optimization) before training")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{who}: the labels hold NaN or infinite values")
+    return X, y
+
+
+def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
+          desc: str = "train") -> TrainResult:
+    """Train ``arch`` on (X, y) with squared loss; y in {-1, +1}. The reference implementation.
+
+    Starts from ``params`` or from a fresh initialization drawn with ``config.seed``.
+    Evaluates the full-batch loss, accuracy and largest residual every
+    ``eval_every`` steps and at the last step, stopping at the first evaluation
+    that meets the targets. Deterministic for a seed (on one device and one JAX
+    version). Raises ``FloatingPointError`` if the loss diverges.
+    Cost per step: one forward and backward pass over the batch.
+    """
+    cfg = config or TrainConfig()
+    X, y = _check_data(X, y)
+    _check_xla()
+    with precision(cfg.dtype):
+        return _train(arch, X, y, cfg, params, progress, desc)
+
+
+def _train(arch, X, y, cfg, params, progress, desc):
+    t_start = time.perf_counter()
+    dtype = jnp.dtype(cfg.dtype)
+    if params is None:
+        params = arch.init(cfg.seed, X.shape)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+    tx = _optimizer(cfg)
+    opt_state = tx.init(params)
+    Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
+    order = _BatchOrder(len(X), cfg.batch_size, cfg.seed)
+
+    @jax.jit
+    def step(p, s, X, y, ib):
+        # One call per step: on XLA:CPU, convolutions inside lax.scan run ~30x slower.
+        xb, yb = (X, y) if ib is None else (X[ib], y[ib])
+        g = jax.grad(lambda p: _squared_loss(arch, p, xb, yb))(p)
+        upd, s = tx.update(g, s, p)
+        return optax.apply_updates(p, upd), s
+
+    @jax.jit
+    def full_eval(p, X, y):
+        f = arch.predict(p, X)
+        return 0.5 * jnp.mean((f - y) ** 2), jnp.mean(jnp.sign(f) == y), jnp.max(jnp.abs(f - y))
+
+    hist = {"step": [], "loss": [], "acc": [], "max_residual": []}
+    bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, leave=False)
+    converged, t = False, 0
+    while t < cfg.steps:
+        k = min(cfg.eval_every, cfg.steps - t)
+        for _ in range(k):
+            params, opt_state = step(params, opt_state, Xj, yj, None if order.full else order.next())
+        t += k
+        loss, acc, max_res = (float(v) for v in full_eval(params, Xj, yj))
+        for name, v in zip(("step", "loss", "acc", "max_residual"), (t, loss, acc, max_res)):
+            hist[name].append(v)
+        bar.update(k)
+        bar.set_postfix(loss=f"{loss:.2e}", acc=f"{acc:.3f}")
+        if not np.isfinite(loss):
+            bar.close()
+            raise FloatingPointError(f"training diverged at step {t} (loss {loss}); lower lr "
+                                     f"(now {cfg.lr})")
+        if _met(cfg, loss, max_res):
+            converged = True
+            break
+    bar.close()
+    return TrainResult(params, hist, hist["loss"][-1], t, converged, seconds=time.perf_counter() - t_start)
+
+
+def _met(cfg, loss, max_res) -> bool:
+    return loss < cfg.target_loss and (cfg.target_residual is None or max_res < cfg.target_residual)
+
+
+# ---------------------------------------------------------------------------- many victims
+@dataclass
+class _Job:
+    index: int
+    X: np.ndarray
+    y: np.ndarray
+    cfg: TrainConfig
+    params: object = None
+    key: str | None = None
+
+
+def _footprint(arch, input_shape, dtype):
+    """(parameter bytes, activation bytes per example, has convolutions) of one network."""
+    p = jax.eval_shape(lambda: arch.init(0, input_shape))
+    itemsize = jnp.dtype(dtype).itemsize
+    n_params = sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(p))
+    x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.dtype(dtype))
+    jaxpr = jax.make_jaxpr(arch.apply_fn)(p, x)
+    act = conv = 0
+    for eqn in jaxpr.jaxpr.eqns:
+        conv |= "conv" in eqn.primitive.name
+        act += sum(int(np.prod(v.aval.shape)) for v in eqn.outvars if hasattr(v.aval, "shape"))
+    return n_params * itemsize, act * itemsize, bool(conv)
+
+
+def chunk_size(arch, input_shape, n_rows: int, dtype="float32", memory: int = DEFAULT_MEMORY,
+               platform: str | None = None) -> int:
+    """Victims per compiled program (the chunking rule of :func:`train_many`).
+
+    Memory per victim: 4 copies of the parameters (theta_0, delta, gradient, one
+    optimizer moment; Adam adds one) plus 3 copies of the activations of a batch of
+    ``n_rows`` (forward values kept for the backward pass, and their cotangents).
+    A chunk holds as many victims as fit in ``memory`` bytes; on XLA:CPU at most
+    :data:`CPU_CHUNK` (4 for dense networks, 1 with convolutions, as measured).
+    """
+    param_b, act_b, conv = _footprint(arch, tuple(input_shape), dtype)
+    per_victim = 5 * param_b + 3 * n_rows * act_b
+    fit = max(1, int(memory // max(per_victim, 1)))
+    platform = platform or jax.local_devices()[0].platform
+    if platform == "cpu":
+        return min(fit, CPU_CHUNK["conv" if conv else "dense"])
+    return fit
+
+
+def _victim_programs(arch, cfg, minibatch: bool, batched: bool = True):
+    """The jitted step and evaluation of a chunk of victims, vmapped over a leading victim
+    axis (``batched``) or for one victim alone (cached on the architecture). One victim per
+    program skips the vmap: a vmapped convolution lowers to a grouped one, 2x slower on CPU."""
+    ck = ("train_many", cfg.optimizer, float(cfg.lr), float(cfg.momentum or 0.0), minibatch, batched)
+    if ck in arch._cache:
+        return arch._cache[ck]
+    tx = _optimizer(cfg)
+
+    def step_one(p, s, X, y, w, active, idx):
+        if minibatch:
+            X, y = X[idx], y[idx]
+        g = jax.grad(lambda p: _squared_loss(arch, p, X, y, w))(p)
+        upd, s_new = tx.update(g, s, p)
+        p_new = optax.apply_updates(p, upd)
+
+        def keep(new, old):  # a stopped victim stays exactly where it stopped
+            return jnp.where(active, new, old)
+
+        return jax.tree_util.tree_map(keep, p_new, p), jax.tree_util.tree_map(keep, s_new, s)
+
+    def eval_one(p, X, y, mask, n):
+        f = arch.predict(p, X)
+        r = (f - y) * mask
+        return 0.5 * jnp.sum(r ** 2) / n, jnp.sum(mask * (jnp.sign(f) == y)) / n, jnp.max(jnp.abs(r))
+
+    if batched:
+        step, evaluate = jax.jit(jax.vmap(step_one)), jax.jit(jax.vmap(eval_one))
+    else:  # same signature, leading axis of length 1 squeezed inside
+        def sq(t):
+            return jax.tree_util.tree_map(lambda a: a[0], t)
+
+        def ex(t):
+            return jax.tree_util.tree_map(lambda a: a[None], t)
+
+        step = jax.jit(lambda p, s, X, y, w, act, idx: ex(step_one(sq(p), sq(s), X[0], y[0], w[0], act[0],
+                                                                    None if idx is None else idx[0])))
+        evaluate = jax.jit(lambda p, X, y, mask, n: ex(eval_one(sq(p), X[0], y[0], mask[0], n[0])))
+    progs = (tx, step, evaluate)
+    arch._cache[ck] = progs
+    return progs
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+
+
+def _run_worker(arch, queue, lock, slots, devices, nmax, report):
+    """Train victims taken from ``queue`` (one group of compatible settings), ``slots`` at a
+    time in one vmapped program: a victim that stops frees its slot at that evaluation
+    point and the next victim from the queue takes it (each victim counts its own steps
+    from 0, and joins at a multiple of ``eval_every``, so its evaluation points are its
+    sequential twin's). Returns {job index: TrainResult}."""
+    nd = len(devices)
+    put = (lambda a: a) if nd == 1 else _sharder(devices)
+    out = {}
+    live = []  # per slot: dict(job, order, start, hist); dummies pad to a multiple of nd
+    p = s = None
+    t = 0  # this worker's clock, in steps
+    progs = None
+    while True:
+        # (re)fill the free slots at an evaluation boundary of the clock
+        joined = []
+        with lock:
+            while len(live) + len(joined) < slots and queue:
+                joined.append(queue.pop(0))
+        if not live and not joined:
+            return out
+        t_join = time.perf_counter()
+        if joined:
+            cfg0 = joined[0].cfg
+            dtype = jnp.dtype(cfg0.dtype)
+            if progs is None:
+                progs = _victim_programs(arch, cfg0, not _BatchOrder(len(joined[0].X), cfg0.batch_size, 0).full,
+                                         batched=slots * nd > 1)
+            tx = progs[0]
+            new_p = [jax.tree_util.tree_map(lambda a: np.asarray(a, dtype),
+                                            j.params if j.params is not None else arch.init(j.cfg.seed, j.X.shape))
+                     for j in joined]
+            new_s = [tx.init(q) for q in new_p]
+            old_p = _unstack(p, len(live)) if live else []
+            old_s = _unstack(s, len(live)) if live else []
+            live += [dict(job=j, order=_BatchOrder(len(j.X), j.cfg.batch_size, j.cfg.seed), start=t,
+                          hist={"step": [], "loss": [], "acc": [], "max_residual": []}, seconds=0.0)
+                     for j in joined]
+            p, s = _stack(old_p + new_p), _stack(old_s + new_s)
+        tx, vstep, veval = progs
+        cfg0 = live[0]["job"].cfg
+        dtype = jnp.dtype(cfg0.dtype)
+        V = len(live)
+        pad = -V % nd
+        rows = live + [live[-1]] * pad
+        Xs = np.zeros((V + pad, nmax) + live[0]["job"].X.shape[1:], dtype)
+        ys = np.zeros((V + pad, nmax), dtype)
+        mask = np.zeros((V + pad, nmax), dtype)
+        n = np.array([len(r["job"].X) for r in rows])
+        for i, r in enumerate(rows):
+            Xs[i, :n[i]], ys[i, :n[i]], mask[i, :n[i]] = r["job"].X, r["job"].y, 1
+        minibatch = not live[0]["order"].full
+        bs = live[0]["order"].bs
+        w = np.full((V + pad, bs), 1.0 / bs, dtype) if minibatch else mask / n[:, None].astype(dtype)
+        active = put(np.arange(V + pad) < V)
+        if pad:
+            p, s = _stack(_unstack(p, V) + _unstack(p, V)[-1:] * pad), _stack(_unstack(s, V) + _unstack(s, V)[-1:] * pad)
+        p, s, Xs_d, ys_d, mask_d, w_d, n_d = (put(a) for a in (p, s, Xs, ys, mask, w, n.astype(dtype)))
+        ee = cfg0.eval_every
+        own = [t - r["start"] for r in live]  # steps taken by each victim
+        t_next = min(min((o // ee + 1) * ee, r["job"].cfg.steps) - o for o, r in zip(own, live))
+        for _ in range(t_next):
+            idx = put(np.stack([r["order"].next() for r in live] + [np.zeros(bs, int)] * pad)) if minibatch else None
+            p, s = vstep(p, s, Xs_d, ys_d, w_d, active, idx)
+        t += t_next
+        loss, acc, max_res = (np.asarray(v, np.float64) for v in veval(p, Xs_d, ys_d, mask_d, n_d))
+        p_host, s_host = _unstack(p, V), _unstack(s, V)
+        keep = []
+        spent = (time.perf_counter() - t_join) / V
+        for i, r in enumerate(live):
+            r["seconds"] += spent
+            steps_i, cfg = t - r["start"], r["job"].cfg
+            if steps_i % ee and steps_i != cfg.steps:
+                keep.append(i)
+                continue  # not one of this victim's evaluation points
+            h = r["hist"]
+            for name, v in zip(("step", "loss", "acc", "max_residual"), (steps_i, loss[i], acc[i], max_res[i])):
+                h[name].append(int(v) if name == "step" else float(v))
+            diverged = not np.isfinite(loss[i])
+            converged = not diverged and _met(cfg, loss[i], max_res[i])
+            if diverged or converged or steps_i >= cfg.steps:
+                out[r["job"].index] = TrainResult(p_host[i], h, h["loss"][-1], int(steps_i), bool(converged),
+                                                  bool(diverged), r["seconds"])
+                report(r["job"])
+            else:
+                keep.append(i)
+        live = [live[i] for i in keep]
+        p = _stack([p_host[i] for i in keep]) if keep else None
+        s = _stack([s_host[i] for i in keep]) if keep else None
+
+
+def _unstack(tree, V):
+    host = jax.tree_util.tree_map(np.asarray, tree)
+    return [jax.tree_util.tree_map(lambda a, i=i: a[i], host) for i in range(V)]
+
+
+def _sharder(devices):
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.array(devices), ("victims",)), PartitionSpec("victims"))
+    return lambda tree: jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def _cache_key(arch, job):
+    return _cache.key("victim", arch.spec, job.X, job.y, dataclasses.asdict(job.cfg),
+                      None if job.params is None else jax.tree_util.tree_leaves(job.params))
+
+
+def _from_cache(job, treedef):
+    z = _cache.load("victims", job.key)
+    if z is None:
+        return None
+    meta = json.loads(str(z["meta"]))
+    leaves = [jnp.asarray(z[f"leaf_{i}"]) for i in range(meta["n_leaves"])]
+    hist = {k: [float(v) for v in z[f"hist_{k}"]] for k in ("step", "loss", "acc", "max_residual")}
+    hist["step"] = [int(v) for v in hist["step"]]
+    return TrainResult(jax.tree_util.tree_unflatten(treedef, leaves), hist, meta["final_loss"], meta["steps"],
+                       meta["converged"], False, 0.0)
+
+
+def _to_cache(job, r):
+    leaves = jax.tree_util.tree_leaves(r.params)
+    meta = dict(n_leaves=len(leaves), final_loss=r.final_loss, steps=r.steps, converged=r.converged)
+    _cache.save("victims", job.key, dict(meta=np.array(json.dumps(meta)),
+                                         **{f"leaf_{i}": l for i, l in enumerate(leaves)},
+                                         **{f"hist_{k}": np.asarray(v) for k, v in r.history.items()}))
+
+
+def train_many(arch, data, configs=None, params=None, progress: bool = True, desc: str = "victims",
+               chunk: int | None = None, workers: int | None = None, memory: int = DEFAULT_MEMORY,
+               cache: bool = True) -> list[TrainResult]:
+    """Train many networks of one architecture, as :func:`train` would one by one, faster.
+
+    Args:
+        arch: the architecture (:mod:`ntklib.models`) every victim shares.
+        data: a sequence of ``(X, y)`` pairs, one per victim: X (n_i, H, W, C),
+            y (n_i,) in {-1, +1}. Victims may have different n_i (e.g. different
+            numbers of poisons): shorter sets are padded with rows of zero weight.
+        configs: one :class:`TrainConfig` for all, or one per victim. Victims may
+            differ in ``seed``, ``steps``, ``target_loss`` and ``target_residual``;
+            victims that differ in :data:`SHARED_FIELDS` train in separate programs.
+        params: None (fresh initialization from each victim's seed) or one initial
+            parameter tree per victim (None entries allowed).
+        chunk: victims per compiled program (default :func:`chunk_size`: bounded by
+            ``memory`` bytes, and on CPU by the measured :data:`CPU_CHUNK`).
+        workers: chunks trained concurrently on threads (default: the number of CPU
+            cores on CPU, 1 on accelerators and with several devices, where each
+            chunk's victims are sharded across the devices instead).
+        cache: look each victim up in (and store it to) :mod:`ntklib.cache`.
+
+    Returns one :class:`TrainResult` per victim, in order. Each victim follows its
+    sequential twin (:func:`train` with the same data and config) step for step:
+    the same initialization, minibatches, evaluation points and stopping step, and
+    parameters equal up to float32 rounding. A victim whose loss diverges is
+    marked ``diverged`` (with a warning naming it) while the others finish.
+    Cost: the sum of the victims' steps, each one forward and backward pass.
+    """
+    data = list(data)
+    if not data:
+        raise ValueError("train_many needs at least one victim; data is empty")
+    _check_xla()
+    V = len(data)
+    cfgs = list(configs) if isinstance(configs, (list, tuple)) else [configs or TrainConfig()] * V
+    inits = list(params) if params is not None else [None] * V
+    if len(cfgs) != V or len(inits) != V:
+        raise ValueError(f"{V} victims but {len(cfgs)} configs and {len(inits)} initial parameters; "
+                         "give one per victim (or one config for all)")
+    jobs = []
+    for i, ((X, y), c, p) in enumerate(zip(data, cfgs, inits)):
+        if not isinstance(c, TrainConfig):
+            raise TypeError(f"victim {i}: config must be a TrainConfig, got {type(c).__name__}")
+        X, y = _check_data(X, y, f"victim {i}")
+        if X.shape[1:] != np.shape(data[0][0])[1:]:
+            raise ValueError(f"victim {i}: images of shape {X.shape[1:]}, but victim 0 has "
+                             f"{np.shape(data[0][0])[1:]}; all victims of one architecture need one image shape")
+        jobs.append(_Job(i, X, y, c, p))
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk={chunk} must be at least 1 victim per program")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers} must be at least 1")
+    results: list = [None] * V
+    shape = jobs[0].X.shape[1:]
+    if cache and _cache.directory() is not None:
+        treedef = jax.tree_util.tree_structure(jax.eval_shape(lambda: arch.init(0, (1,) + shape)))
+        for j in jobs:
+            j.key = _cache_key(arch, j)
+            results[j.index] = _from_cache(j, treedef)
+    todo = [j for j in jobs if results[j.index] is None]
+    devices = jax.local_devices()
+    groups: dict = {}
+    for j in todo:
+        bs = _BatchOrder(len(j.X), j.cfg.batch_size, 0).bs
+        gk = tuple(getattr(j.cfg, f) for f in SHARED_FIELDS if f != "batch_size") + (
+            bs if bs < len(j.X) else None,)
+        groups.setdefault(gk, []).append(j)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if devices[0].platform == "cpu" and len(devices) == 1 else 1
+    bar = tqdm(total=V, initial=V - len(todo), desc=desc, disable=not progress, leave=False, unit="victim")
+    lock = threading.Lock()
+
+    def report(job):
+        with lock:
+            bar.update(1)
+
+    finished = {}
+    with _profiling.section("victim training"):
+        for gjobs in groups.values():
+            nmax = max(len(j.X) for j in gjobs)
+            c = chunk or chunk_size(arch, shape, nmax, gjobs[0].cfg.dtype, memory, devices[0].platform)
+            n_workers = max(1, min(workers, -(-len(gjobs) // c)))
+            slots = min(c, -(-len(gjobs) // n_workers))
+            queue = list(gjobs)
+
+            def work(_):
+                with precision(gjobs[0].cfg.dtype):
+                    return _run_worker(arch, queue, lock, slots, devices, nmax, report)
+
+            if n_workers == 1:
+                finished.update(work(0))
+            else:
+                with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                    for part in pool.map(work, range(n_workers)):
+                        finished.update(part)
+    bar.close()
+    for j in todo:
+        r = results[j.index] = finished[j.index]
+        if r.diverged:
+            warnings.warn(f"victim {j.index} (seed {j.cfg.seed}) diverged at step {r.steps} "
+                          f"(loss {r.final_loss}); its parameters are not usable. Lower lr (now {j.cfg.lr}).")
+        elif j.key is not None:
+            _to_cache(j, r)
+    return results
 
 
 def predict(arch, params, x, batch: int = 1024) -> np.ndarray:
     """Network outputs f(x) (n,) as float64, evaluated in batches."""
+    _check_xla()
     fn = arch._cache.setdefault("predict", jax.jit(arch.predict))
     x = np.asarray(x)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
@@ -89,91 +568,6 @@ def param_distance(a, b=None) -> float:
 def residuals(arch, params, x, y) -> np.ndarray:
     """f(x) - y for each training point (how well each point, e.g. each poison, is fitted)."""
     return predict(arch, params, x) - np.asarray(y, dtype=np.float64)
-
-
-def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
-          desc: str = "train") -> TrainResult:
-    """Train ``arch`` on (X, y) with squared loss; y in {-1, +1}.
-
-    Starts from ``params`` or from a fresh initialization drawn with ``config.seed``.
-    Deterministic for a seed (on one device and one JAX version).
-    """
-    cfg = config or TrainConfig()
-    with precision(cfg.dtype):
-        return _train(arch, X, y, cfg, params, progress, desc)
-
-
-def _train(arch, X, y, cfg, params, progress, desc):
-    X = np.asarray(X)
-    y = np.asarray(y, dtype=np.float64)
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-    dtype = jnp.dtype(cfg.dtype)
-    if params is None:
-        params = arch.init(cfg.seed, X.shape)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
-    tx = (optax.sgd(cfg.lr, momentum=cfg.momentum or None) if cfg.optimizer == "sgd"
-          else optax.adam(cfg.lr))
-    opt_state = tx.init(params)
-    Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
-
-    def loss_fn(p, xb, yb):
-        return 0.5 * jnp.mean((arch.predict(p, xb) - yb) ** 2)
-
-    @jax.jit
-    def step(p, s, ib):
-        # One call per step: on XLA:CPU, convolutions inside lax.scan run ~30x slower.
-        g = jax.grad(loss_fn)(p, Xj[ib], yj[ib])
-        upd, s = tx.update(g, s, p)
-        return optax.apply_updates(p, upd), s
-
-    @jax.jit
-    def full_eval(p):
-        f = arch.predict(p, Xj)
-        return 0.5 * jnp.mean((f - yj) ** 2), jnp.mean(jnp.sign(f) == yj), jnp.max(jnp.abs(f - yj))
-
-    rng = np.random.default_rng(cfg.seed)
-    n = len(X)
-    bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
-    order, pos = rng.permutation(n), 0
-    full = jnp.arange(n)
-
-    def batch_indices(k):
-        nonlocal order, pos
-        if bs == n:
-            return [full] * k
-        rows = []
-        for _ in range(k):
-            if pos + bs > n:
-                order, pos = rng.permutation(n), 0
-            rows.append(order[pos:pos + bs])
-            pos += bs
-        return np.stack(rows)
-
-    hist = {"step": [], "loss": [], "acc": [], "max_residual": []}
-    bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, leave=False)
-    converged, t = False, 0
-    while t < cfg.steps:
-        k = min(cfg.eval_every, cfg.steps - t)
-        for ib in batch_indices(k):
-            params, opt_state = step(params, opt_state, ib)
-        t += k
-        loss, acc, max_res = (float(v) for v in full_eval(params))
-        hist["step"].append(t)
-        hist["loss"].append(loss)
-        hist["acc"].append(acc)
-        hist["max_residual"].append(max_res)
-        bar.update(k)
-        bar.set_postfix(loss=f"{loss:.2e}", acc=f"{acc:.3f}")
-        if not np.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"training diverged at step {t} (loss {loss}); lower lr "
-                                     f"(now {cfg.lr})")
-        if loss < cfg.target_loss and (cfg.target_residual is None or max_res < cfg.target_residual):
-            converged = True
-            break
-    bar.close()
-    return TrainResult(params, hist, hist["loss"][-1], t, converged)
 
 
 def save_params(path, arch, params, extra: dict | None = None) -> Path:

@@ -2,6 +2,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Tests (and the notebook kernels they start) cache into a fresh folder, never build/cache.
+if "NTKLIB_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NTKLIB_CACHE_DIR"] = tempfile.mkdtemp(prefix="ntklib-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -46,3 +46,10 @@ def test_readme_results_block_is_generated_from_the_json():
     assert report.START in readme and report.END in readme
     block = readme[readme.index(report.START):readme.index(report.END) + len(report.END)]
     assert block == report.report(), "README results are stale: run `python bench/report.py --readme`"
+
+
+@pytest.mark.slow
+def test_train_benchmark_quick(tmp_path):
+    res = _run("train.py", tmp_path / "t.json")
+    assert all(r["old_gflops"] > 0 and r["speedup"] > 0 for r in res["rows"])
+    assert res["sweep"]["same_stopping_steps"]
