@@ -133,7 +133,9 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     ``trigger_amplitude`` for the periodic one) or a :class:`~ntklib.triggers.Trigger`.
     ``smoke=True`` shrinks the task
     (:func:`smoke_task_kw`) and, unless ``train_config`` is given, the victim's
-    training to 200 steps.
+    training to 200 steps. The clean victim comes from :func:`ntklib.train.train_many`,
+    so a run with the same task, architecture and training settings reuses it from the
+    cache (:mod:`ntklib.cache`).
     """
     if smoke:
         task_kw = smoke_task_kw(task_kw)

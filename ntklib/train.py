@@ -40,7 +40,8 @@ from . import profiling as _profiling
 from ._precision import precision
 from ._xla import check as _check_xla
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "save_params", "load_params", "predict", "residuals", "param_distance"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "save_params", "load_params", "predict",
+           "residuals", "param_distance"]
 
 
 @dataclass
@@ -97,10 +98,10 @@ class TrainResult:
 # separate programs. Victims may differ freely in seed, steps, target_loss and target_residual.
 SHARED_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "eval_every", "dtype")
 DEFAULT_MEMORY = 1 << 30  # bytes per chunk of victims (parameters, optimizer state, activations)
-# Victims per compiled program on XLA:CPU, measured by bench/train.py (2 cores): vmapped dense
-# layers gain up to 2x from 4 victims per program; vmapped convolutions lower to grouped
-# convolutions that run 2x *slower* than one network at a time, so conv victims go one per program
-# (and gain from the worker threads alone).
+# Victims per compiled program on XLA:CPU, measured by bench/train.py (2 cores): for dense victims,
+# chunks of 1, 2 and 4 ran within noise of each other (all ~2x the one-by-one path: worker threads,
+# and one compilation per shape instead of one per victim); vmapped convolutions lower to grouped
+# convolutions, slower than one network per program, so conv victims go one per program.
 CPU_CHUNK = {"dense": 4, "conv": 1}
 
 
@@ -165,7 +166,7 @@ def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: 
     cfg = config or TrainConfig()
     X, y = _check_data(X, y)
     _check_xla()
-    with precision(cfg.dtype):
+    with precision(cfg.dtype), _profiling.section("victim training"):
         return _train(arch, X, y, cfg, params, progress, desc)
 
 
@@ -250,8 +251,8 @@ def chunk_size(arch, input_shape, n_rows: int, dtype="float32", memory: int = DE
                platform: str | None = None) -> int:
     """Victims per compiled program (the chunking rule of :func:`train_many`).
 
-    Memory per victim: 4 copies of the parameters (theta_0, delta, gradient, one
-    optimizer moment; Adam adds one) plus 3 copies of the activations of a batch of
+    Memory per victim: 5 copies of the parameters (parameters, gradient, update and
+    the optimizer's one or two moments) plus 3 copies of the activations of a batch of
     ``n_rows`` (forward values kept for the backward pass, and their cotangents).
     A chunk holds as many victims as fit in ``memory`` bytes; on XLA:CPU at most
     :data:`CPU_CHUNK` (4 for dense networks, 1 with convolutions, as measured).
@@ -315,13 +316,15 @@ def _stack(trees):
 def _run_worker(arch, queue, lock, slots, devices, nmax, report):
     """Train victims taken from ``queue`` (one group of compatible settings), ``slots`` at a
     time in one vmapped program: a victim that stops frees its slot at that evaluation
-    point and the next victim from the queue takes it (each victim counts its own steps
-    from 0, and joins at a multiple of ``eval_every``, so its evaluation points are its
-    sequential twin's). Returns {job index: TrainResult}."""
+    point and the next victim from the queue takes it. Each victim counts its own steps
+    from 0; the program runs to the nearest evaluation point of any live victim, and a
+    victim is evaluated (and may stop) only at its own points (every ``eval_every`` of its
+    steps, and its last), so it stops where its sequential twin does.
+    Returns {job index: TrainResult}."""
     nd = len(devices)
     put = (lambda a: a) if nd == 1 else _sharder(devices)
     out = {}
-    live = []  # per slot: dict(job, order, start, hist); dummies pad to a multiple of nd
+    live = []  # per slot: dict(job, order, start, hist, seconds)
     p = s = None
     t = 0  # this worker's clock, in steps
     progs = None
@@ -367,8 +370,8 @@ def _run_worker(arch, queue, lock, slots, devices, nmax, report):
         bs = live[0]["order"].bs
         w = np.full((V + pad, bs), 1.0 / bs, dtype) if minibatch else mask / n[:, None].astype(dtype)
         active = put(np.arange(V + pad) < V)
-        if pad:
-            p, s = _stack(_unstack(p, V) + _unstack(p, V)[-1:] * pad), _stack(_unstack(s, V) + _unstack(s, V)[-1:] * pad)
+        if pad:  # inactive copies of the last victim fill the devices
+            p, s = (_stack((lambda u: u + u[-1:] * pad)(_unstack(a, V))) for a in (p, s))
         p, s, Xs_d, ys_d, mask_d, w_d, n_d = (put(a) for a in (p, s, Xs, ys, mask, w, n.astype(dtype)))
         ee = cfg0.eval_every
         own = [t - r["start"] for r in live]  # steps taken by each victim
