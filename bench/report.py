@@ -117,14 +117,14 @@ def speed_rows() -> list[str]:
     if t:
         for r in t["rows"]:
             out.append(f"| victim training, {r['case']} ({r['victims']} victims x {r['steps']} steps) | "
-                       f"batched {r['new_gflops']:.0f} GFLOP/s vs one by one {r['old_gflops']:.0f} "
+                       f"train_many {r['new_gflops']:.0f} GFLOP/s vs one by one {r['old_gflops']:.0f} "
                        f"(speedup {r['speedup']:.1f}x, chunk {r['default_chunk']}); "
                        f"{100 * r['fraction_of_matmul']:.0f}% of a matmul of the victim's shape "
                        f"({r['matmul_victim_gflops']:.0f} GFLOP/s; 2048³: {t['matmul_2048_gflops']:.0f}) "
                        f"| train_cpu.json |")
         sw = t["sweep"]
         out.append(f"| a sweep of {sw['victims']} digits victims to their targets | one by one {sw['old_s']:.0f} s, "
-                   f"batched {sw['new_s']:.0f} s ({sw['speedup']:.1f}x); same stopping steps: "
+                   f"train_many {sw['new_s']:.0f} s ({sw['speedup']:.1f}x); same stopping steps: "
                    f"{sw['same_stopping_steps']} | train_cpu.json |")
     f = _load(ROOT / "bench/results/figures_cpu.json")
     if f:

@@ -33,7 +33,7 @@
 # print and save the same **poison-efficiency ratio**: (smallest sampling budget reaching
 # 90% ASR) / (smallest NTBA budget reaching it), on trained networks.
 #
-# **Runtime** at defaults: about 2 minutes on 2 CPU cores (`smoke=True`: ~30 s).
+# **Runtime** at defaults: about 80 s on 2 CPU cores (`smoke=True`: ~30 s).
 #
 # The defaults agree with notebook 06's paper-kernel run (same victim settings, budgets,
 # seeds and optimization steps), so the two share their clean victim, kernel, poisons and

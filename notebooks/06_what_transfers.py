@@ -38,7 +38,7 @@
 # `target_residual` (or until `train_steps` run out); the largest poison residual is
 # reported, so an unfitted poison is visible.
 #
-# **Runtime** at defaults: about 7 minutes on 2 CPU cores (`smoke=True`: about a minute);
+# **Runtime** at defaults: about 6 minutes on 2 CPU cores (`smoke=True`: about a minute);
 # less after notebook 05, whose clean victim, poisons and victims it reuses from the cache.
 #
 # **ntklib used:** `pipeline.prepare`, `pipeline.run`, `evaluate.sweep`, `evaluate.summarize`,

@@ -99,10 +99,13 @@ class TrainResult:
 SHARED_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "eval_every", "dtype")
 DEFAULT_MEMORY = 1 << 30  # bytes per chunk of victims (parameters, optimizer state, activations)
 # Victims per compiled program on XLA:CPU, measured by bench/train.py (2 cores): for dense victims,
-# chunks of 1, 2 and 4 ran within noise of each other (all ~2x the one-by-one path: worker threads,
-# and one compilation per shape instead of one per victim); vmapped convolutions lower to grouped
-# convolutions, slower than one network per program, so conv victims go one per program.
-CPU_CHUNK = {"dense": 4, "conv": 1}
+# one victim per program on each of two worker threads ran 10% faster than vmapped chunks of 2-8
+# (digits MLP-256: 78 vs 65-72 GFLOP/s; the gain over the one-by-one path comes from the threads
+# and from compiling once per shape instead of once per victim); vmapped convolutions lower to
+# grouped convolutions, slower again. Several steps per call (lax.scan) gave nothing for dense
+# victims and ran convolutions 20x slower, so each call is one step. Accelerators take chunks as
+# large as memory allows.
+CPU_CHUNK = {"dense": 1, "conv": 1}
 
 
 def _optimizer(cfg):
@@ -255,7 +258,7 @@ def chunk_size(arch, input_shape, n_rows: int, dtype="float32", memory: int = DE
     the optimizer's one or two moments) plus 3 copies of the activations of a batch of
     ``n_rows`` (forward values kept for the backward pass, and their cotangents).
     A chunk holds as many victims as fit in ``memory`` bytes; on XLA:CPU at most
-    :data:`CPU_CHUNK` (4 for dense networks, 1 with convolutions, as measured).
+    :data:`CPU_CHUNK` (1 victim per program on each worker thread, as measured).
     """
     param_b, act_b, conv = _footprint(arch, tuple(input_shape), dtype)
     per_victim = 5 * param_b + 3 * n_rows * act_b
@@ -313,7 +316,7 @@ def _stack(trees):
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
-def _run_worker(arch, queue, lock, slots, devices, nmax, report):
+def _run_worker(arch, queue, slots, devices, nmax, report):
     """Train victims taken from ``queue`` (one group of compatible settings), ``slots`` at a
     time in one vmapped program: a victim that stops frees its slot at that evaluation
     point and the next victim from the queue takes it. Each victim counts its own steps
@@ -331,9 +334,8 @@ def _run_worker(arch, queue, lock, slots, devices, nmax, report):
     while True:
         # (re)fill the free slots at an evaluation boundary of the clock
         joined = []
-        with lock:
-            while len(live) + len(joined) < slots and queue:
-                joined.append(queue.pop(0))
+        while len(live) + len(joined) < slots and queue:
+            joined.append(queue.pop(0))
         if not live and not joined:
             return out
         t_join = time.perf_counter()
@@ -460,9 +462,10 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
             parameter tree per victim (None entries allowed).
         chunk: victims per compiled program (default :func:`chunk_size`: bounded by
             ``memory`` bytes, and on CPU by the measured :data:`CPU_CHUNK`).
-        workers: chunks trained concurrently on threads (default: the number of CPU
-            cores on CPU, 1 on accelerators and with several devices, where each
-            chunk's victims are sharded across the devices instead).
+        workers: chunks trained concurrently on threads (default on CPU: two per
+            core, measured 20-25% faster than one per core on 2 cores; 1 on
+            accelerators and with several devices, where each chunk's victims are
+            sharded across the devices instead).
         cache: look each victim up in (and store it to) :mod:`ntklib.cache`.
 
     Returns one :class:`TrainResult` per victim, in order. Each victim follows its
@@ -510,8 +513,8 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
         gk = tuple(getattr(j.cfg, f) for f in SHARED_FIELDS if f != "batch_size") + (
             bs if bs < len(j.X) else None,)
         groups.setdefault(gk, []).append(j)
-    if workers is None:
-        workers = (os.cpu_count() or 1) if devices[0].platform == "cpu" and len(devices) == 1 else 1
+    if workers is None:  # two threads per core: XLA:CPU leaves a core idle between small ops
+        workers = 2 * (os.cpu_count() or 1) if devices[0].platform == "cpu" and len(devices) == 1 else 1
     bar = tqdm(total=V, initial=V - len(todo), desc=desc, disable=not progress, leave=False, unit="victim")
     lock = threading.Lock()
 
@@ -526,11 +529,14 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
             c = chunk or chunk_size(arch, shape, nmax, gjobs[0].cfg.dtype, memory, devices[0].platform)
             n_workers = max(1, min(workers, -(-len(gjobs) // c)))
             slots = min(c, -(-len(gjobs) // n_workers))
-            queue = list(gjobs)
+            # Victims are dealt to the workers round-robin, not taken from a shared queue: which
+            # victims share a program (and so the float32 rounding of each) is then the same in
+            # every run, and results are deterministic for the seeds.
+            queues = [gjobs[k::n_workers] for k in range(n_workers)]
 
-            def work(_):
+            def work(k):
                 with precision(gjobs[0].cfg.dtype):
-                    return _run_worker(arch, queue, lock, slots, devices, nmax, report)
+                    return _run_worker(arch, queues[k], slots, devices, nmax, report)
 
             if n_workers == 1:
                 finished.update(work(0))
