@@ -1,0 +1,42 @@
+"""pipeline: poisons designed once per content (cache), the clean victim reused, parameter checks."""
+import numpy as np
+import pytest
+
+from ntklib import evaluate, pipeline
+
+
+def test_design_poisons_is_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    exp = pipeline.prepare("digits", 7, 1, "periodic", "mlp", 64, kernel="infinite", smoke=True, progress=False)
+    first = pipeline.design_poisons(exp, [1, 2], opt_steps=2, progress=False)
+    assert len(list((tmp_path / "poisons").glob("*.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("cached poisons were designed again")
+
+    monkeypatch.setattr(evaluate, "ntba_poisons", boom)
+    again = pipeline.design_poisons(exp, [2, 1], opt_steps=2, progress=False)
+    for b in (1, 2):
+        np.testing.assert_array_equal(first[b]["X_p"], again[b]["X_p"])
+        np.testing.assert_array_equal(first[b]["indices"], again[b]["indices"])
+        assert first[b]["greedy_loss"] == again[b]["greedy_loss"]
+        np.testing.assert_array_equal(first[b]["history"]["loss"], again[b]["history"]["loss"])
+    with pytest.raises(AssertionError, match="designed again"):  # other settings: another key
+        pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+
+
+def test_clean_victim_is_trained_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    a = pipeline.prepare("digits", 7, 1, "periodic", "mlp", 32, kernel="empirical", smoke=True, progress=False)
+    b = pipeline.prepare("digits", 7, 1, "periodic", "mlp", 32, kernel="empirical", smoke=True, progress=False)
+    assert a.kernel_key == b.kernel_key and b.clean.seconds == 0.0  # served from the cache
+    np.testing.assert_array_equal(a.kernel(a.task.X_t[:3], a.task.X_d[:4]), b.kernel(b.task.X_t[:3], b.task.X_d[:4]))
+    c = pipeline.prepare("digits", 7, 1, "periodic", "mlp", 32, kernel="empirical_init", smoke=True, progress=False)
+    assert c.kernel_key != a.kernel_key
+
+
+def test_check_params_names_the_bad_value():
+    with pytest.raises(ValueError, match="kernel='magic' is invalid"):
+        pipeline.check_params(kernel="magic")
+    with pytest.raises(ValueError, match="budgets=.*positive integer"):
+        pipeline.check_params(budgets=[1, 0])
