@@ -328,11 +328,10 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
     put = (lambda a: a) if nd == 1 else _sharder(devices)
     out = {}
     live = []  # per slot: dict(job, order, start, hist, seconds)
-    p = s = None
+    ps_host = []  # (params, optimizer state) of the live victims, while membership changes
     t = 0  # this worker's clock, in steps
-    progs = None
+    tx = vstep = veval = None
     while True:
-        # (re)fill the free slots at an evaluation boundary of the clock
         joined = []
         while len(live) + len(joined) < slots and queue:
             joined.append(queue.pop(0))
@@ -341,56 +340,47 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
         t_join = time.perf_counter()
         if joined:
             cfg0 = joined[0].cfg
-            dtype = jnp.dtype(cfg0.dtype)
-            if progs is None:
-                progs = _victim_programs(arch, cfg0, not _BatchOrder(len(joined[0].X), cfg0.batch_size, 0).full,
-                                         batched=slots * nd > 1)
-            tx = progs[0]
-            new_p = [jax.tree_util.tree_map(lambda a: np.asarray(a, dtype),
-                                            j.params if j.params is not None else arch.init(j.cfg.seed, j.X.shape))
-                     for j in joined]
-            new_s = [tx.init(q) for q in new_p]
-            old_p = _unstack(p, len(live)) if live else []
-            old_s = _unstack(s, len(live)) if live else []
-            live += [dict(job=j, order=_BatchOrder(len(j.X), j.cfg.batch_size, j.cfg.seed), start=t,
-                          hist={"step": [], "loss": [], "acc": [], "max_residual": []}, seconds=0.0)
-                     for j in joined]
-            p, s = _stack(old_p + new_p), _stack(old_s + new_s)
-        tx, vstep, veval = progs
-        cfg0 = live[0]["job"].cfg
-        dtype = jnp.dtype(cfg0.dtype)
+            if tx is None:
+                tx, vstep, veval = _victim_programs(
+                    arch, cfg0, not _BatchOrder(len(joined[0].X), cfg0.batch_size, 0).full, batched=slots * nd > 1)
+            for j in joined:
+                q = jax.tree_util.tree_map(lambda a: np.asarray(a, cfg0.dtype),
+                                           j.params if j.params is not None else arch.init(j.cfg.seed, j.X.shape))
+                ps_host.append((q, tx.init(q)))
+                live.append(dict(job=j, order=_BatchOrder(len(j.X), j.cfg.batch_size, j.cfg.seed), start=t,
+                                 hist={"step": [], "loss": [], "acc": [], "max_residual": []}, seconds=0.0))
         V = len(live)
-        pad = -V % nd
-        rows = live + [live[-1]] * pad
-        Xs = np.zeros((V + pad, nmax) + live[0]["job"].X.shape[1:], dtype)
-        ys = np.zeros((V + pad, nmax), dtype)
-        mask = np.zeros((V + pad, nmax), dtype)
-        n = np.array([len(r["job"].X) for r in rows])
-        for i, r in enumerate(rows):
-            Xs[i, :n[i]], ys[i, :n[i]], mask[i, :n[i]] = r["job"].X, r["job"].y, 1
-        minibatch = not live[0]["order"].full
-        bs = live[0]["order"].bs
-        w = np.full((V + pad, bs), 1.0 / bs, dtype) if minibatch else mask / n[:, None].astype(dtype)
-        active = put(np.arange(V + pad) < V)
-        if pad:  # inactive copies of the last victim fill the devices
-            p, s = (_stack((lambda u: u + u[-1:] * pad)(_unstack(a, V))) for a in (p, s))
-        p, s, Xs_d, ys_d, mask_d, w_d, n_d = (put(a) for a in (p, s, Xs, ys, mask, w, n.astype(dtype)))
-        ee = cfg0.eval_every
+        pad = -V % nd  # inactive copies of the last victim fill the devices
+        if ps_host:  # membership changed: (re)build the padded data and the stacked state
+            dtype = jnp.dtype(live[0]["job"].cfg.dtype)
+            rows = live + [live[-1]] * pad
+            Xs = np.zeros((V + pad, nmax) + live[0]["job"].X.shape[1:], dtype)
+            ys = np.zeros((V + pad, nmax), dtype)
+            mask = np.zeros((V + pad, nmax), dtype)
+            n = np.array([len(r["job"].X) for r in rows])
+            for i, r in enumerate(rows):
+                Xs[i, :n[i]], ys[i, :n[i]], mask[i, :n[i]] = r["job"].X, r["job"].y, 1
+            minibatch, bs = not live[0]["order"].full, live[0]["order"].bs
+            w = np.full((V + pad, bs), 1.0 / bs, dtype) if minibatch else mask / n[:, None].astype(dtype)
+            ps_host += ps_host[-1:] * pad
+            p, s = _stack([q for q, _ in ps_host]), _stack([st for _, st in ps_host])
+            p, s, Xs, ys, mask, w, n_d = (put(a) for a in (p, s, Xs, ys, mask, w, n.astype(dtype)))
+            active = put(np.arange(V + pad) < V)
+            ps_host = []
+        ee = live[0]["job"].cfg.eval_every
         own = [t - r["start"] for r in live]  # steps taken by each victim
         t_next = min(min((o // ee + 1) * ee, r["job"].cfg.steps) - o for o, r in zip(own, live))
         for _ in range(t_next):
             idx = put(np.stack([r["order"].next() for r in live] + [np.zeros(bs, int)] * pad)) if minibatch else None
-            p, s = vstep(p, s, Xs_d, ys_d, w_d, active, idx)
+            p, s = vstep(p, s, Xs, ys, w, active, idx)
         t += t_next
-        loss, acc, max_res = (np.asarray(v, np.float64) for v in veval(p, Xs_d, ys_d, mask_d, n_d))
-        p_host, s_host = _unstack(p, V), _unstack(s, V)
-        keep = []
+        loss, acc, max_res = (np.asarray(v, np.float64) for v in veval(p, Xs, ys, mask, n_d))
+        stopped = {}
         spent = (time.perf_counter() - t_join) / V
         for i, r in enumerate(live):
             r["seconds"] += spent
             steps_i, cfg = t - r["start"], r["job"].cfg
             if steps_i % ee and steps_i != cfg.steps:
-                keep.append(i)
                 continue  # not one of this victim's evaluation points
             h = r["hist"]
             for name, v in zip(("step", "loss", "acc", "max_residual"), (steps_i, loss[i], acc[i], max_res[i])):
@@ -398,14 +388,17 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
             diverged = not np.isfinite(loss[i])
             converged = not diverged and _met(cfg, loss[i], max_res[i])
             if diverged or converged or steps_i >= cfg.steps:
-                out[r["job"].index] = TrainResult(p_host[i], h, h["loss"][-1], int(steps_i), bool(converged),
-                                                  bool(diverged), r["seconds"])
+                stopped[i] = (int(steps_i), bool(converged), bool(diverged))
+        if stopped:  # bring the state home once, hand out the stopped victims, keep the rest
+            p_host, s_host = _unstack(p, V), _unstack(s, V)
+            for i, (steps_i, converged, diverged) in stopped.items():
+                r = live[i]
+                out[r["job"].index] = TrainResult(p_host[i], r["hist"], r["hist"]["loss"][-1], steps_i, converged,
+                                                  diverged, r["seconds"])
                 report(r["job"])
-            else:
-                keep.append(i)
-        live = [live[i] for i in keep]
-        p = _stack([p_host[i] for i in keep]) if keep else None
-        s = _stack([s_host[i] for i in keep]) if keep else None
+            keep = [i for i in range(V) if i not in stopped]
+            live = [live[i] for i in keep]
+            ps_host = [(p_host[i], s_host[i]) for i in keep]
 
 
 def _unstack(tree, V):
