@@ -11,7 +11,7 @@ NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test figures notebooks bench bench-quick clean
+.PHONY: install test lint figures notebooks bench bench-quick clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)  # what CI checks before the tests (pre-commit runs the same before each commit)
+	$(PY) -m ruff check .
+	$(PY) -m ntklib.runner --check-pairs
 
 figures: $(STAMP)
 	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \

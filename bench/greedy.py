@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from kernels import machine  # noqa: E402
-
 from ntklib import attack, data, kernels, models  # noqa: E402
 
 

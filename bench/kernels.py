@@ -87,7 +87,7 @@ def throughput(X, sizes, dtypes, quick):
             k = make(dt)
             for n in (sizes if dt == "float32" else sizes[:2]):
                 # a fresh block each time: drop the empirical NTK's cached Jacobians first
-                t = timed(lambda: (k.clear_cache(), k(X[:n])), repeat=1 if quick else 2)
+                t = timed(lambda k=k, n=n: (k.clear_cache(), k(X[:n])), repeat=1 if quick else 2)
                 rows.append(dict(kernel=name, dtype=dt, n=n, seconds=t, entries_per_s=n * n / t,
                                  peak_rss_mb=peak_rss_mb(), tile=list(k.tile)))
                 print(f"{name:26s} {dt:8s} n={n:5d}  {t:8.3f} s  {n * n / t:12.0f} entries/s  "
@@ -116,17 +116,18 @@ def gradient_ratio(task, n_p, quick):
         P = attack.BackdoorProblem.from_task(task, k)
         base = task.X_cand[:n_p]
 
-        def fresh():  # every step of the optimization loop sees new poisons (no cached features)
+        def fresh(base=base):  # every step of the optimization loop sees new poisons (no cached features)
             return (np.clip(base + 1e-3 * rng.standard_normal(base.shape), 0, 1),)
 
         # the blocks one step needs, K(X_p, X_p) and K(X_p, X_other), as in the optimization loop
         # (where the empirical NTK's Jacobian of the fixed X_other is cached)
-        t_blocks = timed(lambda X_p: (k(X_p), k(X_p, P.X_other)), repeat=5, setup=fresh)
-        t_step = timed(lambda X_p: P.evaluate(X_p, grad=True), repeat=5, setup=fresh)
+        t_blocks = timed(lambda X_p, k=k, P=P: (k(X_p), k(X_p, P.X_other)), repeat=5, setup=fresh)
+        t_step = timed(lambda X_p, P=P: P.evaluate(X_p, grad=True), repeat=5, setup=fresh)
         # the backward pass alone (for a feature kernel it includes the features of X_p,
         # which inside a step are shared with the blocks); the rest of a step is float64 algebra
         cot, C = rng.standard_normal((n_p, len(P.X_other))), rng.standard_normal((n_p, n_p))
-        t_vjp = timed(lambda X_p: k.vjp(X_p, P.X_other, cot, cot_self=C), repeat=5, setup=fresh)
+        t_vjp = timed(lambda X_p, k=k, P=P, cot=cot, C=C: k.vjp(X_p, P.X_other, cot, cot_self=C), repeat=5,
+                      setup=fresh)
         rows.append(dict(kernel=name, n_p=n_p, n_other=len(P.X_other), kernel_blocks_s=t_blocks,
                          loss_grad_s=t_step, vjp_s=t_vjp, ratio=t_step / t_blocks))
         print(f"{name:26s} n_p={n_p:3d} others={len(P.X_other):5d}  blocks {t_blocks:.4f} s  "

@@ -57,7 +57,8 @@ def attack_rows() -> list[str]:
         r = res["efficiency_ratio"]["network"]
         rows.append((task["dataset"], f"{task['source']} → {task['target']}", _trigger(task),
                      f"{c['architecture'].get('name')}-{c['architecture'].get('width', '')}", c["kernel"],
-                     _budget(r, "ntba_budget"), _ca(res["per_method_budget"], f"ntba/{r['ntba_budget']}", "net_ca_mean"),
+                     _budget(r, "ntba_budget"),
+                     _ca(res["per_method_budget"], f"ntba/{r['ntba_budget']}", "net_ca_mean"),
                      _budget(r, "sampling_budget", max(c["budgets"])),
                      _fmt_ratio(r), len(c["seeds"]), path.relative_to(ROOT).as_posix()))
     for path in sorted(ROOT.glob("figures/**/06_what_transfers/results.json")):

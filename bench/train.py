@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("NTKLIB_CACHE_DIR", "off")  # time the work, not the cache
-import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from kernels import machine  # noqa: E402
 
+import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
+from kernels import machine  # noqa: E402
 from ntklib import attack, data, models, pipeline, train  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def case(name, arch, task, budgets, seeds, cfg, chunks, matmul_shape):
     fl_step = 3 * forward_flops(arch, task.X_d.shape[1:], n)
     train.train_many(arch, vs[:1], cfgs[:1], progress=False, cache=False, chunk=1)  # compile outside the timing
     train.train(arch, *vs[0], cfgs[0], progress=False)
-    _, t_old = timed(lambda: [train.train(arch, x, y, c, progress=False) for (x, y), c in zip(vs, cfgs)])
+    _, t_old = timed(lambda: [train.train(arch, x, y, c, progress=False) for (x, y), c in zip(vs, cfgs, strict=True)])
     default = train.chunk_size(arch, task.X_d.shape[1:], max(len(x) for x, _ in vs))
     work = len(vs) * cfg.steps * fl_step
     row = dict(case=name, victims=len(vs), steps=cfg.steps, n_rows=n, flops_per_step=fl_step,
@@ -105,7 +105,7 @@ def case(name, arch, task, budgets, seeds, cfg, chunks, matmul_shape):
           f"{t_old:.1f} s ({row['old_gflops']:.1f} GFLOP/s); matmul {matmul_shape}: {mm:.1f} GFLOP/s", flush=True)
     for c in sorted(set(chunks) | {default}):
         train.train_many(arch, vs[:2], cfgs[:2], progress=False, cache=False, chunk=c)  # compile
-        _, t_new = timed(lambda: train.train_many(arch, vs, cfgs, progress=False, cache=False, chunk=c))
+        _, t_new = timed(lambda c=c: train.train_many(arch, vs, cfgs, progress=False, cache=False, chunk=c))
         row["new"][c] = dict(seconds=t_new, gflops=work / t_new / 1e9, speedup=t_old / t_new)
         print(f"   new, chunk {c}{' (default)' if c == default else ''}: {t_new:.1f} s "
               f"({work / t_new / 1e9:.1f} GFLOP/s), speedup {t_old / t_new:.2f}x", flush=True)
@@ -152,7 +152,7 @@ def main(argv=None):
     vs = victims(digits, budgets, seeds)
     cfgs = [cfg.__class__(**{**cfg.__dict__, "seed": i}) for i in range(len(vs))]
     arch = models.mlp(256)
-    old, t_old = timed(lambda: [train.train(arch, x, y, c, progress=False) for (x, y), c in zip(vs, cfgs)])
+    old, t_old = timed(lambda: [train.train(arch, x, y, c, progress=False) for (x, y), c in zip(vs, cfgs, strict=True)])
     new, t_new = timed(lambda: train.train_many(arch, vs, cfgs, progress=False, cache=False))
     sweep = dict(victims=len(vs), old_s=t_old, new_s=t_new, speedup=t_old / t_new,
                  steps_old=[r.steps for r in old], steps_new=[r.steps for r in new],

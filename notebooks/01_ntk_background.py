@@ -62,7 +62,9 @@ fig_dir = "figures"         # relative to the repository root
 
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, architecture=architecture,
-                      widths=widths, lazy_widths=lazy_widths, seed=seed, train_steps=train_steps)
+                      widths=widths, n_points=n_points, lazy_widths=lazy_widths, n_train_per_class=n_train_per_class,
+                      n_test_per_class=n_test_per_class, train_steps=train_steps, seed=seed, smoke=smoke,
+                      fig_dir=fig_dir)
 if smoke:
     widths, n_points, lazy_widths, train_steps = widths[:2], 8, [16, 64], 300
     n_train_per_class, n_test_per_class = 10, 10
@@ -138,14 +140,15 @@ for w in lazy_widths:
     res = train.train(arch, task.X_d, task.y_d, cfg, params=p0, progress=False)
     f_net = train.predict(arch, res.params, task.X_test)
     moved = train.param_distance(res.params, p0) / train.param_distance(p0, None)
-    rows.append(dict(width=w, train_loss=res.final_loss, rmse_net_vs_kernel=float(np.sqrt(np.mean((f_net - f_lin) ** 2))),
+    rmse = float(np.sqrt(np.mean((f_net - f_lin) ** 2)))
+    rows.append(dict(width=w, train_loss=res.final_loss, rmse_net_vs_kernel=rmse,
                      corr=float(np.corrcoef(f_net, f_lin)[0, 1]), relative_param_change=moved))
     preds[w] = (f_lin, f_net)
 lazy = pd.DataFrame(rows)
 print(lazy.round(4).to_string(index=False))
 
 fig, axes = plt.subplots(1, len(lazy_widths), figsize=(4 * len(lazy_widths), 3.8), squeeze=False)
-for ax, w in zip(axes[0], lazy_widths):
+for ax, w in zip(axes[0], lazy_widths, strict=True):
     f_lin, f_net = preds[w]
     ax.scatter(f_lin, f_net, s=12, c=np.where(task.y_test > 0, "C3", "C0"), alpha=0.7)
     lim = [min(f_lin.min(), f_net.min()) - 0.1, max(f_lin.max(), f_net.max()) + 0.1]

@@ -69,7 +69,8 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       architecture=architecture, width=width, kernel=kernel, budgets=budgets,
-                      seeds=seeds, budget=hinge_budget, seed=seed)
+                      seeds=seeds, hinge_budget=hinge_budget, task_kw=task_kw, seed=seed, smoke=smoke,
+                      fig_dir=fig_dir)
 if smoke:
     budgets, seeds, width = budgets[:3], seeds[:2], min(width, 128)
 NB = "02_backdoor_loss"

@@ -70,7 +70,8 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       architecture=architecture, width=width, kernel=kernel, budgets=budgets,
-                      seeds=seeds, seed=seed, budget=swap_budget)
+                      seeds=seeds, timing_sizes=timing_sizes, swap_budget=swap_budget, task_kw=task_kw, seed=seed,
+                      smoke=smoke, fig_dir=fig_dir)
 if smoke:
     budgets, seeds, timing_sizes, width = [1, 2, 3], seeds[:2], [10, 20], min(width, 128)
 NB = "03_greedy_initialization"
@@ -117,7 +118,7 @@ sel = pd.DataFrame(rows)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for meth in ["greedy", "random"]:
     d = sel[sel.method == meth].groupby("budget")
-    for ax, col in zip(axes, ["loss", "asr"]):
+    for ax, col in zip(axes, ["loss", "asr"], strict=True):
         ax.errorbar(d[col].mean().index, d[col].mean(), yerr=d[col].std(ddof=0).fillna(0), marker="o", capsize=3,
                     color=plotting.PALETTE[meth], label=meth)
 axes[0].set(xscale="log", yscale="log", xlabel="number of poisons", ylabel=r"backdoor loss $\mathcal{L}$",

@@ -59,7 +59,8 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       architecture=architecture, width=width, kernel=kernel, budget=budget,
-                      opt_method=opt_method, opt_steps=opt_steps, seed=seed)
+                      opt_method=opt_method, opt_steps=opt_steps, lr=lr, checkpoint_every=checkpoint_every,
+                      task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
 if smoke:
     opt_steps, budget, width = min(opt_steps, 3), min(budget, 2), min(width, 128)
 NB = "04_poison_optimization"

@@ -78,7 +78,9 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       architecture=architecture, width=width, kernel=kernel, budgets=budgets, seeds=seeds,
-                      opt_method=opt_method, train_steps=train_steps, seed=seed)
+                      opt_method=opt_method, opt_steps=opt_steps, train_steps=train_steps, lr=lr,
+                      target_loss=target_loss, target_residual=target_residual, batch_size=batch_size,
+                      asr_level=asr_level, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
 if smoke:
     budgets, seeds, opt_steps, train_steps, width = [1, 3], seeds[:1], min(opt_steps, 3), 200, min(width, 128)
 NB = "05_transfer_to_networks"
@@ -121,7 +123,7 @@ print(summary[cols].round(3).to_string(index=False))
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
 panels = [("kernel_asr", "ASR, kernel model (on a)"), ("net_asr", "ASR, trained network (test)"),
           ("net_ca", "clean accuracy, trained network (test)")]
-for ax, (col, title) in zip(axes, panels):
+for ax, (col, title) in zip(axes, panels, strict=True):
     for meth in ["ntba", "sampling"]:
         d = summary[summary.method == meth]
         ax.errorbar(d.budget, d[f"{col}_mean"], yerr=d[f"{col}_std"], marker="o", capsize=3,

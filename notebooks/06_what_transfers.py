@@ -25,7 +25,7 @@
 # | kernel | what it is |
 # |---|---|
 # | `infinite` | the analytic infinite-width NTK (neural-tangents) |
-# | `empirical_init` | the empirical NTK $\langle \nabla_\theta f(x), \nabla_\theta f(x')\rangle$ at a random initialization |
+# | `empirical_init` | the empirical NTK $\langle \nabla_\theta f(x), \nabla_\theta f(x')\rangle$ at a random init. |
 # | `empirical` | the empirical NTK of the victim **trained on the clean data** (the paper's choice, App. C.4) |
 #
 # and, for each, puts the kernel-model ASR (on the attack set a) beside the ASR of fresh
@@ -92,11 +92,12 @@ fig_dir = "figures"
 
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
-                      architecture=architecture, width=width, budgets=budgets, seeds=seeds,
-                      train_steps=train_steps, seed=seed, optimizer=optimizer)
-pipeline.check_params(budgets=sampling_budgets + variant_budgets + variant_sampling_budgets)
-for k in kernels + [kernel]:
-    pipeline.check_params(kernel=k)
+                      trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
+                      kernels=kernels, kernel=kernel, budgets=budgets, sampling_budgets=sampling_budgets,
+                      seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, train_steps=train_steps, lr=lr,
+                      target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
+                      variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
+                      asr_level=asr_level, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
 if kernel not in kernels:
     raise ValueError(f"kernel={kernel!r} must be one of kernels={kernels}")
 if victim_variants and not set(variant_budgets) <= set(budgets):
@@ -182,7 +183,7 @@ with_baseline = {k: pd.concat([runs[k].table, samp], ignore_index=True) for k in
 curves = {k: [evaluate.efficiency_ratio(t, "net_asr", float(lv)) for lv in levels] for k, t in with_baseline.items()}
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for k, rs in curves.items():
-    x = [lv for lv, r in zip(levels, rs) if r["ratio"] is not None]
+    x = [lv for lv, r in zip(levels, rs, strict=True) if r["ratio"] is not None]
     y = [r["ratio"] for r in rs if r["ratio"] is not None]
     lb = [r["lower_bound"] for r in rs if r["ratio"] is not None]
     ax.plot(x, y, color=plotting.PALETTE.get(k), label=k)

@@ -19,7 +19,8 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 Precision: kernels and networks compute in float32 by default (float64 on
 request, inside a scoped x64 context: ntklib never sets ``jax_enable_x64``
 globally); the linear algebra of the attack (Cholesky, solves, gradients with
-respect to kernel blocks) is done in NumPy float64. Submodules are imported lazily, so ``import ntklib`` is cheap and never imports
+respect to kernel blocks) is done in NumPy float64. Submodules are imported
+lazily, so ``import ntklib`` is cheap and never imports
 neural-tangents or TensorFlow.
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ def check():
 
     def mlp(ws, bs, h):
         h = h.reshape(h.shape[0], -1)
-        for i, (w, b) in enumerate(zip(ws, bs)):
+        for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
             h = 1.4 / jnp.sqrt(w.shape[0]) * (h @ w) + 0.05 * b
             h = jax.nn.relu(h) if i < 2 else h
         return h

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validation as _val
 from .plotting import image_grid, to_jsonable
 
 __all__ = ["save_poisons", "load_poisons", "versions"]
@@ -32,7 +33,7 @@ def versions() -> dict:
 
 
 def _stem(path) -> Path:
-    p = Path(path)
+    p = _val.check_path(path, "path")
     return p.with_suffix("") if p.suffix in (".npz", ".json", ".png") else p
 
 
@@ -41,8 +42,17 @@ def save_poisons(path, X_p, params: dict, indices=None, grid: bool = True) -> Pa
     import matplotlib.pyplot as plt
 
     stem = _stem(path)
+    X_p = _val.check_images(X_p, "X_p (poisons)", allow_empty=True)
+    if not isinstance(params, dict):
+        raise TypeError(f"params={_val.describe(params)} is invalid: must be a dict of the parameters that made "
+                        "the poisons (their provenance)")
+    if indices is not None:
+        indices = _val.check_int_list(indices, "indices", min=0, allow_empty=True)
+        if len(indices) != len(X_p):
+            raise ValueError(f"indices holds {len(indices)} entries for {len(X_p)} poisons; give one candidate "
+                             "index per poison (or None)")
+    _val.check_path(stem, "path", writable=True)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    X_p = np.asarray(X_p)
     np.savez(stem.with_suffix(".npz"), X_p=X_p,
              indices=np.asarray([] if indices is None else indices, dtype=np.int64))
     meta = dict(params=to_jsonable(params), n_poisons=len(X_p), image_shape=list(X_p.shape[1:]),
@@ -58,10 +68,32 @@ def save_poisons(path, X_p, params: dict, indices=None, grid: bool = True) -> Pa
 def load_poisons(path):
     """(X_p, meta) where meta['params'] holds the parameters they were made with."""
     stem = _stem(path)
-    if not stem.with_suffix(".npz").exists():
-        raise FileNotFoundError(f"no poisons at {stem.with_suffix('.npz')}")
-    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
-        X_p, idx = z["X_p"], z["indices"]
-    meta = json.loads(stem.with_suffix(".json").read_text())
+    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    if not npz.exists():
+        raise FileNotFoundError(f"no poisons at {npz}; save_poisons(stem, ...) writes <stem>.npz and <stem>.json")
+    redo = "Save the poisons again with ntklib.artifacts.save_poisons (or restore both files from where you got them)"
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            X_p, idx = z["X_p"], z["indices"]
+    except Exception as e:
+        raise _val.file_error(npz, "poisons saved by save_poisons", e, redo) from e
+    if not js.exists():
+        raise FileNotFoundError(f"{npz} has no provenance file {js} beside it; poisons always travel with their "
+                                f"parameters. {redo}")
+    try:
+        meta = json.loads(js.read_text())
+        if not isinstance(meta, dict) or "params" not in meta:
+            raise ValueError("no 'params' entry")
+    except Exception as e:
+        raise _val.file_error(js, "the provenance of saved poisons", e, redo) from e
+    try:
+        X_p = _val.check_images(X_p, "X_p", allow_empty=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{npz}: the poisons in this file are not valid images ({e}). {redo}") from None
+    expected = (meta.get("n_poisons"), meta.get("image_shape"))
+    if expected != (None, None) and (len(X_p), list(X_p.shape[1:])) != (expected[0], expected[1]):
+        raise ValueError(f"{npz} holds {len(X_p)} poisons of shape {X_p.shape[1:]}, but {js} describes "
+                         f"{expected[0]} of shape {tuple(expected[1] or ())}: the two files do not belong together. "
+                         f"{redo}")
     meta["indices"] = idx.tolist()
     return X_p, meta

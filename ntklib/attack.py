@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,29 +37,25 @@ from tqdm.auto import tqdm
 
 from . import profiling as _profiling
 from . import regression as _reg
+from . import validation as _val
 
 __all__ = ["BackdoorProblem", "LossResult", "GreedyResult", "OptimizeResult", "greedy_init",
            "optimize_poisons", "sampling_baseline", "exhaustive_search", "check_images",
-           "CheckpointMismatchError"]
+           "CheckpointMismatchError", "CheckpointReadError", "score_candidates"]
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written by a run with different parameters."""
 
 
-def check_images(X, what: str, shape=None) -> np.ndarray:
-    """Validate an image batch: 4-d, finite, inside [0, 1], optional image shape."""
-    X = np.asarray(X)
-    if X.ndim != 4:
-        raise ValueError(f"{what} must be an image batch (n, H, W, C), got shape {X.shape}")
-    if shape is not None and X.shape[1:] != tuple(shape):
-        raise ValueError(f"{what} has images of shape {X.shape[1:]}, expected {tuple(shape)}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{what} contains NaN or infinite pixels")
-    if X.size and (X.min() < -1e-6 or X.max() > 1 + 1e-6):
-        raise ValueError(f"{what} has pixels outside [0, 1] (min {X.min():.3g}, max {X.max():.3g}); "
-                         "images are floats in [0, 1]")
-    return X
+class CheckpointReadError(ValueError):
+    """A checkpoint file exists but cannot be read (damaged, truncated, or not a checkpoint)."""
+
+
+def check_images(X, what: str, shape=None, allow_empty: bool = True) -> np.ndarray:
+    """An image batch (n, H, W, C), finite, in [0, 1], of image shape ``shape``
+    (:func:`ntklib.validation.check_images`; empty batches allowed unless ``allow_empty=False``)."""
+    return _val.check_images(X, what, shape, allow_empty=allow_empty)
 
 
 @dataclass
@@ -88,19 +85,24 @@ class BackdoorProblem:
 
     def __init__(self, kernel, X_d, y_d, X_t, y_t, X_a, ridge: float = 0.0,
                  jitter: float = _reg.DEFAULT_JITTER, w_clean: float = 1.0, w_attack: float = 1.0):
-        X_d = check_images(X_d, "X_d")
+        _val.check_kernel(kernel)
+        X_d = check_images(X_d, "X_d (clean training set)", allow_empty=False)
         shape = X_d.shape[1:]
-        X_t, X_a = check_images(X_t, "X_t", shape), check_images(X_a, "X_a", shape)
-        if len(X_t) == 0:
+        if len(_val.as_array(X_t, "X_t")) == 0:
             raise ValueError("the clean evaluation set t is empty; the clean term of the loss needs it")
-        if len(X_a) == 0:
+        if len(_val.as_array(X_a, "X_a")) == 0:
             raise ValueError("the attack set a is empty; the attack term of the loss needs it")
-        y_d, y_t = np.asarray(y_d, np.float64), np.asarray(y_t, np.float64)
-        if len(y_d) != len(X_d) or len(y_t) != len(X_t):
-            raise ValueError(f"labels do not match images: X_d {len(X_d)} vs y_d {len(y_d)}, "
-                             f"X_t {len(X_t)} vs y_t {len(y_t)}")
-        if not np.all(np.isin(y_d, (-1, 1))) or not np.all(np.isin(y_t, (-1, 1))):
-            raise ValueError("labels must be -1 (source) or +1 (target)")
+        X_t = check_images(X_t, "X_t (clean evaluation set)", shape)
+        X_a = check_images(X_a, "X_a (attack set)", shape)
+        y_d = _val.check_labels(y_d, "y_d", len(X_d))
+        y_t = _val.check_labels(y_t, "y_t", len(X_t))
+        ridge = _val.check_float(ridge, "ridge", min=0)
+        jitter = _val.check_float(jitter, "jitter", min=0)
+        w_clean = _val.check_float(w_clean, "w_clean", min=0, hint="the weight of the clean term of the loss")
+        w_attack = _val.check_float(w_attack, "w_attack", min=0, hint="the weight of the attack term of the loss")
+        if w_clean == 0 and w_attack == 0:
+            raise ValueError("w_clean and w_attack are both 0: the loss would be identically zero; "
+                             "give at least one a positive weight (the paper uses 1 and 1)")
         self.kernel, self.shape = kernel, shape
         self.X_d, self.y_d, self.X_t, self.y_t, self.X_a = X_d, y_d, X_t, y_t, X_a
         self.w_clean, self.w_attack, self.ridge, self.jitter = float(w_clean), float(w_attack), ridge, jitter
@@ -120,7 +122,7 @@ class BackdoorProblem:
         self.clean_reg = _reg.KernelRegression(self.K_dd, y_d, self.shift, block="K_dd")
 
     @classmethod
-    def from_task(cls, task, kernel, **kw) -> "BackdoorProblem":
+    def from_task(cls, task, kernel, **kw) -> BackdoorProblem:
         return cls(kernel, task.X_d, task.y_d, task.X_t, task.y_t, task.X_a, **kw)
 
     def fingerprint(self) -> dict:
@@ -146,6 +148,12 @@ class BackdoorProblem:
 
     def _check_poisons(self, X_p):
         return check_images(X_p, "X_p (poisons)", self.shape)
+
+    def _check_candidates(self, X_cand):
+        if len(_val.as_array(X_cand, "X_cand")) == 0:
+            raise ValueError("X_cand (poison candidates) is an empty pool: there is nothing to choose poisons "
+                             "from; give triggered source images (BackdoorTask.X_cand)")
+        return check_images(X_cand, "X_cand (poison candidates)", self.shape, allow_empty=False)
 
     def evaluate(self, X_p, grad: bool = False):
         """Loss of poisons X_p (and, with ``grad=True``, dL/dX_p of shape X_p.shape)."""
@@ -187,12 +195,19 @@ class BackdoorProblem:
     # ------------------------------------------------------------------ candidates
     def candidate_blocks(self, X_cand):
         """Kernel blocks of a candidate pool: (K_cc, K_cd, K_ct, K_ca), one kernel call."""
-        X_cand = check_images(X_cand, "X_cand (poison candidates)", self.shape)
+        X_cand = check_images(X_cand, "X_cand (poison candidates)", self.shape, allow_empty=False)
         m = len(X_cand)
         K = np.asarray(self.kernel(X_cand, np.concatenate([X_cand, self.X_other])), dtype=np.float64)
         K_cc = (K[:, :m] + K[:, :m].T) / 2
         return (K_cc, K[:, m:m + self.n_d], K[:, m + self.n_d:m + self.n_d + self.n_t],
                 K[:, m + self.n_d + self.n_t:])
+
+
+def _check_problem(problem):
+    if not isinstance(problem, BackdoorProblem):
+        raise TypeError(f"problem={_val.describe(problem)} is invalid: must be an ntklib.attack.BackdoorProblem "
+                        "(BackdoorProblem.from_task(task, kernel))")
+    return problem
 
 
 # ---------------------------------------------------------------------- greedy
@@ -257,10 +272,12 @@ def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = Fals
     O(n_D^2 m + n_x n_D m) for m remaining candidates.
     Greedy picks are nested: the first b picks are the greedy result for budget b.
     """
+    _check_problem(problem)
+    X_cand = problem._check_candidates(X_cand)
+    budget = _val.check_budget(budget, "budget", len(X_cand))
+    swap = _val.check_bool(swap, "swap")
     pool = _Pool(problem, X_cand, blocks)
     m = pool.m
-    if not 1 <= budget <= m:
-        raise ValueError(f"budget {budget} must be between 1 and the pool size {m}")
     chosen: list[int] = []
     reg, K_xD = pool.regression(chosen)
     f_x = reg.predict(K_xD)
@@ -317,9 +334,12 @@ def exhaustive_search(problem: BackdoorProblem, X_cand, budget: int):
 
     Exponential: for toy pools only (tests, teaching). Returns (indices, loss).
     """
+    _check_problem(problem)
+    X_cand = problem._check_candidates(X_cand)
     m = len(X_cand)
     if m > 16:
         raise ValueError(f"exhaustive search over a pool of {m} is too large; use at most 16")
+    budget = _val.check_budget(budget, "budget", m)
     best = min(itertools.combinations(range(m), budget),
                key=lambda s: problem.loss(X_cand[list(s)]).loss)
     return list(best), problem.loss(X_cand[list(best)]).loss
@@ -327,8 +347,10 @@ def exhaustive_search(problem: BackdoorProblem, X_cand, budget: int):
 
 def sampling_baseline(n_candidates: int, budget: int, seed: int = 0) -> np.ndarray:
     """The sampling attack: ``budget`` random candidates (triggered source images, label +1)."""
-    if not 0 <= budget <= n_candidates:
-        raise ValueError(f"budget {budget} must be between 0 and the pool size {n_candidates}")
+    n_candidates = _val.check_int(n_candidates, "n_candidates", min=0)
+    budget = _val.check_int(budget, "budget", min=0, max=n_candidates,
+                            hint=f"a budget counts poisons taken from the pool of {n_candidates} candidates")
+    seed = _val.check_seed(seed)
     return np.sort(np.random.default_rng(seed).choice(n_candidates, size=budget, replace=False))
 
 
@@ -341,6 +363,7 @@ class OptimizeResult:
     final: LossResult
     steps: int
     converged: bool = False
+    message: str = ""             # why L-BFGS-B stopped early when it failed (empty otherwise)
 
 
 def _fingerprint(problem, X_p0, settings) -> dict:
@@ -357,15 +380,32 @@ def _save_checkpoint(path: Path, fp, state: dict):
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, fp):
-    with np.load(path, allow_pickle=False) as z:
-        saved = json.loads(str(z["__fingerprint__"]))
-        diff = sorted(k for k in set(saved) | set(fp) if saved.get(k) != fp.get(k))
-        if diff:
-            raise CheckpointMismatchError(
-                f"checkpoint {path} was written with different parameters ({', '.join(diff)} "
-                "differ). Delete it, choose another checkpoint path, or pass resume=False.")
-        return {k: z[k] for k in z.files if k != "__fingerprint__"}
+_CHECKPOINT_KEYS = ("x", "step", "converged", "adam_m", "adam_v", "hist_step", "hist_loss", "hist_asr",
+                    "hist_clean_acc")
+
+
+def _load_checkpoint(path: Path, fp, size: int):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            saved = json.loads(str(z["__fingerprint__"]))
+            state = {k: z[k] for k in z.files if k != "__fingerprint__"}
+        missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise KeyError(f"missing {missing}")
+        if state["x"].shape != (size,) or not np.all(np.isfinite(state["x"])):
+            raise ValueError(f"its poisons have {state['x'].shape[0] if state['x'].ndim else 0} values "
+                             f"(expected {size}) or are not finite")
+    except Exception as e:
+        raise CheckpointReadError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is damaged or was not written by "
+            "optimize_poisons. It was left as it is: pass resume=False to start afresh (the file is overwritten "
+            "at the first checkpoint), or choose another checkpoint path.") from e
+    diff = sorted(k for k in set(saved) | set(fp) if saved.get(k) != fp.get(k))
+    if diff:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was written with different parameters ({', '.join(diff)} "
+            "differ). Delete it, choose another checkpoint path, or pass resume=False.")
+    return state
 
 
 @_profiling.profiled("optimization")
@@ -386,10 +426,17 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     settings is continued (``CheckpointMismatchError`` otherwise). ``steps`` is
     the total iteration budget, so rerunning with a larger one continues.
     """
-    if method not in ("lbfgsb", "adam"):
-        raise ValueError(f"method must be 'lbfgsb' or 'adam', got {method!r}")
-    if steps < 0 or checkpoint_every < 1:
-        raise ValueError("steps must be >= 0 and checkpoint_every >= 1")
+    _check_problem(problem)
+    _val.check_choice(method, "method", ("lbfgsb", "adam"))
+    steps = _val.check_steps(steps, "steps", min=0)
+    checkpoint_every = _val.check_steps(checkpoint_every, "checkpoint_every")
+    if method == "adam":
+        lr = _val.check_lr(lr)
+    else:
+        memory = _val.check_int(memory, "memory", min=1, hint="L-BFGS-B's number of correction pairs (the "
+                                "reference uses 100)")
+    if checkpoint is not None:
+        checkpoint = _val.check_path(checkpoint, "checkpoint", suffixes=(".npz",), writable=True)
     X_p0 = problem._check_poisons(X_p0).astype(np.float64)
     if len(X_p0) == 0:
         raise ValueError("no poisons to optimize (X_p0 is empty)")
@@ -400,12 +447,13 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     ckpt = Path(checkpoint) if checkpoint is not None else None
 
     start = problem.loss(X_p0)
-    x, step, converged = X_p0.ravel().copy(), 0, False
+    x, step, converged, message = X_p0.ravel().copy(), 0, False, ""
     hist = {"step": [0], "loss": [start.loss], "asr": [start.asr], "clean_acc": [start.clean_acc]}
     adam = {"m": np.zeros_like(x), "v": np.zeros_like(x)}
     if ckpt is not None and resume and ckpt.exists():
-        st = _load_checkpoint(ckpt, fp)
+        st = _load_checkpoint(ckpt, fp, x.size)
         x, step, converged = st["x"].astype(np.float64), int(st["step"]), bool(st["converged"])
+        message = str(st["message"]) if "message" in st else ""
         hist = {k: list(st[f"hist_{k}"]) for k in hist}
         adam = {"m": st["adam_m"], "v": st["adam_v"]}
 
@@ -425,18 +473,19 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
 
     def save():
         if ckpt is not None:
-            _save_checkpoint(ckpt, fp, dict(x=x, step=step, converged=converged, adam_m=adam["m"],
+            _save_checkpoint(ckpt, fp, dict(x=x, step=step, converged=converged, message=message, adam_m=adam["m"],
                                             adam_v=adam["v"], **{f"hist_{k}": v for k, v in hist.items()}))
 
     bar = tqdm(total=steps, initial=min(step, steps), desc=f"optimize ({method})", disable=not progress,
                leave=False)
     bounds = _sopt.Bounds(np.zeros_like(x), np.ones_like(x))
-    while step < steps and not converged:
+    count = [0]  # L-BFGS-B iterations in the current segment
+    while step < steps and not converged and not message:
         seg = min(checkpoint_every - step % checkpoint_every, steps - step)
         if method == "lbfgsb":
-            count = [0]
+            count[0] = 0
 
-            def callback(intermediate_result):
+            def callback(intermediate_result):  # scipy passes the iterate by this parameter's name
                 nonlocal step
                 step += 1
                 count[0] += 1
@@ -447,7 +496,12 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
             r = _sopt.minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
                                options=dict(maxcor=memory, maxiter=seg, maxfun=20 * seg + 20))
             x = np.clip(r.x, 0.0, 1.0)
-            converged = count[0] < seg  # stopped before its iteration budget: converged
+            # scipy's status: 0 converged, 1 iteration or evaluation limit (the segment's end),
+            # 2 stopped for another reason (e.g. the line search failed): say why, never "converged"
+            converged = r.status == 0 and count[0] < seg
+            if r.status not in (0, 1):
+                message = f"L-BFGS-B stopped at step {step}: {r.message}"
+                warnings.warn(message + " (the poisons of its last iterate are returned)", stacklevel=2)
         else:
             b1, b2, eps = 0.9, 0.999, 1e-8
             for _ in range(seg):
@@ -464,7 +518,8 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     bar.close()
     X_p = x.reshape(shape)
     final = problem.loss(X_p)
-    return OptimizeResult(X_p, {k: np.asarray(v) for k, v in hist.items()}, start, final, step, converged)
+    return OptimizeResult(X_p, {k: np.asarray(v) for k, v in hist.items()}, start, final, step, converged,
+                          message)
 
 
 def score_candidates(problem: BackdoorProblem, X_cand, chosen=(), method: str = "rank_one", blocks=None):
@@ -476,14 +531,16 @@ def score_candidates(problem: BackdoorProblem, X_cand, chosen=(), method: str = 
     timed against. Kernel blocks are computed once either way (or passed in).
     Returns (candidate indices, losses).
     """
+    _check_problem(problem)
+    _val.check_choice(method, "method", ("rank_one", "naive"))
+    X_cand = problem._check_candidates(X_cand)
+    chosen = _val.check_int_list(chosen, "chosen", min=0, max=len(X_cand) - 1, allow_empty=True,
+                                 hint="indices into the candidate pool")
     pool = _Pool(problem, X_cand, blocks)
-    chosen = list(chosen)
     rest = [j for j in range(pool.m) if j not in chosen]
     if method == "rank_one":
         reg, K_xD = pool.regression(chosen)
         return rest, pool.score(reg, K_xD, chosen, rest)[0]
-    if method != "naive":
-        raise ValueError(f"method must be 'rank_one' or 'naive', got {method!r}")
     losses = []
     n_t = problem.n_t
     for j in rest:

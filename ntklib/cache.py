@@ -86,7 +86,8 @@ def load(kind: str, k: str) -> dict | None:
         with np.load(path, allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
     except Exception as e:  # a truncated or corrupted entry is a miss, never an error
-        warnings.warn(f"ignoring unreadable cache entry {path} ({type(e).__name__}: {e}); it will be rewritten")
+        warnings.warn(f"ignoring unreadable cache entry {path} ({type(e).__name__}: {e}); it will be rewritten",
+                      stacklevel=2)
         return None
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import triggers as _triggers
+from . import validation as _val
 
 __all__ = [
     "load_digits", "load_cifar10", "load_dataset", "download_cifar10", "find_cifar10",
@@ -44,6 +45,7 @@ CIFAR10_MD5 = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
+CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # the official cifar-10-python.tar.gz
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 DATASETS = ("digits", "cifar10")
@@ -98,14 +100,14 @@ def verify_cifar10(folder) -> Path:
         path = folder / name
         if not path.is_file():
             raise FileNotFoundError(
-                f"CIFAR-10 file {path} is missing; delete {folder} and extract "
-                f"{CIFAR10_ARCHIVE} again")
+                f"CIFAR-10 file {path} is missing; delete the folder {folder}: ntklib extracts it again "
+                f"from {CIFAR10_ARCHIVE} (after checking the archive) at the next load")
         found = _md5(path)
         if found != expected:
             raise ValueError(
-                f"CIFAR-10 file {path} is corrupt: md5 {found}, expected {expected}. "
-                f"Delete {folder} (and the archive it came from) and get a fresh copy of "
-                f"{CIFAR10_ARCHIVE} from {CIFAR10_URL}")
+                f"CIFAR-10 file {path} is corrupt: md5 {found}, expected {expected}. Delete the folder "
+                f"{folder}: ntklib extracts it again from {CIFAR10_ARCHIVE} at the next load, after checking "
+                f"the archive itself (a damaged archive is then named; get a fresh copy from {CIFAR10_URL})")
     return folder
 
 
@@ -148,7 +150,23 @@ def find_cifar10(data_dir=None) -> Path:
         "ntklib.data.download_cifar10() fetches it.")
 
 
+def verify_archive(archive) -> Path:
+    """Check ``cifar-10-python.tar.gz`` against the official md5 before anything is extracted;
+    a damaged archive is named with the remedy (a fresh copy)."""
+    archive = Path(archive)
+    found = _md5(archive)
+    if found != CIFAR10_ARCHIVE_MD5:
+        raise ValueError(
+            f"the CIFAR-10 archive {archive} is damaged: md5 {found}, expected {CIFAR10_ARCHIVE_MD5} "
+            f"(size {archive.stat().st_size} bytes; the official one has 170498071). Nothing was extracted. "
+            f"Replace it with a fresh copy from {CIFAR10_URL}")
+    return archive
+
+
 def _extract(archive: Path, target: Path) -> Path:
+    """Extract into ``<target>/cifar-10-batches-py.partial``, check every batch, then rename: a
+    failed or interrupted extraction never leaves a folder that looks complete."""
+    verify_archive(archive)
     target.mkdir(parents=True, exist_ok=True)
     tmp = target / (CIFAR10_FOLDER + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -164,6 +182,12 @@ def _extract(archive: Path, target: Path) -> Path:
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError(f"could not extract {archive}: {e}. The archive is damaged; "
+                         f"get a fresh copy from {CIFAR10_URL}") from e
+    try:
+        verify_cifar10(tmp)
+    except (OSError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{archive} extracted to files that fail their check ({e}). The archive is damaged; "
                          f"get a fresh copy from {CIFAR10_URL}") from e
     final = target / CIFAR10_FOLDER
     tmp.rename(final)
@@ -184,9 +208,13 @@ def download_cifar10(dest=None) -> Path:
 
 
 def _read_batch(path: Path):
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    return d[b"data"], np.asarray(d[b"labels"], dtype=np.int64)
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        return d[b"data"], np.asarray(d[b"labels"], dtype=np.int64)
+    except Exception as e:  # verified by md5 before, so this means the file changed since
+        raise _val.file_error(path, "a CIFAR-10 batch", e, f"Delete the folder {path.parent}: ntklib extracts "
+                              f"it again from {CIFAR10_ARCHIVE}") from e
 
 
 def load_cifar10(classes=None, data_dir=None):
@@ -196,8 +224,8 @@ def load_cifar10(classes=None, data_dir=None):
     ``classes`` (ints or names) keeps only those classes before conversion, which
     saves memory (all of CIFAR-10 in float32 is 737 MB).
     """
+    keep = None if classes is None else [_class_index("cifar10", c) for c in _class_list(classes)]
     folder = find_cifar10(data_dir)
-    keep = None if classes is None else [_class_index("cifar10", c) for c in classes]
 
     def load(names):
         xs, ys = [], []
@@ -222,16 +250,24 @@ def load_dataset(name: str, classes=None, data_dir=None):
     Digits has no official test split; a fixed 25% of each class (independent of
     any task seed) serves as one.
     """
+    _val.check_choice(name, "name", DATASETS)
     if name == "digits":
         Xtr, ytr, Xte, yte = _digits_split()
         if classes is not None:
-            keep = [_class_index("digits", c) for c in classes]
+            keep = [_class_index("digits", c) for c in _class_list(classes)]
             mtr, mte = np.isin(ytr, keep), np.isin(yte, keep)
             Xtr, ytr, Xte, yte = Xtr[mtr], ytr[mtr], Xte[mte], yte[mte]
         return Xtr, ytr, Xte, yte
-    if name == "cifar10":
-        return load_cifar10(classes=classes, data_dir=data_dir)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    return load_cifar10(classes=classes, data_dir=data_dir)
+
+
+def _class_list(classes) -> list:
+    if isinstance(classes, (str, int, np.integer)):
+        return [classes]
+    classes = list(classes)
+    if not classes:
+        raise ValueError("classes=[] is invalid: give at least one class (or None for all)")
+    return classes
 
 
 def _class_index(dataset: str, c) -> int:
@@ -254,11 +290,13 @@ def default_trigger(dataset: str, name: str = "periodic", amplitude: float | Non
     digits are far coarser. ``amplitude`` overrides the periodic trigger's.
     Patch: 3x3 checkerboard (CIFAR-10), 2x2 (digits), at a random location per image.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    if amplitude is not None and (name != "periodic" or not 0 < amplitude <= 1):
-        raise ValueError(f"amplitude={amplitude!r}: only the periodic trigger has an amplitude, "
-                         "and it must be in (0, 1]")
+    _val.check_choice(dataset, "dataset", DATASETS)
+    if not isinstance(name, str):
+        raise TypeError(f"name={_val.describe(name)} is invalid: must be 'periodic' or 'patch'")
+    _val.check_choice(name, "name", ("periodic", "patch"))
+    if amplitude is not None and name != "periodic":
+        raise ValueError(f"amplitude={amplitude!r}: only the periodic trigger has an amplitude")
+    amplitude = _val.check_float(amplitude, "amplitude", min=0, max=1, include_min=False, allow_none=True)
     if name == "periodic":
         kw = dict(amplitude=6 / 255, periods=8) if dataset == "cifar10" else dict(amplitude=0.15, periods=2)
         if amplitude is not None:
@@ -312,7 +350,8 @@ class BackdoorTask:
 def _take(idx: np.ndarray, n, what: str, cls, available: int):
     if n is None:
         return idx
-    if n < 1 or n > available:
+    n = _val.check_int(n, what, min=1)
+    if n > available:
         raise ValueError(f"{what} = {n} for class {cls}, but only {available} images are "
                          f"available; choose a size between 1 and {available}")
     return idx[:n]
@@ -334,8 +373,15 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
     ``trigger`` is ``"periodic"``, ``"patch"`` (the dataset's defaults from
     :func:`default_trigger`) or a :class:`~ntklib.triggers.Trigger`.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    _val.check_choice(dataset, "dataset", DATASETS)
+    seed = _val.check_seed(seed)
+    for what, n in (("n_train_per_class", n_train_per_class), ("n_eval_per_class", n_eval_per_class),
+                    ("n_test_per_class", n_test_per_class), ("n_pool", n_pool)):
+        _val.check_int(n, what, min=1, allow_none=True, hint="None takes all available images")
+    if n_eval_per_class is None:
+        raise ValueError("n_eval_per_class=None is invalid: the held-out sets t and a need a size (default 30)")
+    if data_dir is not None:
+        data_dir = _val.check_path(data_dir, "data_dir", must_exist=True)
     s, t = _class_index(dataset, source), _class_index(dataset, target)
     if s == t:
         raise ValueError(f"source and target must differ (both are {source!r})")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import attack as _attack
 from . import train as _train
+from . import validation as _val
 
 __all__ = ["kernel_metrics", "network_metrics", "transfer", "sweep", "summarize", "efficiency_ratio",
            "ntba_poisons"]
@@ -46,9 +47,21 @@ def network_metrics(arch, params, task) -> dict:
     return dict(net_ca=float(np.mean(np.sign(f_test) == task.y_test)), net_asr=float(np.mean(f_trig > 0)))
 
 
+def _check_task(task):
+    from .data import BackdoorTask
+
+    if not isinstance(task, BackdoorTask):
+        raise TypeError(f"task={_val.describe(task)} is invalid: must be an ntklib.data.BackdoorTask (make_task(...))")
+    return task
+
+
+def _check_seeds(seeds) -> list[int]:
+    return _val.check_int_list(seeds, "seeds", min=0, hint="one victim is trained per seed")
+
+
 def _victim_data(task, X_p):
     """d + poisons (labelled +1) as one training set."""
-    X_p = np.asarray(X_p, dtype=task.X_d.dtype).reshape((-1,) + task.X_d.shape[1:])
+    X_p = _val.check_images(X_p, "X_p (poisons)", task.X_d.shape[1:], allow_empty=True).astype(task.X_d.dtype)
     return np.concatenate([task.X_d, X_p]), np.concatenate([task.y_d, np.ones(len(X_p))])
 
 
@@ -66,11 +79,14 @@ def _victim_row(task, arch, X, y, r) -> dict:
 def transfer(task, arch, X_p, config: _train.TrainConfig | None = None, seeds=(0,),
              progress: bool = False) -> list[dict]:
     """Train fresh networks on d + poisons (one per seed, batched) and measure them."""
-    cfg = config or _train.TrainConfig()
+    _check_task(task)
+    _val.check_architecture(arch)
+    cfg = _val.check_config(config)
+    seeds = _check_seeds(seeds)
     X, y = _victim_data(task, X_p)
     results = _train.train_many(arch, [(X, y)] * len(seeds),
                                 [dataclasses.replace(cfg, seed=int(s)) for s in seeds], progress=progress)
-    return [dict(seed=int(s), **_victim_row(task, arch, X, y, r)) for s, r in zip(seeds, results)]
+    return [dict(seed=int(s), **_victim_row(task, arch, X, y, r)) for s, r in zip(seeds, results, strict=True)]
 
 
 def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str = "lbfgsb",
@@ -78,7 +94,9 @@ def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str =
     """NTBA poisons for each budget: greedy (nested picks, computed once for the
     largest budget) then, if ``opt_steps`` > 0, optimization from the greedy start.
     Returns {budget: dict(X_p, indices, greedy_asr, ...)}."""
-    budgets = sorted(set(int(b) for b in budgets))
+    budgets = _val.check_budgets(budgets, "budgets", len(X_cand))
+    opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
+    _val.check_choice(opt_method, "opt_method", ("lbfgsb", "adam"))
     g = _attack.greedy_init(problem, X_cand, budgets[-1], progress=progress, blocks=blocks)
     out = {}
     for b in budgets:
@@ -113,19 +131,34 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     train together (:func:`ntklib.train.train_many`: batched, cached by content),
     with one progress bar; a diverged victim gets NaN network metrics and a warning.
     """
+    _check_task(task)
     m = len(task.X_cand)
+    if network:
+        _val.check_architecture(arch)
+    seeds = _check_seeds(seeds)
+    if isinstance(methods, str):
+        methods = (methods,)
+    for i, meth in enumerate(methods):
+        _val.check_choice(meth, f"methods[{i}]", ("ntba", "sampling"))
+    opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
+    _val.check_choice(opt_method, "opt_method", ("lbfgsb", "adam"))
+    train_config = _val.check_config(train_config) if network else train_config
 
-    def fit(bs):
-        bs = sorted(set(int(b) for b in bs if 1 <= b <= m))
-        if not bs:
-            raise ValueError(f"no budget fits the candidate pool of {m}")
-        return bs
+    def fit(bs, name):
+        bs = _val.check_int_list(bs, name, min=1)
+        kept = sorted(set(b for b in bs if b <= m))
+        if not kept:
+            raise ValueError(f"{name}={bs} is invalid: no budget fits the candidate pool of {m} "
+                             "(budgets above the pool are dropped)")
+        return kept
 
-    budgets = fit(budgets)
-    sampling_budgets = budgets if sampling_budgets is None else fit(sampling_budgets)
-    unknown = set(methods) - {"ntba", "sampling"}
-    if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose 'ntba' and/or 'sampling'")
+    budgets = fit(budgets, "budgets")
+    sampling_budgets = budgets if sampling_budgets is None else fit(sampling_budgets, "sampling_budgets")
+    if ntba is not None and "ntba" in methods:
+        missing = [b for b in budgets if b not in ntba]
+        if missing:
+            raise ValueError(f"ntba holds no poisons for budgets {missing}; design them with "
+                             "ntba_poisons(problem, X_cand, budgets) for the same budgets")
     if "ntba" in methods and ntba is None:
         ntba = ntba_poisons(problem, task.X_cand, budgets, opt_steps, opt_method, progress)
     jobs = [(meth, b, s) for meth in methods for b in (budgets if meth == "ntba" else sampling_budgets)
@@ -139,7 +172,7 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
         cfg = train_config or _train.TrainConfig()
         results = _train.train_many(arch, sets, [dataclasses.replace(cfg, seed=int(s)) for _, _, s in jobs],
                                     progress=progress, desc=f"victims ({len(jobs)})")
-        for row, (X, y), r in zip(rows, sets, results):
+        for row, (X, y), r in zip(rows, sets, results, strict=True):
             row.update(_victim_row(task, arch, X, y, r), seconds=r.seconds)
     df = pd.DataFrame(rows)
     if csv_path is not None:
@@ -164,6 +197,13 @@ def efficiency_ratio(df: pd.DataFrame, metric: str = "net_asr", level: float = 0
     lower bound computed with the largest budget swept (``lower_bound=True``); if
     NTBA never does, the ratio is None.
     """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df={_val.describe(df)} is invalid: must be the DataFrame of sweep()")
+    level = _val.check_fraction(level, "level")
+    missing = [c for c in ("method", "budget", metric) if c not in df.columns]
+    if missing:
+        raise ValueError(f"the table has no column(s) {missing}; metric must be one of its columns "
+                         f"{[c for c in df.columns if c not in ('method', 'budget', 'seed')]}")
     mean = df.groupby(["method", "budget"])[metric].mean()
 
     def first(method):

@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import profiling as _profiling
+from . import validation as _val
 from ._precision import precision
 from ._xla import check as _check_xla
 
@@ -79,17 +80,28 @@ class Kernel:
 
     def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
                  bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
-                 spec: Optional[dict] = None, features: Optional[Callable] = None, feature_dim: int = 0,
-                 feature_dot: Optional[Callable] = None):
-        self.dtype = np.dtype(dtype)
+                 spec: dict | None = None, features: Callable | None = None, feature_dim: int = 0,
+                 feature_dot: Callable | None = None):
+        if not callable(pair):
+            raise TypeError(f"pair={_val.describe(pair)} is invalid: must be a JAX function pair(x1, x2) -> (n1, n2)")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
         if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"kernel dtype must be float32 or float64, got {dtype}")
+            raise ValueError(f"dtype={dtype!r} is invalid: must be one of ['float32', 'float64']")
+        if tile is not None:
+            tile = _val.check_int_list(tile, "tile", min=1, hint="rows (and columns) of one kernel tile")
+            if len(tile) not in (1, 2):
+                raise ValueError(f"tile={tile} is invalid: give an int or a (rows, cols) pair")
+            tile = (tile[0], tile[-1])
+        memory = _val.check_int(memory, "memory", min=1, hint="bytes of working memory per tile")
         self.name = name
         # host copies in the kernel dtype; they become device arrays inside precision()
         self.args = jax.tree_util.tree_map(lambda a: np.asarray(a, self.dtype), args)
         self._pair = pair
         self._bytes_per_pair, self._bytes_per_row, self._memory = bytes_per_pair, bytes_per_row, memory
-        self.tile = self._auto_tile() if tile is None else ((tile, tile) if isinstance(tile, int) else tuple(tile))
+        self.tile = self._auto_tile() if tile is None else tile
         self.spec = dict(spec or {}, name=name, dtype=str(self.dtype))
         self._fwd = jax.jit(pair)
         self._bwd = jax.jit(lambda a, b, c, *args: jax.vjp(lambda u: pair(u, b, *args), a)[1](c)[0])
@@ -156,12 +168,7 @@ class Kernel:
         return x if self._on_cpu else jax.device_put(x, self._devices[0])
 
     def _check(self, x, what):
-        x = np.asarray(x)
-        if x.ndim < 2:
-            raise ValueError(f"{what} must be a batch (n, ...), got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{what} contains NaN or infinite values")
-        return x
+        return _val.check_array(x, what, min_ndim=2)
 
     # ------------------------------------------------------------------ API
     @_profiling.profiled("kernel evaluation")
@@ -281,7 +288,7 @@ class Kernel:
             for i0, i1 in self._tiles(len(x1), r):
                 a = self._put(self._pad(x1[i0:i1], r), rows=True)
                 cts = []
-                for (x, ct), f in zip(blocks, F):
+                for (x, ct), f in zip(blocks, F, strict=True):
                     c = np.zeros((r, len(x)), dtype=self.dtype)
                     c[: i1 - i0] = ct[i0:i1]
                     cts.append((self._put(c, rows=True), f))
@@ -291,10 +298,8 @@ class Kernel:
 
     @staticmethod
     def _check_cot(cot, shape, what):
-        cot = np.asarray(cot, dtype=np.float64)
-        if cot.shape != shape:
-            raise ValueError(f"{what}: cotangent shape {cot.shape} does not match the kernel block {shape}")
-        return cot
+        return _val.check_array(cot, f"{what} (the cotangent of the kernel block)", shape=shape, allow_empty=True,
+                                dtype=np.float64)
 
     def _accumulate_vjp(self, x1, x2, cot, grad, r, c):
         n1, n2 = len(x1), len(x2)
@@ -318,9 +323,12 @@ def _spatial(input_shape):
 
 
 def _infinite(arch, get, dtype, tile, input_shape, memory):
+    _val.check_architecture(arch)
     if arch.kernel_fn is None:
         raise ValueError(f"architecture {arch.spec.get('name')} has no infinite-width kernel "
                          "(plain JAX networks); use empirical_ntk")
+    if input_shape is not None:
+        input_shape = tuple(_val.check_int_list(input_shape, "input_shape", min=1))
     kernel_fn = arch.kernel_fn
 
     def pair(x1, x2):
@@ -360,6 +368,10 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     <J(x), v> is the forward-mode derivative of f(x; theta) in the parameter
     direction v, differentiated once in reverse mode with respect to x.
     """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn={_val.describe(apply_fn)} is invalid: must be a function apply_fn(params, x); "
+                        "for an Architecture pass arch.apply_fn")
+    _val.check_params_tree(params)
     _check_xla()
 
     def f_single(p, x):
@@ -369,22 +381,22 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
 
     def features(x, p):  # the flattened per-example Jacobian J(x): (n, P)
         leaves = jax.tree_util.tree_leaves(grads(p, x))
-        return jnp.concatenate([l.reshape(l.shape[0], -1) for l in leaves], axis=1)
+        return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
 
     def pair(x1, x2, p):
         return features(x1, p) @ features(x2, p).T
 
     def feature_dot(x, v, p):  # <J(x_i), v_i> = d/de f(x_i; theta + e v_i): one forward-mode pass
         leaves, tree = jax.tree_util.tree_flatten(p)
-        cuts = np.cumsum([int(np.prod(np.shape(l))) for l in leaves])[:-1]
+        cuts = np.cumsum([int(np.prod(np.shape(leaf))) for leaf in leaves])[:-1]
 
         def one(xi, vi):
-            direction = [d.reshape(np.shape(l)) for d, l in zip(jnp.split(vi, cuts), leaves)]
+            direction = [d.reshape(np.shape(leaf)) for d, leaf in zip(jnp.split(vi, cuts), leaves, strict=True)]
             return jax.jvp(lambda q: f_single(q, xi), (p,), (jax.tree_util.tree_unflatten(tree, direction),))[1]
 
         return jax.vmap(one)(x, v)
 
-    n_params = sum(int(np.prod(np.shape(l))) for l in jax.tree_util.tree_leaves(params))
+    n_params = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params))
     return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
                   bytes_per_row=4 * 3 * n_params, memory=memory, features=features, feature_dim=n_params,
                   feature_dot=feature_dot, spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
@@ -397,6 +409,7 @@ def user_kernel(pair: Callable, dtype="float32", tile=None, name="user", **kw) -
 
 def rbf(lengthscale: float = 1.0, dtype="float32", tile=None) -> Kernel:
     """Gaussian RBF kernel exp(-||x - x'||^2 / (2 l^2)) on flattened inputs (a user kernel)."""
+    lengthscale = _val.check_float(lengthscale, "lengthscale", min=0, include_min=False)
     def pair(x1, x2):
         a, b = x1.reshape(x1.shape[0], -1), x2.reshape(x2.shape[0], -1)
         d2 = jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T
@@ -410,6 +423,7 @@ def rbf(lengthscale: float = 1.0, dtype="float32", tile=None) -> Kernel:
 def make_kernel(kind: str, arch=None, params=None, **kw) -> Kernel:
     """``kind`` in {"infinite" (NTK), "nngp", "empirical"}: the kernel of ``arch``
     (and ``params`` for the empirical NTK)."""
+    _val.check_choice(kind, "kind", ("empirical", "infinite", "nngp"))
     if kind == "infinite":
         return infinite_ntk(arch, **kw)
     if kind == "nngp":
@@ -417,5 +431,4 @@ def make_kernel(kind: str, arch=None, params=None, **kw) -> Kernel:
     if kind == "empirical":
         if params is None:
             raise ValueError("the empirical NTK needs network parameters (params=...)")
-        return empirical_ntk(arch.apply_fn, params, spec=dict(architecture=arch.spec), **kw)
-    raise ValueError(f"unknown kernel kind {kind!r}; choose 'empirical', 'infinite' or 'nngp'")
+        return empirical_ntk(_val.check_architecture(arch).apply_fn, params, spec=dict(architecture=arch.spec), **kw)

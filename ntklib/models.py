@@ -19,13 +19,16 @@ their empirical NTK instead.
 """
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import validation as _val
 
 __all__ = ["Architecture", "mlp", "cnn", "wide_resnet", "plain_mlp", "build", "ARCHITECTURES"]
 
@@ -45,13 +48,15 @@ class Architecture:
     spec: dict
     init_fn: Callable
     apply_fn: Callable
-    kernel_fn: Optional[Callable] = None
+    kernel_fn: Callable | None = None
     pooled: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     def init(self, seed, input_shape):
         """Parameters for inputs of shape ``(H, W, C)`` (or with a batch axis)."""
-        key = seed if isinstance(seed, jax.Array) else jax.random.PRNGKey(int(seed))
+        key = seed if isinstance(seed, jax.Array) else jax.random.PRNGKey(_val.check_seed(seed))
+        if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__len__"):
+            raise TypeError(f"input_shape={input_shape!r} is invalid: must be a shape tuple such as (8, 8, 1)")
         shape = tuple(input_shape)
         shape = (-1,) + shape[-3:] if len(shape) >= 3 else (-1,) + shape
         return self.init_fn(key, shape)[1]
@@ -89,8 +94,19 @@ def _default_w_std(activation):
     return float(np.sqrt(2.0)) if activation == "relu" else 1.0
 
 
+def _check_sizes(width, depth, W_std, b_std, activation=None, min_depth=1):
+    """Shared checks of the builders' arguments (raised before any layer is built)."""
+    _val.check_int(width, "width", min=1, hint="hidden units (dense) or channels (conv) per layer")
+    _val.check_int(depth, "depth", min=min_depth)
+    if activation is not None:
+        _val.check_choice(activation, "activation", ("relu", "erf"))
+    _val.check_float(W_std, "W_std", min=0, include_min=False, allow_none=True)
+    _val.check_float(b_std, "b_std", min=0)
+
+
 def mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=None, b_std: float = 0.05):
     """Fully connected network: Flatten, ``depth`` x (Dense(width), activation), Dense(1)."""
+    _check_sizes(width, depth, W_std, b_std, activation)
     stax = _stax()
     W_std = _default_w_std(activation) if W_std is None else W_std
     layers = [stax.Flatten()]
@@ -109,9 +125,10 @@ def cnn(width: int = 32, depth: int = 2, readout: str = "flatten", activation: s
     ``readout="flatten"`` keeps the infinite kernel cheap (O(H W) per pair);
     ``"pool"`` (global average pooling) costs O((H W)^2) per pair: see module notes.
     """
+    _check_sizes(width, depth, W_std, b_std, activation)
+    _val.check_choice(readout, "readout", ("flatten", "pool"))
+    _val.check_int(kernel_size, "kernel_size", min=1)
     stax = _stax()
-    if readout not in ("flatten", "pool"):
-        raise ValueError(f"readout must be 'flatten' or 'pool', got {readout!r}")
     W_std = _default_w_std(activation) if W_std is None else W_std
     layers = []
     for _ in range(depth):
@@ -130,6 +147,7 @@ def wide_resnet(depth: int = 34, k: int = 1, W_std: float = 1.0, b_std: float = 
     reference NTBA kernel is the empirical NTK of WRN-34. Needs (depth - 4) % 6 == 0.
     Pooled readout: its infinite kernel is for GPUs and tiny inputs only.
     """
+    _check_sizes(k, depth, W_std, b_std, min_depth=10)
     stax = _stax()
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (10, 16, ..., 34), got {depth}")
@@ -161,10 +179,9 @@ def plain_mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=
     Same NTK parameterization and parameter layout per dense layer ``(W, b)``;
     no infinite kernel (``kernel_fn`` is None): use the empirical NTK.
     """
+    _check_sizes(width, depth, W_std, b_std, activation)
     W_std = _default_w_std(activation) if W_std is None else W_std
-    act = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf}.get(activation)
-    if act is None:
-        raise ValueError(f"unknown activation {activation!r}; choose 'relu' or 'erf'")
+    act = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf}[activation]
 
     def init_fn(key, input_shape):
         fan_in = int(np.prod(input_shape[1:]))
@@ -194,8 +211,11 @@ def build(spec) -> Architecture:
     """Rebuild an architecture from its ``spec`` dict (or a name with defaults)."""
     if isinstance(spec, str):
         spec = {"name": spec}
+    if not isinstance(spec, dict):
+        raise TypeError(f"spec={_val.describe(spec)} is invalid: must be an architecture name or a dict "
+                        "such as {'name': 'mlp', 'width': 512}")
     spec = dict(spec)
     name = spec.pop("name", None)
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    _val.check_choice(name, "name", sorted(ARCHITECTURES))
+    _val.check_keys(spec, inspect.signature(ARCHITECTURES[name]).parameters, f"parameter(s) of {name}")
     return ARCHITECTURES[name](**spec)

@@ -28,8 +28,10 @@ from . import evaluate as _evaluate
 from . import kernels as _kernels
 from . import models as _models
 from . import train as _train
+from . import validation as _val
 
-__all__ = ["CHOICES", "check_params", "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config",
+__all__ = ["CHOICES", "PARAMETER_RULES", "check_params",
+           "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config",
            "design_poisons", "run", "AttackRun"]
 
 CHOICES = dict(
@@ -42,16 +44,107 @@ CHOICES = dict(
 )
 
 
-def check_params(**params) -> dict:
-    """Validate notebook parameters; raise ``ValueError`` naming the bad one.
+def _positive_int(v, k):
+    return _val.check_int(v, k, min=1)
 
-    Checks choices (see ``CHOICES``), class labels for the dataset, that
-    budgets/widths/steps are positive integers (lists allowed) and seeds are
-    non-negative integers.
+
+def _positive_ints(v, k):
+    return _val.check_int_list(v, k, min=1)
+
+
+def _optional_positive_int(v, k):
+    return _val.check_int(v, k, min=1, allow_none=True)
+
+
+def _choice_list(choices):
+    def check(v, k):
+        if isinstance(v, str) or not isinstance(v, (list, tuple)) or not v:
+            raise TypeError(f"{k}={v!r} is invalid: must be a non-empty list of names from {list(choices)}")
+        for i, x in enumerate(v):
+            _val.check_choice(x, f"{k}[{i}]", choices)
+        return v
+    return check
+
+
+def _task_kw(v, k):
+    if not isinstance(v, dict):
+        raise TypeError(f"{k}={v!r} is invalid: must be a dict of ntklib.data.make_task sizes")
+    _val.check_keys(v, TASK_KW, f"key(s) of {k} (sizes passed to ntklib.data.make_task)")
+    for key, n in v.items():
+        if key == "n_eval_per_class":
+            _val.check_int(n, f"{k}[{key!r}]", min=1)
+        else:
+            _val.check_int(n, f"{k}[{key!r}]", min=1, allow_none=True)
+    return v
+
+
+def _variants(v, k):
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"{k}={_val.describe(v)} is invalid: must be a list of dicts, each with a 'label' and "
+                        f"changes to the victim ({sorted(VARIANT_KEYS)})")
+    for i, var in enumerate(v):
+        if not isinstance(var, dict) or "label" not in var:
+            raise TypeError(f"{k}[{i}]={_val.describe(var)} is invalid: must be a dict with a 'label'")
+        _val.check_keys([x for x in var if x != "label"], VARIANT_KEYS, f"setting(s) in {k}[{i}]")
+        check_params(**{x: y for x, y in var.items() if x != "label"})
+    return v
+
+
+TASK_KW = ("n_train_per_class", "n_eval_per_class", "n_test_per_class", "n_pool")
+VARIANT_KEYS = ("train_steps", "target_loss", "target_residual", "width", "lr", "optimizer", "batch_size")
+
+# What each notebook parameter may hold (notebooks and the runner check against this table).
+PARAMETER_RULES = dict(
+    dataset=lambda v, k: _val.check_choice(v, k, CHOICES["dataset"]),
+    trigger=lambda v, k: _val.check_choice(v, k, CHOICES["trigger"]),
+    architecture=lambda v, k: _val.check_choice(v, k, CHOICES["architecture"]),
+    kernel=lambda v, k: _val.check_choice(v, k, CHOICES["kernel"]),
+    kernels=_choice_list(CHOICES["kernel"]),
+    opt_method=lambda v, k: _val.check_choice(v, k, CHOICES["opt_method"]),
+    optimizer=lambda v, k: _val.check_choice(v, k, CHOICES["optimizer"]),
+    kernel_dtype=lambda v, k: _val.check_choice(v, k, ("float32", "float64")),
+    width=_positive_int, depth=_positive_int, budget=_positive_int, hinge_budget=_positive_int,
+    swap_budget=_positive_int, n_points=_positive_int, train_steps=_positive_int, steps=_positive_int,
+    checkpoint_every=_positive_int, n_eval_per_class=_positive_int,
+    opt_steps=lambda v, k: _val.check_int(v, k, min=0, hint="0 keeps the greedy poisons"),
+    budgets=_positive_ints, sampling_budgets=_positive_ints, variant_budgets=_positive_ints,
+    variant_sampling_budgets=_positive_ints, widths=_positive_ints, lazy_widths=_positive_ints,
+    timing_sizes=_positive_ints,
+    seed=lambda v, k: _val.check_seed(v, k),
+    seeds=lambda v, k: _val.check_int_list(v, k, min=0),
+    n_train_per_class=_optional_positive_int, n_test_per_class=_optional_positive_int,
+    batch_size=_optional_positive_int,
+    lr=lambda v, k: _val.check_lr(v, k),
+    target_loss=lambda v, k: _val.check_float(v, k, min=0),
+    target_residual=lambda v, k: _val.check_float(v, k, min=0, include_min=False, allow_none=True),
+    asr_level=lambda v, k: _val.check_fraction(v, k),
+    trigger_amplitude=lambda v, k: _val.check_float(v, k, min=0, max=1, include_min=False, allow_none=True),
+    ridge=lambda v, k: _val.check_float(v, k, min=0),
+    w_attack=lambda v, k: _val.check_float(v, k, min=0),
+    smoke=lambda v, k: _val.check_bool(v, k),
+    fig_dir=lambda v, k: _val.check_path(v, k),
+    task_kw=_task_kw,
+    victim_variants=_variants,
+)
+
+
+def check_params(**params) -> dict:
+    """Validate notebook parameters; raise ``ValueError`` / ``TypeError`` naming the bad one.
+
+    Each parameter named in :data:`PARAMETER_RULES` is checked by its rule (choices from
+    ``CHOICES``; budgets, widths and step counts positive integers, lists allowed where the
+    name is plural; seeds non-negative integers; rates, levels and amplitudes in range);
+    class labels are checked for the dataset, and source and target must differ. Names
+    without a rule pass unchecked (the runner refuses names a notebook does not have).
     """
-    for key, choices in CHOICES.items():
-        if key in params and params[key] not in choices:
-            raise ValueError(f"parameter {key}={params[key]!r} is invalid; choose one of {list(choices)}")
+    for key, value in params.items():
+        rule = PARAMETER_RULES.get(key)
+        if rule is not None:
+            try:
+                rule(value, key)
+            except (TypeError, ValueError) as e:
+                msg = str(e)
+                raise type(e)(msg if msg.startswith(key) else f"parameter {key}: {msg}") from None
     ds = params.get("dataset", "digits")
     for key in ("source", "target"):
         if key in params:
@@ -61,19 +154,6 @@ def check_params(**params) -> dict:
                 raise ValueError(f"parameter {key}: {e}") from None
     if "source" in params and "target" in params and params["source"] == params["target"]:
         raise ValueError(f"parameters source and target must differ (both {params['source']!r})")
-    for key, value in params.items():
-        if key in ("budgets", "widths", "width", "depth", "steps", "opt_steps", "train_steps", "budget",
-                   "n_train_per_class", "n_eval_per_class", "n_test_per_class"):
-            vals = value if isinstance(value, (list, tuple)) else [value]
-            if value is None and key.startswith("n_"):
-                continue
-            if not vals or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-                                   for v in vals):
-                raise ValueError(f"parameter {key}={value!r} must be a positive integer (or a list of them)")
-        if key in ("seed", "seeds"):
-            vals = value if isinstance(value, (list, tuple)) else [value]
-            if not vals or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in vals):
-                raise ValueError(f"parameter {key}={value!r} must be a non-negative integer (or a list)")
     return params
 
 
@@ -140,9 +220,12 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     if smoke:
         task_kw = smoke_task_kw(task_kw)
         train_config = train_config or victim_config(dataset, steps=200)
-    check_params(dataset=dataset, source=source, target=target,
-                 architecture=architecture, kernel=kernel, seed=seed,
+    check_params(dataset=dataset, source=source, target=target, architecture=architecture, width=width,
+                 depth=depth, kernel=kernel, seed=seed, kernel_dtype=kernel_dtype, ridge=ridge, w_attack=w_attack,
+                 task_kw=dict(task_kw or {}), smoke=smoke, trigger_amplitude=trigger_amplitude,
                  **({"trigger": trigger} if isinstance(trigger, str) else {}))
+    if train_config is not None:
+        _val.check_config(train_config, "train_config")
     if isinstance(trigger, str):
         trigger = _data.default_trigger(dataset, trigger, amplitude=trigger_amplitude)
     task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))
@@ -178,7 +261,11 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
     parameters, the candidates, budgets and optimizer settings), so notebooks that design
     the same poisons share them. Returns {budget: dict(X_p, indices, greedy_loss, greedy_asr[, history])}.
     """
-    budgets = sorted(set(int(b) for b in budgets))
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"exp={_val.describe(exp)} is invalid: must be the Experiment of pipeline.prepare(...)")
+    budgets = _val.check_budgets(budgets, "budgets", len(exp.task.X_cand))
+    opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
+    _val.check_choice(opt_method, "opt_method", CHOICES["opt_method"])
     key = _cache.key("ntba", exp.problem.fingerprint(), exp.kernel_key, exp.task.X_cand, budgets, int(opt_steps),
                      opt_method)
     z = _cache.load("poisons", key)
@@ -230,10 +317,20 @@ def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="
 
     Pass ``experiment`` to reuse a prepared one (its kernel and victim config).
     """
+    check_params(budgets=list(budgets) if isinstance(budgets, (list, tuple)) else budgets, seeds=seeds,
+                 opt_steps=opt_steps, opt_method=opt_method, asr_level=asr_level,
+                 **({} if sampling_budgets is None else {"sampling_budgets": sampling_budgets}))
+    if experiment is not None and not isinstance(experiment, Experiment):
+        raise TypeError(f"experiment={_val.describe(experiment)} is invalid: must be the Experiment of "
+                        "pipeline.prepare(...) or None")
     exp = experiment or prepare(dataset, source, target, trigger, architecture, width, depth, kernel,
                                 train_config=train_config, progress=progress, smoke=smoke, **prepare_kw)
     m = len(exp.task.X_cand)
-    budgets = [b for b in budgets if b <= m]
+    kept = [b for b in budgets if b <= m]
+    if not kept:
+        raise ValueError(f"budgets={list(budgets)} is invalid: none fits the candidate pool of {m} triggered source "
+                         "images; give smaller budgets or a larger task (task_kw n_train_per_class / n_pool)")
+    budgets = kept
     poisons = None
     if "ntba" in methods:
         poisons = design_poisons(exp, budgets, opt_steps, opt_method, progress=progress)

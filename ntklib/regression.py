@@ -23,6 +23,8 @@ import contextlib
 import numpy as np
 from scipy import linalg
 
+from . import validation as _val
+
 __all__ = ["KernelRegression", "fit", "shift_for", "append_predictions", "NotPositiveDefiniteError",
            "single_threaded_blas"]
 
@@ -53,8 +55,8 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 
 def shift_for(K_dd, ridge: float = 0.0, jitter: float = DEFAULT_JITTER) -> float:
     """The diagonal shift s = ridge + jitter * mean(diag K_dd) (absolute value)."""
-    if ridge < 0 or jitter < 0:
-        raise ValueError(f"ridge and jitter must be >= 0 (got ridge={ridge}, jitter={jitter})")
+    ridge = _val.check_float(ridge, "ridge", min=0, hint="the ridge is added to the kernel's diagonal")
+    jitter = _val.check_float(jitter, "jitter", min=0, hint="jitter is relative to the mean diagonal (e.g. 1e-8)")
     return float(ridge + jitter * np.mean(np.diag(K_dd)))
 
 
@@ -74,12 +76,13 @@ class KernelRegression:
     """
 
     def __init__(self, K, y, shift: float, block: str = "K_DD"):
-        K = np.asarray(K, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != len(y):
+        K = _val.check_array(K, block, ndim=2, finite=False, dtype=np.float64)
+        y = _val.check_labels(y, f"labels of {block}", values=None)
+        if K.shape[0] != K.shape[1] or K.shape[0] != len(y):
             raise ValueError(f"{block}: expected a square (n, n) matrix and n labels, got "
                              f"{K.shape} and {y.shape}")
-        self.y, self.shift, self.block = y, float(shift), block
+        self.y, self.block = y, block
+        self.shift = _val.check_float(shift, "shift", min=0)
         if not np.all(np.isfinite(K)):
             raise NotPositiveDefiniteError(f"{block} contains NaN or infinite entries")
         n = len(K)
@@ -97,7 +100,7 @@ class KernelRegression:
         self.R = np.zeros((0, n))
         self.alpha = self.solve(y)
 
-    def _bordered(self, R, y) -> "KernelRegression":
+    def _bordered(self, R, y) -> KernelRegression:
         new = object.__new__(KernelRegression)
         new.y, new.shift, new.block, new.L, new.R = y, self.shift, self.block, self.L, R
         new.alpha = new.solve(y)
@@ -143,7 +146,7 @@ class KernelRegression:
                              f"has {len(self.y)} training points")
         return K_x @ self.alpha
 
-    def append(self, k_new, k_self, y_new) -> "KernelRegression":
+    def append(self, k_new, k_self, y_new) -> KernelRegression:
         """A new regression with m more training points, in O(n^2 m + m^3) time and
         O(n m) new memory (this regression is left as it is).
 

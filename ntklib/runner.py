@@ -9,10 +9,18 @@ each notebook's ``fig_dir`` parameter says (default ``figures/<notebook>/``).
     python -m ntklib.runner                       # all notebooks, defaults
     python -m ntklib.runner --smoke 03 05         # a quick run of two of them
     python -m ntklib.runner --params params/cifar10.yaml
+
+Parameters are checked before anything runs, against each notebook's own
+parameters cell: a name no selected notebook has is refused with the closest
+valid names (exit status 2), and so is a value of the wrong type (the default's)
+or out of range (:data:`ntklib.pipeline.PARAMETER_RULES`). A ``--params`` file may
+hold parameters of several notebooks (one YAML for every notebook): each notebook
+receives its own, and a name that no notebook has is refused.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -32,6 +40,112 @@ def notebook_sources(selection=()):
             raise SystemExit(f"no notebook matches {missing}; have {[p.stem for p in paths]}")
         return chosen
     return paths
+
+
+class ParameterError(ValueError):
+    """A parameter given to the runner that a notebook does not have, or a bad value."""
+
+
+def notebook_parameters(path: Path) -> dict:
+    """{name: default} of the parameters cell (``# %% tags=["parameters"]``) of a notebook source.
+
+    Defaults are Python literals (``ast.literal_eval``); the cell runs no code."""
+    text = Path(path).read_text()
+    marker = '# %% tags=["parameters"]'
+    if marker not in text:
+        raise ParameterError(f"{path}: no parameters cell ({marker})")
+    cell = text.split(marker, 1)[1].split("\n# %%", 1)[0]
+    out = {}
+    for node in ast.parse(cell).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None
+    return out
+
+
+def _type_ok(value, default) -> bool:
+    """Does ``value`` have the kind of the notebook's default (None defaults accept anything)?"""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _kind(default) -> str:
+    return {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a dict (mapping)"}.get(type(default), type(default).__name__)
+
+
+def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
+    """Check parameters for the selected notebooks before anything runs.
+
+    ``params`` (from ``-p`` and ``--smoke``) must each belong to at least one selected
+    notebook; ``shared`` (a ``--params`` file) to at least one notebook of the repository.
+    Values must have the type of the notebook's default and pass
+    :func:`ntklib.pipeline.check_params`. Returns {notebook stem: the parameters it gets}.
+    Raises :class:`ParameterError` naming the parameter, the notebook and the closest names."""
+    from . import pipeline
+    from .validation import closest
+
+    shared = dict(shared or {})
+    every = {p.stem: notebook_parameters(p) for p in notebook_sources()}
+    selected = {p.stem: every[p.stem] for p in paths}
+    names_sel = sorted({n for d in selected.values() for n in d})
+    names_all = sorted({n for d in every.values() for n in d})
+    for key in params:
+        if key not in names_sel:
+            owners = [s for s, d in every.items() if key in d]
+            where = (f"it is a parameter of {', '.join(owners)}, which {'is' if len(owners) == 1 else 'are'} not "
+                     "selected" if owners else "no notebook has it")
+            near = closest(key, names_sel)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise ParameterError(f"unknown parameter {key!r} for {', '.join(selected)}: {where}{hint}. "
+                                 f"Valid names: {', '.join(names_sel)}")
+    for key in shared:
+        if key not in names_all:
+            near = closest(key, names_all)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise ParameterError(f"unknown parameter {key!r} in the --params file: no notebook has it{hint}")
+    plan = {}
+    for stem, defaults in selected.items():
+        given = {k: v for k, v in {**shared, **params}.items() if k in defaults}
+        for k, v in given.items():
+            if not _type_ok(v, defaults[k]):
+                raise ParameterError(f"parameter {k}={v!r} for {stem} is invalid: must be {_kind(defaults[k])} "
+                                     f"(the default is {defaults[k]!r})")
+        try:
+            pipeline.check_params(**{**defaults, **given})
+        except (TypeError, ValueError) as e:
+            raise ParameterError(f"{stem}: {e}") from None
+        plan[stem] = given
+    return plan
+
+
+def unsynced_pairs(paths=None) -> list[str]:
+    """Notebook pairs whose ``.py`` source and ``.ipynb`` disagree in their cells (type, source,
+    tags), or whose ``.ipynb`` is missing: one line each (``make notebooks`` syncs them)."""
+    import jupytext
+
+    def cells(nb):
+        return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+    out = []
+    for src in paths or notebook_sources():
+        ipynb = src.with_suffix(".ipynb")
+        if not ipynb.exists():
+            out.append(f"{ipynb.name} is missing")
+        elif cells(jupytext.read(src)) != cells(jupytext.read(ipynb)):
+            out.append(f"{src.name} and {ipynb.name} differ")
+    return out
 
 
 def source_notebook(path: Path, out_dir: Path) -> Path:
@@ -79,15 +193,41 @@ def main(argv=None):
                     help="write per-notebook wall times (JSON) here; '{platform}' is replaced by cpu/gpu")
     ap.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
                     help="override one parameter (YAML value), e.g. -p seed=1")
+    ap.add_argument("--check-pairs", action="store_true",
+                    help="only check that every .py source and its .ipynb agree (exit 1 if not)")
     args = ap.parse_args(argv)
+    if args.check_pairs:
+        bad = unsynced_pairs()
+        for line in bad:
+            print(f"unsynced: {line}; run `make notebooks` (jupytext --sync)", file=sys.stderr)
+        return 1 if bad else 0
     import yaml
 
-    params = {}
+    params, shared = {}, {}
     if args.params:
-        params.update(yaml.safe_load(Path(args.params).read_text()) or {})
+        path = Path(args.params)
+        if not path.is_file():
+            print(f"error: --params {path}: no such file", file=sys.stderr)
+            return 2
+        try:
+            shared = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            print(f"error: --params {path} is not valid YAML: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(shared, dict):
+            print(f"error: --params {path} must hold a mapping of parameter names to values, "
+                  f"got {type(shared).__name__}", file=sys.stderr)
+            return 2
     for kv in args.p:
-        k, _, v = kv.partition("=")
-        params[k] = yaml.safe_load(v)
+        k, eq, v = kv.partition("=")
+        if not eq or not k.strip():
+            print(f"error: -p {kv!r}: write -p NAME=VALUE (a YAML value), e.g. -p seed=1", file=sys.stderr)
+            return 2
+        try:
+            params[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            print(f"error: -p {kv!r}: the value is not valid YAML ({e})", file=sys.stderr)
+            return 2
     if args.smoke:
         params["smoke"] = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -96,21 +236,26 @@ def main(argv=None):
     if not paths:
         print("no notebooks to run")
         return 0
+    try:
+        plan = check_parameters(paths, params, shared)
+    except ParameterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     total = time.time()
     seconds, profile = {}, {}
     for i, path in enumerate(paths, 1):
         t0 = time.time()
         print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
-        out, prof = run(path, params, Path(args.out))
+        out, prof = run(path, plan[path.stem], Path(args.out))
         seconds[path.stem] = round(time.time() - t0, 1)
         profile[path.stem] = dict(prof, rest=round(seconds[path.stem] - sum(prof.values()), 1))
         split = ", ".join(f"{k} {v:.0f} s" for k, v in profile[path.stem].items() if v >= 0.5)
         print(f"[{i}/{len(paths)}] {path.stem} done in {seconds[path.stem]:.0f} s ({split}) -> {out}", flush=True)
     wall = time.time() - total
-    where = params.get("fig_dir", "figures/")
+    where = {**shared, **params}.get("fig_dir", "figures/")
     print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")
     if args.timings:
-        _write_timings(args.timings, seconds, wall, params, profile)
+        _write_timings(args.timings, seconds, wall, {**shared, **params}, profile)
     return 0
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from . import cache as _cache
 from . import models as _models
 from . import profiling as _profiling
+from . import validation as _val
 from ._precision import precision
 from ._xla import check as _check_xla
 
@@ -70,12 +71,20 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.lr <= 0 or self.steps < 1:
-            raise ValueError("lr must be positive and steps at least 1")
-        if self.target_residual is not None and self.target_residual <= 0:
-            raise ValueError(f"target_residual must be positive or None, got {self.target_residual}")
+        _val.check_choice(self.optimizer, "TrainConfig.optimizer", ("sgd", "adam"))
+        self.lr = _val.check_lr(self.lr, "TrainConfig.lr")
+        self.momentum = _val.check_float(self.momentum, "TrainConfig.momentum", min=0, max=1, include_max=False,
+                                      hint="0 is plain SGD, 0.9 the usual heavy ball")
+        self.batch_size = _val.check_int(self.batch_size, "TrainConfig.batch_size", min=1, allow_none=True,
+                                      hint="None trains full batch")
+        self.steps = _val.check_steps(self.steps, "TrainConfig.steps")
+        self.target_loss = _val.check_float(self.target_loss, "TrainConfig.target_loss", min=0,
+                                         hint="training stops once the loss is below it (0: never early)")
+        self.target_residual = _val.check_float(self.target_residual, "TrainConfig.target_residual", min=0,
+                                             include_min=False, allow_none=True, hint="None switches it off")
+        self.eval_every = _val.check_steps(self.eval_every, "TrainConfig.eval_every")
+        self.seed = _val.check_seed(self.seed, "TrainConfig.seed")
+        _val.check_choice(self.dtype, "TrainConfig.dtype", ("float32", "float64"))
 
 
 @dataclass
@@ -141,18 +150,29 @@ class _BatchOrder:
 
 
 def _check_data(X, y, who="X"):
-    X = np.asarray(X)
-    y = np.asarray(y, dtype=np.float64)
-    if X.ndim < 2 or len(X) == 0:
-        raise ValueError(f"{who}: need a non-empty batch of images (n, ...), got shape {X.shape}")
-    if y.shape != (len(X),):
-        raise ValueError(f"{who}: X has {len(X)} rows but y has shape {y.shape}; give one label per image")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{who}: the images hold NaN or infinite values ({int(np.sum(~np.isfinite(X)))} "
-                         "entries); fix the data (e.g. poisons from a failed optimization) before training")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{who}: the labels hold NaN or infinite values")
+    """Training data: a non-empty finite batch (n, ...) and n finite real labels (any real
+    targets: the squared loss does not need +/-1)."""
+    X = _val.check_array(X, f"{who} (images)", min_ndim=2)
+    y = _val.check_labels(y, f"{who} (labels)", len(X), values=None)
     return X, y
+
+
+def _check_fits(arch, X, params, who="X"):
+    """The network accepts images of X's shape (and ``params``, if given, are its parameters
+    for them): traced with shapes only, no computation."""
+    shape = tuple(X.shape[1:])
+    try:
+        if params is None:
+            jax.eval_shape(lambda: arch.init(0, (1,) + shape))
+        else:
+            _val.check_params_tree(params, "params")
+            jax.eval_shape(arch.apply_fn, params, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
+    except (TypeError, ValueError) as e:
+        if "is invalid" in str(e):
+            raise
+        what = "these parameters" if params is not None else "this architecture"
+        raise ValueError(f"{who}: images of shape {shape} do not fit {what} ({arch.describe()}): "
+                         f"{str(e).splitlines()[0][:200]}. Check the image shape, or the parameters' network") from None
 
 
 def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
@@ -166,8 +186,10 @@ def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: 
     version). Raises ``FloatingPointError`` if the loss diverges.
     Cost per step: one forward and backward pass over the batch.
     """
-    cfg = config or TrainConfig()
+    _val.check_architecture(arch)
+    cfg = _val.check_config(config)
     X, y = _check_data(X, y)
+    _check_fits(arch, X, params)
     _check_xla()
     with precision(cfg.dtype), _profiling.section("victim training"):
         return _train(arch, X, y, cfg, params, progress, desc)
@@ -206,7 +228,7 @@ def _train(arch, X, y, cfg, params, progress, desc):
             params, opt_state = step(params, opt_state, Xj, yj, None if order.full else order.next())
         t += k
         loss, acc, max_res = (float(v) for v in full_eval(params, Xj, yj))
-        for name, v in zip(("step", "loss", "acc", "max_residual"), (t, loss, acc, max_res)):
+        for name, v in zip(("step", "loss", "acc", "max_residual"), (t, loss, acc, max_res), strict=True):
             hist[name].append(v)
         bar.update(k)
         bar.set_postfix(loss=f"{loss:.2e}", acc=f"{acc:.3f}")
@@ -240,7 +262,7 @@ def _footprint(arch, input_shape, dtype):
     """(parameter bytes, activation bytes per example, has convolutions) of one network."""
     p = jax.eval_shape(lambda: arch.init(0, input_shape))
     itemsize = jnp.dtype(dtype).itemsize
-    n_params = sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(p))
+    n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(p))
     x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.dtype(dtype))
     jaxpr = jax.make_jaxpr(arch.apply_fn)(p, x)
     act = conv = 0
@@ -344,7 +366,7 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
                 tx, vstep, veval = _victim_programs(
                     arch, cfg0, not _BatchOrder(len(joined[0].X), cfg0.batch_size, 0).full, batched=slots * nd > 1)
             for j in joined:
-                q = jax.tree_util.tree_map(lambda a: np.asarray(a, cfg0.dtype),
+                q = jax.tree_util.tree_map(lambda a, dt=cfg0.dtype: np.asarray(a, dt),
                                            j.params if j.params is not None else arch.init(j.cfg.seed, j.X.shape))
                 ps_host.append((q, tx.init(q)))
                 live.append(dict(job=j, order=_BatchOrder(len(j.X), j.cfg.batch_size, j.cfg.seed), start=t,
@@ -369,7 +391,7 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
             ps_host = []
         ee = live[0]["job"].cfg.eval_every
         own = [t - r["start"] for r in live]  # steps taken by each victim
-        t_next = min(min((o // ee + 1) * ee, r["job"].cfg.steps) - o for o, r in zip(own, live))
+        t_next = min(min((o // ee + 1) * ee, r["job"].cfg.steps) - o for o, r in zip(own, live, strict=True))
         for _ in range(t_next):
             idx = put(np.stack([r["order"].next() for r in live] + [np.zeros(bs, int)] * pad)) if minibatch else None
             p, s = vstep(p, s, Xs, ys, w, active, idx)
@@ -383,7 +405,8 @@ def _run_worker(arch, queue, slots, devices, nmax, report):
             if steps_i % ee and steps_i != cfg.steps:
                 continue  # not one of this victim's evaluation points
             h = r["hist"]
-            for name, v in zip(("step", "loss", "acc", "max_residual"), (steps_i, loss[i], acc[i], max_res[i])):
+            vals = (steps_i, loss[i], acc[i], max_res[i])
+            for name, v in zip(("step", "loss", "acc", "max_residual"), vals, strict=True):
                 h[name].append(int(v) if name == "step" else float(v))
             diverged = not np.isfinite(loss[i])
             converged = not diverged and _met(cfg, loss[i], max_res[i])
@@ -434,7 +457,7 @@ def _to_cache(job, r):
     leaves = jax.tree_util.tree_leaves(r.params)
     meta = dict(n_leaves=len(leaves), final_loss=r.final_loss, steps=r.steps, converged=r.converged)
     _cache.save("victims", job.key, dict(meta=np.array(json.dumps(meta)),
-                                         **{f"leaf_{i}": l for i, l in enumerate(leaves)},
+                                         **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)},
                                          **{f"hist_{k}": np.asarray(v) for k, v in r.history.items()}))
 
 
@@ -468,10 +491,16 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     marked ``diverged`` (with a warning naming it) while the others finish.
     Cost: the sum of the victims' steps, each one forward and backward pass.
     """
+    _val.check_architecture(arch)
+    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+        raise TypeError("train_many: data must be a list of (X, y) pairs, one per victim; got one (X, y) pair "
+                        "(wrap it as [(X, y)])")
     data = list(data)
     if not data:
         raise ValueError("train_many needs at least one victim; data is empty")
-    _check_xla()
+    _val.check_int(chunk, "chunk", min=1, allow_none=True, hint="victims per compiled program")
+    _val.check_int(workers, "workers", min=1, allow_none=True, hint="concurrent worker threads")
+    _val.check_int(memory, "memory", min=1, hint="bytes per chunk of victims")
     V = len(data)
     cfgs = list(configs) if isinstance(configs, (list, tuple)) else [configs or TrainConfig()] * V
     inits = list(params) if params is not None else [None] * V
@@ -479,20 +508,21 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
         raise ValueError(f"{V} victims but {len(cfgs)} configs and {len(inits)} initial parameters; "
                          "give one per victim (or one config for all)")
     jobs = []
-    for i, ((X, y), c, p) in enumerate(zip(data, cfgs, inits)):
-        if not isinstance(c, TrainConfig):
-            raise TypeError(f"victim {i}: config must be a TrainConfig, got {type(c).__name__}")
-        X, y = _check_data(X, y, f"victim {i}")
+    for i, (pair, c, p) in enumerate(zip(data, cfgs, inits, strict=True)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"train_many: victim {i}'s data must be an (X, y) pair, got {_val.describe(pair)}")
+        _val.check_config(c, f"configs[{i}]")
+        X, y = _check_data(*pair, f"victim {i}")
         if X.shape[1:] != np.shape(data[0][0])[1:]:
             raise ValueError(f"victim {i}: images of shape {X.shape[1:]}, but victim 0 has "
                              f"{np.shape(data[0][0])[1:]}; all victims of one architecture need one image shape")
         jobs.append(_Job(i, X, y, c, p))
-    if chunk is not None and chunk < 1:
-        raise ValueError(f"chunk={chunk} must be at least 1 victim per program")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers={workers} must be at least 1")
-    results: list = [None] * V
     shape = jobs[0].X.shape[1:]
+    for j in jobs:  # shapes only: a network that does not take these images fails here, not mid-training
+        if j.index == 0 or j.params is not None:
+            _check_fits(arch, j.X, j.params, f"victim {j.index}")
+    _check_xla()
+    results: list = [None] * V
     if cache and _cache.directory() is not None:
         treedef = jax.tree_util.tree_structure(jax.eval_shape(lambda: arch.init(0, (1,) + shape)))
         for j in jobs:
@@ -527,22 +557,23 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
             # every run, and results are deterministic for the seeds.
             queues = [gjobs[k::n_workers] for k in range(n_workers)]
 
-            def work(k):
-                with precision(gjobs[0].cfg.dtype):
-                    return _run_worker(arch, queues[k], slots, devices, nmax, report)
+            def work(queue, dtype=gjobs[0].cfg.dtype, slots=slots, nmax=nmax):
+                with precision(dtype):
+                    return _run_worker(arch, queue, slots, devices, nmax, report)
 
             if n_workers == 1:
-                finished.update(work(0))
+                finished.update(work(queues[0]))
             else:
                 with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                    for part in pool.map(work, range(n_workers)):
+                    for part in pool.map(work, queues):
                         finished.update(part)
     bar.close()
     for j in todo:
         r = results[j.index] = finished[j.index]
         if r.diverged:
             warnings.warn(f"victim {j.index} (seed {j.cfg.seed}) diverged at step {r.steps} "
-                          f"(loss {r.final_loss}); its parameters are not usable. Lower lr (now {j.cfg.lr}).")
+                          f"(loss {r.final_loss}); its parameters are not usable. Lower lr (now {j.cfg.lr}).",
+                          stacklevel=2)
         elif j.key is not None:
             _to_cache(j, r)
     return results
@@ -550,9 +581,12 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
 
 def predict(arch, params, x, batch: int = 1024) -> np.ndarray:
     """Network outputs f(x) (n,) as float64, evaluated in batches."""
+    _val.check_architecture(arch)
+    x = _val.check_array(x, "x", min_ndim=2)
+    batch = _val.check_int(batch, "batch", min=1)
+    _check_fits(arch, x, params, "x")
     _check_xla()
     fn = arch._cache.setdefault("predict", jax.jit(arch.predict))
-    x = np.asarray(x)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     with precision(dtype):
         outs = [np.asarray(fn(params, jnp.asarray(x[i:i + batch], dtype))) for i in range(0, len(x), batch)]
@@ -564,7 +598,7 @@ def param_distance(a, b=None) -> float:
     la = jax.tree_util.tree_leaves(a)
     lb = [None] * len(la) if b is None else jax.tree_util.tree_leaves(b)
     return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) - (0 if y is None else np.asarray(y, np.float64))) ** 2)
-                             for x, y in zip(la, lb))))
+                             for x, y in zip(la, lb, strict=True))))
 
 
 def residuals(arch, params, x, y) -> np.ndarray:
@@ -574,11 +608,13 @@ def residuals(arch, params, x, y) -> np.ndarray:
 
 def save_params(path, arch, params, extra: dict | None = None) -> Path:
     """Save parameters as ``.npz`` (leaves ``leaf_0..``) with the architecture spec as JSON."""
-    path = Path(path)
+    path = _val.check_path(path, "path", writable=True)
+    _val.check_architecture(arch)
+    _val.check_params_tree(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree_util.tree_leaves(params)
     meta = json.dumps({"architecture": arch.spec, "n_leaves": len(leaves), **(extra or {})})
-    np.savez(path, __meta__=np.array(meta), **{f"leaf_{i}": np.asarray(l) for i, l in enumerate(leaves)})
+    np.savez(path, __meta__=np.array(meta), **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
     return path
 
 
@@ -587,14 +623,20 @@ def load_params(path, input_shape):
 
     ``input_shape`` (H, W, C) rebuilds the parameter tree structure.
     """
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-        leaves = [z[f"leaf_{i}"] for i in range(meta["n_leaves"])]
-    arch = _models.build(meta["architecture"])
+    path = _val.check_path(path, "path", must_exist=True)
+    input_shape = tuple(_val.check_int_list(input_shape, "input_shape", min=1))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            leaves = [z[f"leaf_{i}"] for i in range(meta["n_leaves"])]
+        arch = _models.build(meta["architecture"])
+    except Exception as e:
+        raise _val.file_error(path, "network parameters saved by ntklib.train.save_params", e,
+                              "The file is damaged or was not written by save_params; save the network again") from e
     template = arch.init(0, input_shape)
     treedef = jax.tree_util.tree_structure(template)
-    shapes = [np.shape(l) for l in jax.tree_util.tree_leaves(template)]
-    if shapes != [l.shape for l in leaves]:
+    shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(template)]
+    if shapes != [leaf.shape for leaf in leaves]:
         raise ValueError(f"{path}: saved parameter shapes do not match {arch.describe()} on "
                          f"inputs {tuple(input_shape)}")
-    return arch, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(l) for l in leaves])
+    return arch, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])

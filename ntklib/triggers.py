@@ -15,10 +15,12 @@ user triggers. Cost: O(n H W C).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
+
+from . import validation as _val
 
 __all__ = [
     "Trigger", "periodic", "patch", "from_pattern", "custom", "make_trigger",
@@ -27,12 +29,29 @@ __all__ = [
 
 
 def _check_batch(x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(
-            f"triggers act on image batches of shape (n, H, W, C); got shape {x.shape}. "
-            "Add a batch axis with x[None] for a single image.")
-    return x
+    """Triggers act on image batches (n, H, W, C) in [0, 1] (an empty batch stays empty)."""
+    return _val.check_images(x, "x (images to trigger)", allow_empty=True)
+
+
+def _periodic_params(amplitude, periods, orientation):
+    amplitude = _val.check_float(amplitude, "amplitude", min=0, max=1, include_min=False,
+                                 hint="the periodic trigger adds amplitude * sin(...) to pixels in [0, 1] "
+                                      "(reference: 6/255 on CIFAR-10)")
+    periods = _val.check_float(periods, "periods", min=0, include_min=False)
+    _val.check_choice(orientation, "orientation", ("horizontal", "vertical"))
+    return amplitude, periods
+
+
+def _patch_params(size, location, seed):
+    size = _val.check_int(size, "size", min=1, hint="the patch is size x size pixels")
+    seed = _val.check_seed(seed)
+    if isinstance(location, str):
+        _val.check_choice(location, "location", ("random",))
+    else:
+        loc = _val.check_int_list(location, "location", min=0, hint="the (row, col) of the patch's top-left corner")
+        if len(loc) != 2:
+            raise ValueError(f"location={location!r} is invalid: must be 'random' or a (row, col) pair")
+    return size, seed
 
 
 def periodic(x, amplitude: float = 6 / 255, periods: float = 8, orientation: str = "horizontal"):
@@ -43,9 +62,8 @@ def periodic(x, amplitude: float = 6 / 255, periods: float = 8, orientation: str
     column); ``"vertical"`` varies along the height. This is the reference
     x + A sin(linspace(0, 16 pi, W)) with ``periods=8``.
     """
+    amplitude, periods = _periodic_params(amplitude, periods, orientation)
     x = _check_batch(x)
-    if orientation not in ("horizontal", "vertical"):
-        raise ValueError(f"orientation must be 'horizontal' or 'vertical', got {orientation!r}")
     axis_len = x.shape[2] if orientation == "horizontal" else x.shape[1]
     wave = amplitude * np.sin(np.linspace(0.0, 2 * np.pi * periods, axis_len))
     wave = wave[None, None, :, None] if orientation == "horizontal" else wave[None, :, None, None]
@@ -65,14 +83,13 @@ def patch(x, size: int = 3, location="random", seed: int = 0):
     ``seed``) or a fixed ``(row, col)`` of the patch's top-left corner. In every
     channel, pixels under +1 become 1 and pixels under -1 become 0.
     """
+    size, seed = _patch_params(size, location, seed)
     x = _check_batch(x)
     n, H, W, _ = x.shape
     if not (1 <= size <= min(H, W)):
         raise ValueError(f"patch size must be in [1, {min(H, W)}] for {H}x{W} images, got {size}")
     board = checkerboard(size)[:, :, None]
     if isinstance(location, str):
-        if location != "random":
-            raise ValueError(f"location must be 'random' or a (row, col) pair, got {location!r}")
         rng = np.random.default_rng(seed)
         rows = rng.integers(0, H - size + 1, size=n)
         cols = rng.integers(0, W - size + 1, size=n)
@@ -95,7 +112,8 @@ def from_pattern(x, pattern, mask):
     takes values in [0, 1] (1 = trigger pixel).
     """
     x = _check_batch(x)
-    pattern, mask = np.asarray(pattern, dtype=float), np.asarray(mask, dtype=float)
+    pattern = _val.check_array(pattern, "pattern", dtype=float)
+    mask = _val.check_array(mask, "mask", dtype=float)
     for arr in (pattern, mask):
         try:
             ok = np.broadcast_shapes(arr.shape, x.shape[1:]) == x.shape[1:]
@@ -146,16 +164,24 @@ def make_trigger(name: str, **kwargs) -> Trigger:
 
     Names: ``periodic``, ``patch``, and ``pattern`` (needs ``pattern`` and ``mask``).
     """
+    _val.check_choice(name, "name", sorted(TRIGGERS) + ["pattern"])
     if name == "pattern":
-        pattern, mask = kwargs.pop("pattern"), kwargs.pop("mask")
+        _val.check_keys(kwargs, ("pattern", "mask"), "parameter(s) of the pattern trigger")
+        if set(kwargs) != {"pattern", "mask"}:
+            raise ValueError("the pattern trigger needs both pattern= and mask= (arrays that broadcast to one image)")
+        pattern, mask = (_val.check_array(kwargs[k], k, dtype=float) for k in ("pattern", "mask"))
+        for k, a in (("pattern", pattern), ("mask", mask)):
+            if np.any((a < 0) | (a > 1)):
+                raise ValueError(f"{k} has values outside [0, 1] (min {a.min():.3g}, max {a.max():.3g}); "
+                                 "a pattern is an image and a mask a blending weight, both in [0, 1]")
         return Trigger(lambda x: from_pattern(x, pattern, mask), {"name": "pattern"})
-    if name not in TRIGGERS:
-        raise ValueError(f"unknown trigger {name!r}; choose one of {sorted(TRIGGERS) + ['pattern']} "
-                         "or wrap your own function with ntklib.triggers.custom(fn)")
     fn = TRIGGERS[name]
     allowed = set(inspect.signature(fn).parameters) - {"x"}
-    unknown = set(kwargs) - allowed
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for the {name} trigger; "
-                         f"it takes {sorted(allowed)}")
+    _val.check_keys(kwargs, allowed, f"parameter(s) of the {name} trigger")
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k != "x"}
+    args = {**defaults, **kwargs}
+    if name == "periodic":  # checked now, not at the first call
+        _periodic_params(args["amplitude"], args["periods"], args["orientation"])
+    else:
+        _patch_params(args["size"], args["location"], args["seed"])
     return Trigger(lambda x: fn(x, **kwargs), {"name": name, **kwargs})

@@ -46,7 +46,7 @@ def test_task_sizes():
 
 
 def test_task_errors():
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match=r"dataset='mnist' is invalid: must be one of \['digits', 'cifar10'\]"):
         data.make_task("mnist")
     with pytest.raises(ValueError, match="unknown digits class"):
         data.make_task("digits", source=11)
@@ -56,7 +56,7 @@ def test_task_errors():
         data.make_task("digits", n_train_per_class=10_000)
     with pytest.raises(ValueError, match="n_pool"):
         data.make_task("digits", n_pool=10_000)
-    with pytest.raises(ValueError, match="unknown trigger"):
+    with pytest.raises(ValueError, match=r"name='sparkle' is invalid: must be one of \['periodic', 'patch'\]"):
         data.make_task("digits", trigger="sparkle")
     bad = triggers.custom(lambda b: b[:, :, :4])
     with pytest.raises(ValueError, match="keep the image shape"):

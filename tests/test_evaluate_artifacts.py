@@ -23,7 +23,10 @@ def test_efficiency_ratio_logic():
     assert (r["ntba_budget"], r["sampling_budget"], r["ratio"], r["lower_bound"]) == (2, 20, 10.0, False)
     r = evaluate.efficiency_ratio(df[df.budget < 20])
     assert r["ratio"] == 2.5 and r["lower_bound"]  # sampling never reached 90%: ratio >= 5 / 2
-    assert evaluate.efficiency_ratio(df, level=1.01)["ratio"] is None
+    r = evaluate.efficiency_ratio(df[df.method == "sampling"].assign(method="ntba"), level=0.95)
+    assert r["ratio"] is None and r["ntba_budget"] is None  # NTBA never reaches the level
+    with pytest.raises(ValueError, match=r"level=1.01 is invalid: must be > 0 and <= 1"):
+        evaluate.efficiency_ratio(df, level=1.01)
 
 
 def test_sweep_table_and_transfer_residuals(setup, tmp_path):

@@ -4,9 +4,9 @@ import pytest
 from ntklib import regression as R
 
 
-def _rbf(A, B, l=1.0):
+def _rbf(A, B, scale=1.0):
     d2 = ((A[:, None, :] - B[None, :, :]) ** 2).sum(-1)
-    return np.exp(-d2 / (2 * l * l))
+    return np.exp(-d2 / (2 * scale * scale))
 
 
 @pytest.mark.parametrize("ridge,jitter", [(0.0, 1e-8), (0.1, 1e-6), (0.0, 0.0)])
@@ -73,5 +73,5 @@ def test_shape_errors():
     reg = R.fit(np.eye(3), np.ones(3))
     with pytest.raises(ValueError, match="3 training points"):
         reg.predict(np.ones((2, 4)))
-    with pytest.raises(ValueError, match="ridge and jitter"):
+    with pytest.raises(ValueError, match=r"ridge=-1 is invalid: must be >= 0"):
         R.fit(np.eye(3), np.ones(3), ridge=-1)

@@ -59,7 +59,7 @@ def test_make_trigger():
 def test_errors():
     with pytest.raises(ValueError, match="keep the image shape"):
         triggers.custom(lambda b: b[:, :4])(np.zeros((1, 8, 8, 1)))
-    with pytest.raises(ValueError, match="unknown trigger"):
+    with pytest.raises(ValueError, match=r"name='sparkle' is invalid: must be one of \['patch', 'periodic'"):
         triggers.make_trigger("sparkle")
     with pytest.raises(ValueError, match="unknown parameter"):
         triggers.make_trigger("periodic", amplitud=0.1)
