@@ -82,9 +82,14 @@ class KernelRegression:
             raise ValueError(f"{block}: expected a square (n, n) matrix and n labels, got "
                              f"{K.shape} and {y.shape}")
         self.y, self.block = y, block
-        self.shift = _val.check_float(shift, "shift", min=0)
         if not np.all(np.isfinite(K)):
             raise NotPositiveDefiniteError(f"{block} contains NaN or infinite entries")
+        if len(K) and np.min(np.diag(K)) < 0:
+            raise NotPositiveDefiniteError(
+                f"{block} has negative diagonal entries (smallest {np.min(np.diag(K)):.3g}): k(x, x) >= 0 for any "
+                "kernel, so this is not a kernel matrix. Increase the ridge only if it is one up to rounding; "
+                "otherwise check how it was computed")
+        self.shift = _val.check_float(shift, "shift", min=0)
         n = len(K)
         A = np.array(K, dtype=np.float64, order="F")  # the one working copy, factorized in place
         A[np.diag_indices(n)] += self.shift

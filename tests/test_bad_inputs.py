@@ -1,0 +1,363 @@
+"""Bad inputs and faults, as a new user makes them: each gets the right exception and a
+message that names what was wrong (and, where it helps, what to do), before any expensive
+work. One table per module; the runner's refusals at the end."""
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from ntklib import artifacts, attack, data, evaluate, kernels, models, pipeline, regression, runner, train, triggers
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    task = data.make_task("digits", source=7, target=1, n_train_per_class=12, n_eval_per_class=5,
+                          n_test_per_class=5, seed=0)
+    k = kernels.rbf(2.0, dtype="float64")
+    problem = attack.BackdoorProblem.from_task(task, k)
+    arch = models.plain_mlp(8)
+    params = arch.init(0, task.X_d.shape[1:])
+    X, y = task.X_d, task.y_d
+    nan = X.copy()
+    nan[0, 0, 0, 0] = np.nan
+    (tmp / "garbage.npz").write_bytes(b"this is not a zip file")
+    np.savez(tmp / "nan_poisons.npz", X_p=np.full((2, 8, 8, 1), np.nan), indices=np.array([0, 1]))
+    (tmp / "nan_poisons.json").write_text(json.dumps({"params": {}, "n_poisons": 2, "image_shape": [8, 8, 1]}))
+    np.savez(tmp / "lonely.npz", X_p=task.X_cand[:2], indices=np.array([0, 1]))
+    np.savez(tmp / "badjson.npz", X_p=task.X_cand[:2], indices=np.array([0, 1]))
+    (tmp / "badjson.json").write_text("{not json")
+    np.savez(tmp / "mismatch.npz", X_p=task.X_cand[:3], indices=np.array([0, 1, 2]))
+    (tmp / "mismatch.json").write_text(json.dumps({"params": {}, "n_poisons": 2, "image_shape": [8, 8, 1]}))
+    return dict(task=task, k=k, problem=problem, arch=arch, params=params, X=X, y=y, nan=nan, tmp=tmp,
+                X_p=task.X_cand[:2], df=_table())
+
+
+def _table():
+    import pandas as pd
+
+    return pd.DataFrame([dict(method=m, budget=b, seed=0, net_asr=a)
+                         for m, b, a in [("ntba", 1, 0.5), ("ntba", 2, 0.95), ("sampling", 2, 0.3)]])
+
+
+def _nan(a):
+    a = np.array(a, dtype=float)
+    a.flat[0] = np.nan
+    return a
+
+
+# (id, call(env), exception type, phrase of the message)
+CASES = [
+    # ------------------------------------------------------------------ data
+    ("task-unknown-dataset", lambda e: data.make_task("mnist"), ValueError, "dataset='mnist' is invalid"),
+    ("task-same-classes", lambda e: data.make_task(source=7, target=7), ValueError, "must differ"),
+    ("task-class-out-of-range", lambda e: data.make_task(source=12), ValueError, "classes are the integers 0-9"),
+    ("task-negative-seed", lambda e: data.make_task(seed=-1), ValueError, "seed=-1 is invalid: must be >= 0"),
+    ("task-zero-size", lambda e: data.make_task(n_train_per_class=0), ValueError,
+     "n_train_per_class=0 is invalid: must be >= 1"),
+    ("task-fractional-size", lambda e: data.make_task(n_train_per_class=2.5), TypeError, "must be an integer"),
+    ("task-too-large", lambda e: data.make_task(n_train_per_class=10_000), ValueError, "images are available"),
+    ("task-pool-too-large", lambda e: data.make_task(n_pool=10_000), ValueError, "choose n_pool between"),
+    ("task-no-eval-size", lambda e: data.make_task(n_eval_per_class=None), ValueError, "n_eval_per_class=None"),
+    ("task-trigger-object", lambda e: data.make_task(trigger=42), TypeError, "trigger must be a name"),
+    ("task-missing-data-dir", lambda e: data.make_task(data_dir="/no/such/folder"), FileNotFoundError,
+     "data_dir='/no/such/folder': no such file"),
+    ("dataset-unknown", lambda e: data.load_dataset("cifar100"), ValueError, "name='cifar100' is invalid"),
+    ("dataset-no-classes", lambda e: data.load_dataset("digits", classes=[]), ValueError, "classes=[] is invalid"),
+    ("trigger-amplitude-on-patch", lambda e: data.default_trigger("digits", "patch", amplitude=0.1), ValueError,
+     "only the periodic trigger has an amplitude"),
+    ("trigger-amplitude-too-large", lambda e: data.default_trigger("digits", amplitude=5), ValueError,
+     "amplitude=5 is invalid: must be > 0 and <= 1"),
+    ("cifar-not-found", lambda e: data.find_cifar10(e["tmp"]), FileNotFoundError, "CIFAR-10 not found"),
+    # ------------------------------------------------------------------ triggers
+    ("periodic-amplitude-5", lambda e: triggers.make_trigger("periodic", amplitude=5.0), ValueError,
+     "amplitude=5.0 is invalid: must be > 0 and <= 1"),
+    ("periodic-typo", lambda e: triggers.make_trigger("periodic", amplitud=0.1), ValueError,
+     "did you mean 'amplitude'"),
+    ("periodic-zero-periods", lambda e: triggers.make_trigger("periodic", periods=0), ValueError,
+     "periods=0 is invalid: must be > 0"),
+    ("periodic-orientation", lambda e: triggers.periodic(e["X"], orientation="diagonal"), ValueError,
+     "orientation='diagonal' is invalid"),
+    ("patch-size-zero", lambda e: triggers.make_trigger("patch", size=0), ValueError, "size=0 is invalid"),
+    ("patch-location-one-number", lambda e: triggers.make_trigger("patch", location=(1,)), ValueError,
+     "a (row, col) pair"),
+    ("patch-too-big", lambda e: triggers.patch(e["X"], size=9), ValueError, "patch size must be in [1, 8]"),
+    ("trigger-unknown", lambda e: triggers.make_trigger("sparkle"), ValueError, "name='sparkle' is invalid"),
+    ("pattern-no-mask", lambda e: triggers.make_trigger("pattern", pattern=np.ones((8, 8, 1))), ValueError,
+     "needs both pattern= and mask="),
+    ("pattern-out-of-box", lambda e: triggers.make_trigger("pattern", pattern=2 * np.ones((8, 8, 1)),
+                                                           mask=np.ones((8, 8, 1))), ValueError,
+     "pattern has values outside [0, 1]"),
+    ("trigger-single-image", lambda e: triggers.periodic(e["X"][0]), ValueError, "add a batch axis with x[None]"),
+    ("trigger-8bit-images", lambda e: triggers.periodic(e["X"] * 255), ValueError, "divide 8-bit images by 255"),
+    ("trigger-nan-images", lambda e: triggers.periodic(e["nan"]), ValueError, "1 NaN or infinite pixels"),
+    ("trigger-changes-shape", lambda e: triggers.custom(lambda b: b[:, :4])(e["X"]), ValueError,
+     "a trigger must keep the image shape"),
+    # ------------------------------------------------------------------ models
+    ("mlp-width-zero", lambda e: models.mlp(width=0), ValueError, "width=0 is invalid: must be >= 1"),
+    ("mlp-width-float", lambda e: models.plain_mlp(width=2.5), TypeError, "width=2.5 is invalid: must be an integer"),
+    ("mlp-activation", lambda e: models.plain_mlp(activation="tanh"), ValueError, "activation='tanh' is invalid"),
+    ("mlp-negative-b-std", lambda e: models.plain_mlp(b_std=-1), ValueError, "b_std=-1 is invalid"),
+    ("cnn-readout", lambda e: models.cnn(readout="max"), ValueError, "readout='max' is invalid"),
+    ("wrn-depth", lambda e: models.wide_resnet(depth=12), ValueError, "6 n + 4"),
+    ("build-typo", lambda e: models.build({"name": "mlp", "widht": 8}), ValueError, "did you mean 'width'"),
+    ("build-number", lambda e: models.build(42), TypeError, "must be an architecture name or a dict"),
+    ("init-negative-seed", lambda e: e["arch"].init(-1, (8, 8, 1)), ValueError, "seed=-1 is invalid"),
+    ("init-shape-int", lambda e: e["arch"].init(0, 8), TypeError, "must be a shape tuple"),
+    # ------------------------------------------------------------------ train
+    ("config-negative-lr", lambda e: train.TrainConfig(lr=-0.1), ValueError, "TrainConfig.lr=-0.1 is invalid"),
+    ("config-zero-steps", lambda e: train.TrainConfig(steps=0), ValueError, "TrainConfig.steps=0 is invalid"),
+    ("config-optimizer", lambda e: train.TrainConfig(optimizer="lbfgs"), ValueError,
+     "TrainConfig.optimizer='lbfgs' is invalid"),
+    ("config-momentum", lambda e: train.TrainConfig(momentum=1.5), ValueError, "TrainConfig.momentum=1.5"),
+    ("config-batch-zero", lambda e: train.TrainConfig(batch_size=0), ValueError, "TrainConfig.batch_size=0"),
+    ("config-dtype", lambda e: train.TrainConfig(dtype="float16"), ValueError, "TrainConfig.dtype='float16'"),
+    ("config-residual-zero", lambda e: train.TrainConfig(target_residual=0), ValueError,
+     "None switches it off"),
+    ("config-steps-string", lambda e: train.TrainConfig(steps="100"), TypeError, "must be an integer"),
+    ("train-label-count", lambda e: train.train(e["arch"], e["X"], e["y"][:-1], progress=False), ValueError,
+     "labels for 24 images"),
+    ("train-nan-images", lambda e: train.train(e["arch"], e["nan"], e["y"], progress=False), ValueError,
+     "NaN or infinite entries"),
+    ("train-empty", lambda e: train.train(e["arch"], e["X"][:0], e["y"][:0], progress=False), ValueError, "is empty"),
+    ("train-config-dict", lambda e: train.train(e["arch"], e["X"], e["y"], {"lr": 1.0}, progress=False), TypeError,
+     "use TrainConfig(**that_dict)"),
+    ("train-arch-name", lambda e: train.train("mlp", e["X"], e["y"], progress=False), TypeError,
+     "must be an ntklib.models.Architecture"),
+    ("train-params-other-shape", lambda e: train.train(e["arch"], e["X"][:, :4], e["y"], params=e["params"],
+                                                       progress=False), ValueError, "do not fit these parameters"),
+    ("train-many-one-pair", lambda e: train.train_many(e["arch"], (e["X"], e["y"]), progress=False), TypeError,
+     "wrap it as [(X, y)]"),
+    ("train-many-workers", lambda e: train.train_many(e["arch"], [(e["X"], e["y"])], workers=0, progress=False),
+     ValueError, "workers=0 is invalid"),
+    ("predict-other-shape", lambda e: train.predict(e["arch"], e["params"], e["X"][:, :4]), ValueError,
+     "do not fit these parameters"),
+    ("predict-batch-zero", lambda e: train.predict(e["arch"], e["params"], e["X"], batch=0), ValueError,
+     "batch=0 is invalid"),
+    ("predict-nan-params", lambda e: train.predict(e["arch"], [(_nan(w), b) for w, b in e["params"]], e["X"]),
+     ValueError, "a diverged network cannot be used"),
+    ("load-params-garbage", lambda e: train.load_params(e["tmp"] / "garbage.npz", (8, 8, 1)), ValueError,
+     "garbage.npz: cannot read this file as network parameters"),
+    ("load-params-missing", lambda e: train.load_params(e["tmp"] / "none.npz", (8, 8, 1)), FileNotFoundError,
+     "none.npz"),
+    # ------------------------------------------------------------------ kernels
+    ("kernel-negative-tile", lambda e: kernels.rbf(tile=-3), ValueError, "tile[0]=-3 is invalid: must be >= 1"),
+    ("kernel-dtype", lambda e: kernels.rbf(dtype="float16"), ValueError, "dtype='float16' is invalid"),
+    ("kernel-lengthscale", lambda e: kernels.rbf(0.0), ValueError, "lengthscale=0.0 is invalid"),
+    ("kernel-empty-batch", lambda e: e["k"](e["X"][:0]), ValueError, "x1=an array of shape (0, 8, 8, 1)"),
+    ("kernel-shapes-differ", lambda e: e["k"](e["X"], e["X"][:, :4]), ValueError, "same image shape"),
+    ("kernel-nan", lambda e: e["k"](e["nan"]), ValueError, "NaN or infinite entries"),
+    ("kernel-vjp-cotangent", lambda e: e["k"].vjp(e["X"][:3], e["X"], np.ones((3, 2))), ValueError,
+     "must have shape (3, 24)"),
+    ("kernel-no-infinite", lambda e: kernels.infinite_ntk(models.plain_mlp()), ValueError, "no infinite-width kernel"),
+    ("kernel-kind", lambda e: kernels.make_kernel("magic"), ValueError, "kind='magic' is invalid"),
+    ("kernel-empirical-no-params", lambda e: kernels.make_kernel("empirical", e["arch"]), ValueError,
+     "needs network parameters"),
+    ("kernel-apply-not-callable", lambda e: kernels.empirical_ntk("mlp", e["params"]), TypeError,
+     "pass arch.apply_fn"),
+    ("kernel-memory-zero", lambda e: kernels.user_kernel(lambda a, b: a @ b.T, memory=0), ValueError,
+     "memory=0 is invalid"),
+    # ------------------------------------------------------------------ regression
+    ("fit-not-square", lambda e: regression.fit(np.ones((3, 4)), np.ones(3)), ValueError, "square (n, n)"),
+    ("fit-negative-ridge", lambda e: regression.fit(np.eye(3), np.ones(3), ridge=-1), ValueError, "ridge=-1"),
+    ("fit-nan", lambda e: regression.fit(_nan(np.eye(3)), np.ones(3)), regression.NotPositiveDefiniteError,
+     "NaN or infinite entries"),
+    ("fit-indefinite", lambda e: regression.fit(-np.eye(3), np.ones(3)), regression.NotPositiveDefiniteError,
+     "Increase the ridge"),
+    ("fit-label-count", lambda e: regression.fit(np.eye(3), np.ones(2)), ValueError, "square (n, n) matrix and n"),
+    # ------------------------------------------------------------------ attack
+    ("problem-kernel-string", lambda e: attack.BackdoorProblem.from_task(e["task"], "ntk"), TypeError,
+     "ntklib.kernels.user_kernel"),
+    ("problem-zero-labels", lambda e: attack.BackdoorProblem(e["k"], e["X"], 0 * e["y"], e["task"].X_t,
+                                                             e["task"].y_t, e["task"].X_a), ValueError,
+     "labels must be in [-1.0, 1.0]"),
+    ("problem-empty-t", lambda e: attack.BackdoorProblem(e["k"], e["X"], e["y"], e["X"][:0], e["y"][:0],
+                                                         e["task"].X_a), ValueError, "evaluation set t is empty"),
+    ("problem-no-weights", lambda e: attack.BackdoorProblem.from_task(e["task"], e["k"], w_clean=0, w_attack=0),
+     ValueError, "both 0"),
+    ("problem-attack-shape", lambda e: attack.BackdoorProblem(e["k"], e["X"], e["y"], e["task"].X_t, e["task"].y_t,
+                                                              e["task"].X_a[:, :4]), ValueError,
+     "expected (8, 8, 1)"),
+    ("greedy-empty-pool", lambda e: attack.greedy_init(e["problem"], e["task"].X_cand[:0], 1, progress=False),
+     ValueError, "empty pool"),
+    ("greedy-budget-over-pool", lambda e: attack.greedy_init(e["problem"], e["task"].X_cand, 1000, progress=False),
+     ValueError, "budget=1000 is invalid: must be >= 1 and <= 12"),
+    ("greedy-budget-zero", lambda e: attack.greedy_init(e["problem"], e["task"].X_cand, 0, progress=False),
+     ValueError, "budget=0 is invalid"),
+    ("optimize-method", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], method="sgd"), ValueError,
+     "method='sgd' is invalid"),
+    ("optimize-adam-negative-lr", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], "adam", lr=-1),
+     ValueError, "lr=-1 is invalid: must be > 0"),
+    ("optimize-lbfgs-memory-zero", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], memory=0), ValueError,
+     "memory=0 is invalid"),
+    ("optimize-negative-steps", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], steps=-1), ValueError,
+     "steps=-1 is invalid"),
+    ("optimize-nan-poisons", lambda e: attack.optimize_poisons(e["problem"], _nan(e["X_p"])), ValueError,
+     "NaN or infinite pixels"),
+    ("optimize-no-poisons", lambda e: attack.optimize_poisons(e["problem"], e["X_p"][:0]), ValueError,
+     "X_p0 is empty"),
+    ("optimize-damaged-checkpoint", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], steps=1,
+                                                                       checkpoint=e["tmp"] / "garbage.npz",
+                                                                       progress=False),
+     attack.CheckpointReadError, "pass resume=False to start afresh"),
+    ("optimize-checkpoint-suffix", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], checkpoint="c.txt"),
+     ValueError, "must end in .npz"),
+    ("sampling-over-pool", lambda e: attack.sampling_baseline(5, 6), ValueError, "budget=6 is invalid"),
+    ("loss-out-of-box", lambda e: e["problem"].loss(2 * e["X_p"]), ValueError, "pixels outside [0, 1]"),
+    ("score-method", lambda e: attack.score_candidates(e["problem"], e["task"].X_cand, method="magic"), ValueError,
+     "method='magic' is invalid"),
+    # ------------------------------------------------------------------ evaluate
+    ("transfer-poison-shape", lambda e: evaluate.transfer(e["task"], e["arch"], e["X_p"][:, :4]), ValueError,
+     "expected (8, 8, 1)"),
+    ("transfer-poison-box", lambda e: evaluate.transfer(e["task"], e["arch"], 3 * e["X_p"]), ValueError,
+     "pixels outside [0, 1]"),
+    ("transfer-poison-nan", lambda e: evaluate.transfer(e["task"], e["arch"], _nan(e["X_p"])), ValueError,
+     "NaN or infinite pixels"),
+    ("transfer-no-seeds", lambda e: evaluate.transfer(e["task"], e["arch"], e["X_p"], seeds=[]), ValueError,
+     "seeds=[] is invalid: is empty"),
+    ("transfer-task-dict", lambda e: evaluate.transfer({"X_d": 1}, e["arch"], e["X_p"]), TypeError,
+     "must be an ntklib.data.BackdoorTask"),
+    ("ntba-budget-over-pool", lambda e: evaluate.ntba_poisons(e["problem"], e["task"].X_cand, [1, 1000]), ValueError,
+     "budgets[1]=1000 is invalid"),
+    ("sweep-method", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], methods=("magic",)), ValueError,
+     "methods[0]='magic' is invalid"),
+    ("ratio-level", lambda e: evaluate.efficiency_ratio(e["df"], level=1.5), ValueError, "level=1.5 is invalid"),
+    ("ratio-metric", lambda e: evaluate.efficiency_ratio(e["df"], metric="nope"), ValueError,
+     "no column(s) ['nope']"),
+    # ------------------------------------------------------------------ artifacts
+    ("save-nan-poisons", lambda e: artifacts.save_poisons(e["tmp"] / "p", _nan(e["X_p"]), {}), ValueError,
+     "NaN or infinite pixels"),
+    ("save-params-not-dict", lambda e: artifacts.save_poisons(e["tmp"] / "p", e["X_p"], "budget 2"), TypeError,
+     "must be a dict of the parameters"),
+    ("load-poisons-missing", lambda e: artifacts.load_poisons(e["tmp"] / "nothing"), FileNotFoundError,
+     "no poisons at"),
+    ("load-poisons-garbage", lambda e: artifacts.load_poisons(e["tmp"] / "garbage"), ValueError,
+     "garbage.npz: cannot read this file as poisons"),
+    ("load-poisons-nan", lambda e: artifacts.load_poisons(e["tmp"] / "nan_poisons"), ValueError,
+     "are not valid images"),
+    ("load-poisons-no-json", lambda e: artifacts.load_poisons(e["tmp"] / "lonely"), FileNotFoundError,
+     "has no provenance file"),
+    ("load-poisons-bad-json", lambda e: artifacts.load_poisons(e["tmp"] / "badjson"), ValueError,
+     "badjson.json: cannot read this file as the provenance"),
+    ("load-poisons-mismatch", lambda e: artifacts.load_poisons(e["tmp"] / "mismatch"), ValueError,
+     "do not belong together"),
+    # ------------------------------------------------------------------ pipeline
+    ("params-kernel", lambda e: pipeline.check_params(kernel="magic"), ValueError, "kernel='magic' is invalid"),
+    ("params-zero-budget", lambda e: pipeline.check_params(budgets=[1, 0]), ValueError, "budgets[1]=0 is invalid"),
+    ("params-zero-lr", lambda e: pipeline.check_params(lr=0), ValueError, "lr=0 is invalid: must be > 0"),
+    ("params-task-kw-typo", lambda e: pipeline.check_params(task_kw={"n_train": 3}), ValueError,
+     "did you mean 'n_train_per_class'"),
+    ("params-variant-typo", lambda e: pipeline.check_params(victim_variants=[{"label": "x", "lrr": 1}]), ValueError,
+     "did you mean 'lr'"),
+    ("params-smoke-string", lambda e: pipeline.check_params(smoke="yes"), TypeError, "must be True or False"),
+    ("prepare-width-zero", lambda e: pipeline.prepare(width=0, smoke=True), ValueError, "width=0 is invalid"),
+    ("prepare-kernel-dtype", lambda e: pipeline.prepare(kernel_dtype="half", smoke=True), ValueError,
+     "kernel_dtype='half' is invalid"),
+    ("design-not-experiment", lambda e: pipeline.design_poisons("exp", [1]), TypeError,
+     "must be the Experiment of pipeline.prepare"),
+]
+
+
+@pytest.mark.parametrize("call,exc,phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_with_a_clear_message(env, call, exc, phrase):
+    with pytest.raises(exc) as info:
+        call(env)
+    assert phrase in str(info.value), f"message {str(info.value)!r} lacks {phrase!r}"
+
+
+RUNNER_CASES = [
+    ("unknown", ["--smoke", "-p", "nosuchparam=1", "04"], "unknown parameter 'nosuchparam'"),
+    ("typo", ["--smoke", "-p", "bugdet=3", "04"], "did you mean budget"),
+    ("other-notebook", ["--smoke", "-p", "widths=[16]", "04"], "it is a parameter of 01_ntk_background"),
+    ("wrong-type", ["--smoke", "-p", "budget=two", "04"], "budget='two' for 04_poison_optimization is invalid"),
+    ("float-for-int", ["--smoke", "-p", "opt_steps=2.5", "04"], "must be an integer"),
+    ("out-of-range", ["--smoke", "-p", "lr=-1", "04"], "lr=-1 is invalid: must be > 0"),
+    ("bad-choice", ["--smoke", "-p", "kernel=magic", "02"], "kernel='magic' is invalid"),
+    ("no-equals", ["-p", "seed", "04"], "write -p NAME=VALUE"),
+    ("params-file-missing", ["--params", "no/such.yaml", "04"], "no such file"),
+]
+
+
+@pytest.mark.parametrize("argv,phrase", [c[1:] for c in RUNNER_CASES], ids=[c[0] for c in RUNNER_CASES])
+def test_runner_refuses_bad_parameters_before_running(argv, phrase, capsys, tmp_path):
+    assert runner.main(argv + ["--out", str(tmp_path)]) == 2
+    assert phrase in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing may run before the parameters are checked"
+
+
+def test_runner_params_file_must_be_a_mapping_of_known_names(tmp_path, capsys):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    assert runner.main(["--params", str(tmp_path / "list.yaml"), "04"]) == 2
+    assert "must hold a mapping" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").write_text("sed: 1\n")
+    assert runner.main(["--params", str(tmp_path / "typo.yaml"), "04"]) == 2
+    assert "no notebook has it; did you mean seed" in capsys.readouterr().err
+
+
+def test_runner_gives_each_notebook_its_own_parameters():
+    """A --params file serves every notebook; -p names must belong to a selected one."""
+    srcs = runner.notebook_sources(["01", "04"])
+    plan = runner.check_parameters(srcs, {"seed": 3}, {"widths": [16], "budget": 1})
+    assert plan["01_ntk_background"] == {"widths": [16], "seed": 3}
+    assert plan["04_poison_optimization"] == {"budget": 1, "seed": 3}
+
+
+def test_damaged_cifar_archive_is_named_and_leaves_nothing_behind(tmp_path):
+    """A corrupted archive is blamed (not the folder), nothing is extracted, and a second
+    attempt says the same (no half-extracted folder that looks complete)."""
+    src = tmp_path / "src" / data.CIFAR10_FOLDER
+    src.mkdir(parents=True)
+    for name in data.CIFAR10_MD5:
+        (src / name).write_bytes(b"not the real batch")
+    archive = tmp_path / data.CIFAR10_ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname=data.CIFAR10_FOLDER)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"the CIFAR-10 archive .* is damaged.*Nothing was extracted"):
+            data.find_cifar10(tmp_path)
+        assert not (tmp_path / data.CIFAR10_FOLDER).exists()
+        assert not (tmp_path / (data.CIFAR10_FOLDER + ".partial")).exists()
+
+
+def test_damaged_checkpoint_is_left_in_place(env, tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    ckpt.write_bytes(b"\x00" * 100)
+    with pytest.raises(attack.CheckpointReadError, match="It was left as it is"):
+        attack.optimize_poisons(env["problem"], env["X_p"], steps=1, checkpoint=ckpt, progress=False)
+    assert ckpt.read_bytes() == b"\x00" * 100
+    r = attack.optimize_poisons(env["problem"], env["X_p"], steps=2, checkpoint=ckpt, resume=False, progress=False,
+                                checkpoint_every=1)
+    assert r.steps == 2 and ckpt.stat().st_size > 100  # resume=False restarts and overwrites it
+
+
+def test_failed_lbfgs_is_not_reported_as_converged(env, monkeypatch):
+    """scipy's status 2 (e.g. a failed line search) is a stop with scipy's message, never converged=True."""
+    from scipy import optimize
+
+    real = optimize.minimize
+
+    def failing(*a, **kw):
+        r = real(*a, **dict(kw, options=dict(kw["options"], maxiter=1)))
+        r.status, r.message, r.success = 2, "ABNORMAL_TERMINATION_IN_LNSRCH", False
+        return r
+
+    monkeypatch.setattr(attack._sopt, "minimize", failing)
+    with pytest.warns(UserWarning, match="ABNORMAL_TERMINATION_IN_LNSRCH"):
+        r = attack.optimize_poisons(env["problem"], env["X_p"], steps=10, checkpoint_every=5, progress=False)
+    assert not r.converged and "ABNORMAL" in r.message and r.steps == 1
+
+
+def test_validation_happens_before_expensive_work(env, monkeypatch):
+    """A bad budget is refused before the kernel is evaluated on the pool."""
+    calls = []
+    monkeypatch.setattr(env["problem"], "candidate_blocks", lambda X: calls.append(1))
+    with pytest.raises(ValueError):
+        attack.greedy_init(env["problem"], env["task"].X_cand, 1000, progress=False)
+    assert not calls
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) + len(RUNNER_CASES) >= 40
+    modules = {c[0].split("-")[0] for c in CASES}
+    assert len(modules) >= 15
