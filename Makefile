@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/greedy.py
 	$(PY) bench/scale.py
 	$(PY) bench/train.py
+	$(PY) bench/validation.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
@@ -48,6 +49,7 @@ bench-quick: $(STAMP)
 	$(PY) bench/greedy.py --quick
 	$(PY) bench/scale.py --quick
 	$(PY) bench/train.py --quick
+	$(PY) bench/validation.py --quick
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

@@ -435,8 +435,10 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     else:
         memory = _val.check_int(memory, "memory", min=1, hint="L-BFGS-B's number of correction pairs (the "
                                 "reference uses 100)")
+    resume = _val.check_bool(resume, "resume")
     if checkpoint is not None:
         checkpoint = _val.check_path(checkpoint, "checkpoint", suffixes=(".npz",), writable=True)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)  # now, not after the first segment's work
     X_p0 = problem._check_poisons(X_p0).astype(np.float64)
     if len(X_p0) == 0:
         raise ValueError("no poisons to optimize (X_p0 is empty)")

@@ -96,8 +96,13 @@ def save(kind: str, k: str, arrays: dict) -> Path | None:
     path = _path(kind, k)
     if path is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{name: np.asarray(v) for name, v in arrays.items()})
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **{name: np.asarray(v) for name, v in arrays.items()})
+        os.replace(tmp, path)
+    except OSError as e:  # the cache only saves time: a folder that cannot be written never costs the result
+        warnings.warn(f"ntklib cache: cannot write {path} ({e}); results are not cached. Point NTKLIB_CACHE_DIR at a "
+                      "writable folder, or set NTKLIB_CACHE_DIR=off", stacklevel=2)
+        return None
     return path

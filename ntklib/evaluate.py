@@ -55,6 +55,16 @@ def _check_task(task):
     return task
 
 
+def _check_table(df):
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df={_val.describe(df)} is invalid: must be the DataFrame of sweep()")
+    missing = [c for c in ("method", "budget") if c not in df.columns]
+    if missing:
+        raise ValueError(f"the table has no column(s) {missing}: pass the DataFrame of sweep() (columns method, "
+                         f"budget, seed and metrics); got columns {list(df.columns)}")
+    return df
+
+
 def _check_seeds(seeds) -> list[int]:
     return _val.check_int_list(seeds, "seeds", min=0, hint="one victim is trained per seed")
 
@@ -143,6 +153,9 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
     _val.check_choice(opt_method, "opt_method", ("lbfgsb", "adam"))
     train_config = _val.check_config(train_config) if network else train_config
+    if csv_path is not None:  # checked now: the table is written after all the training
+        csv_path = _val.check_path(csv_path, "csv_path", suffixes=(".csv",), writable=True)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
 
     def fit(bs, name):
         bs = _val.check_int_list(bs, name, min=1)
@@ -182,6 +195,7 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation per method and budget of every metric column."""
+    _check_table(df)
     metrics = [c for c in df.columns if c not in ("method", "budget", "seed") and
                pd.api.types.is_numeric_dtype(df[c])]
     g = df.groupby(["method", "budget"])[metrics]
@@ -197,8 +211,7 @@ def efficiency_ratio(df: pd.DataFrame, metric: str = "net_asr", level: float = 0
     lower bound computed with the largest budget swept (``lower_bound=True``); if
     NTBA never does, the ratio is None.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df={_val.describe(df)} is invalid: must be the DataFrame of sweep()")
+    _check_table(df)
     level = _val.check_fraction(level, "level")
     missing = [c for c in ("method", "budget", metric) if c not in df.columns]
     if missing:

@@ -249,7 +249,11 @@ class Kernel:
             b = self._put(self._pad(x2[j0:j1], c), rows=False)
             for i0, i1 in self._tiles(n1, r):
                 a = self._put(self._pad(x1[i0:i1], r), rows=True)
-                out[i0:i1, j0:j1] = np.asarray(self._fwd(a, b, *self.args))[: i1 - i0, : j1 - j0]
+                block = np.asarray(self._fwd(a, b, *self.args))
+                if block.shape != (r, c):
+                    raise ValueError(f"kernel {self.name}: pair(x1, x2) returned shape {block.shape} for inputs of "
+                                     f"{r} and {c} rows; it must return the (n1, n2) matrix of k(x1_i, x2_j)")
+                out[i0:i1, j0:j1] = block[: i1 - i0, : j1 - j0]
 
     @_profiling.profiled("kernel evaluation")
     def vjp(self, x1, x2=None, cot=None, cot_self=None) -> np.ndarray:

@@ -94,9 +94,10 @@ def _default_w_std(activation):
     return float(np.sqrt(2.0)) if activation == "relu" else 1.0
 
 
-def _check_sizes(width, depth, W_std, b_std, activation=None, min_depth=1):
+def _check_sizes(width, depth, W_std, b_std, activation=None, min_depth=1, width_name="width"):
     """Shared checks of the builders' arguments (raised before any layer is built)."""
-    _val.check_int(width, "width", min=1, hint="hidden units (dense) or channels (conv) per layer")
+    _val.check_int(width, width_name, min=1, hint="hidden units (dense) or channels (conv) per layer"
+                   if width_name == "width" else "the widening factor")
     _val.check_int(depth, "depth", min=min_depth)
     if activation is not None:
         _val.check_choice(activation, "activation", ("relu", "erf"))
@@ -147,7 +148,7 @@ def wide_resnet(depth: int = 34, k: int = 1, W_std: float = 1.0, b_std: float = 
     reference NTBA kernel is the empirical NTK of WRN-34. Needs (depth - 4) % 6 == 0.
     Pooled readout: its infinite kernel is for GPUs and tiny inputs only.
     """
-    _check_sizes(k, depth, W_std, b_std, min_depth=10)
+    _check_sizes(k, depth, W_std, b_std, min_depth=10, width_name="k")
     stax = _stax()
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (10, 16, ..., 34), got {depth}")

@@ -160,7 +160,7 @@ def check_params(**params) -> dict:
 def smoke_task_kw(task_kw=None) -> dict:
     """Task sizes for ``smoke=True`` runs: at most 30 training, 10 held-out and 20
     test images per class, so that any dataset runs in seconds on a CPU."""
-    kw = dict(task_kw or {})
+    kw = dict(_task_kw(task_kw or {}, "task_kw"))
     for key, cap in (("n_train_per_class", 30), ("n_eval_per_class", 10), ("n_test_per_class", 20)):
         kw[key] = min(kw.get(key) or cap, cap)
     return kw
@@ -181,6 +181,8 @@ def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _
 
 def victim_config(dataset: str = "digits", **overrides) -> _train.TrainConfig:
     """Default victim training: full-batch SGD with momentum to near-zero squared loss."""
+    _val.check_choice(dataset, "dataset", CHOICES["dataset"])
+    _val.check_keys(overrides, [f.name for f in dataclasses.fields(_train.TrainConfig)], "TrainConfig field(s)")
     base = dict(optimizer="sgd", lr=2.0, momentum=0.9, steps=4000, target_loss=1e-4, eval_every=50)
     if dataset == "cifar10":
         base.update(lr=0.5, batch_size=256, steps=6000)
@@ -320,6 +322,8 @@ def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="
     check_params(budgets=list(budgets) if isinstance(budgets, (list, tuple)) else budgets, seeds=seeds,
                  opt_steps=opt_steps, opt_method=opt_method, asr_level=asr_level,
                  **({} if sampling_budgets is None else {"sampling_budgets": sampling_budgets}))
+    for i, meth in enumerate((methods,) if isinstance(methods, str) else methods):
+        _val.check_choice(meth, f"methods[{i}]", ("ntba", "sampling"))
     if experiment is not None and not isinstance(experiment, Experiment):
         raise TypeError(f"experiment={_val.describe(experiment)} is invalid: must be the Experiment of "
                         "pipeline.prepare(...) or None")

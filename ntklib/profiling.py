@@ -1,15 +1,17 @@
 """Where the time goes: exclusive wall time per kind of work.
 
 The long steps of ntklib open a :func:`section` of one of :data:`CATEGORIES`
-(victim training, kernel evaluation, greedy, optimization). Sections nest and
+(victim training, kernel evaluation, greedy, optimization; and validation, the
+checks of :mod:`ntklib.validation`). Sections nest and
 time is *exclusive*: kernel evaluations inside a greedy round count as kernel
 evaluation, the rest of the round as greedy. The totals of this process are in
 :func:`totals`; when the environment variable ``NTKLIB_PROFILE`` names a file,
 they are also written there (JSON) each time an outermost section ends, so that
 a notebook kernel run by :mod:`ntklib.runner` reports them without any code in
 the notebook. Cost: two ``perf_counter`` calls per section and one small file
-write per outermost section (sections are coarse: one kernel block, one greedy
-run, one optimization, one batch of victims).
+write per outermost coarse section (one kernel block, one greedy run, one
+optimization, one batch of victims; validation sections, small and many, are
+written with the next coarse one).
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections import defaultdict
 
 __all__ = ["CATEGORIES", "section", "profiled", "totals", "reset"]
 
-CATEGORIES = ("victim training", "kernel evaluation", "greedy", "optimization")
+CATEGORIES = ("victim training", "kernel evaluation", "greedy", "optimization", "validation")
 
 _totals: dict = defaultdict(float)
 _lock = threading.Lock()
@@ -54,7 +57,7 @@ def section(category: str):
             _totals[category] += dt - frame[1]
         if stack:
             stack[-1][1] += dt
-        else:
+        elif category != "validation":
             _flush()
 
 
@@ -85,6 +88,9 @@ def _flush():
     if not path:
         return
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(totals(), f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(totals(), f)
+        os.replace(tmp, path)
+    except OSError as e:  # a profile is a report: never fail the work it measures
+        warnings.warn(f"cannot write the profile to NTKLIB_PROFILE={path} ({e})", stacklevel=2)

@@ -130,6 +130,28 @@ def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
     return plan
 
 
+def _check_outputs(out: Path, timings: str | None):
+    """The output folder and the timings file can be written (checked before hours of work)."""
+    from .validation import check_path
+
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out} is a file; executed notebooks need a folder")
+    check_path(out / "x", "--out", writable=True)
+    if timings:
+        check_path(timings.replace("{platform}", "cpu"), "--timings", writable=True)
+
+
+def _check_data(plan: dict):
+    """CIFAR-10 is at hand when a notebook will need it (else the notebook would fail inside)."""
+    if any(p.get("dataset") == "cifar10" for p in plan.values()):
+        from . import data
+
+        try:
+            data.find_cifar10()
+        except (FileNotFoundError, ValueError) as e:
+            raise ParameterError(f"dataset=cifar10: {e}") from None
+
+
 def unsynced_pairs(paths=None) -> list[str]:
     """Notebook pairs whose ``.py`` source and ``.ipynb`` disagree in their cells (type, source,
     tags), or whose ``.ipynb`` is missing: one line each (``make notebooks`` syncs them)."""
@@ -238,7 +260,9 @@ def main(argv=None):
         return 0
     try:
         plan = check_parameters(paths, params, shared)
-    except ParameterError as e:
+        _check_outputs(Path(args.out), args.timings)
+        _check_data(plan)
+    except (ParameterError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     total = time.time()

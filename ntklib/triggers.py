@@ -134,6 +134,13 @@ class Trigger:
     fn: Callable
     spec: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"fn={_val.describe(self.fn)} is invalid: a trigger wraps a function "
+                            "fn(x_batch) -> x_batch")
+        if not isinstance(self.spec, dict):
+            raise TypeError(f"spec={_val.describe(self.spec)} is invalid: must be a dict describing the trigger")
+
     def __call__(self, x):
         return apply_trigger(self.fn, x)
 
@@ -153,6 +160,8 @@ def apply_trigger(fn: Callable, x) -> np.ndarray:
 
 def custom(fn: Callable, name: str = "custom") -> Trigger:
     """Wrap a user function ``fn(x_batch) -> x_batch`` as a :class:`Trigger`."""
+    if not isinstance(name, str):
+        raise TypeError(f"name={_val.describe(name)} is invalid: must be a string (it labels the trigger)")
     return Trigger(fn, {"name": name})
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import profiling as _profiling
+
 __all__ = [
     "describe", "closest", "check_scalar", "check_int", "check_float", "check_bool", "check_seed", "check_lr",
     "check_steps", "check_fraction", "check_choice", "check_images", "check_array", "check_labels", "check_budget",
@@ -353,3 +355,10 @@ def file_error(path, what: str, error: BaseException, remedy: str) -> ValueError
     """The error for a file that exists but cannot be read as ``what``: names the file,
     the underlying problem and the remedy (raise it ``from`` the original)."""
     return ValueError(f"{path}: cannot read this file as {what} ({type(error).__name__}: {error}). {remedy}")
+
+
+# Every public validator counts its time under "validation" (ntklib.profiling), so that the
+# runner's per-notebook profile shows what the checks cost next to the work they guard.
+for _name in [n for n in __all__ if n.startswith("check_")]:
+    globals()[_name] = _profiling.profiled("validation")(globals()[_name])
+del _name

@@ -92,6 +92,7 @@ CASES = [
     ("trigger-single-image", lambda e: triggers.periodic(e["X"][0]), ValueError, "add a batch axis with x[None]"),
     ("trigger-8bit-images", lambda e: triggers.periodic(e["X"] * 255), ValueError, "divide 8-bit images by 255"),
     ("trigger-nan-images", lambda e: triggers.periodic(e["nan"]), ValueError, "1 NaN or infinite pixels"),
+    ("trigger-not-callable", lambda e: triggers.custom("sparkle"), TypeError, "a trigger wraps a function"),
     ("trigger-changes-shape", lambda e: triggers.custom(lambda b: b[:, :4])(e["X"]), ValueError,
      "a trigger must keep the image shape"),
     # ------------------------------------------------------------------ models
@@ -101,6 +102,7 @@ CASES = [
     ("mlp-negative-b-std", lambda e: models.plain_mlp(b_std=-1), ValueError, "b_std=-1 is invalid"),
     ("cnn-readout", lambda e: models.cnn(readout="max"), ValueError, "readout='max' is invalid"),
     ("wrn-depth", lambda e: models.wide_resnet(depth=12), ValueError, "6 n + 4"),
+    ("wrn-widening-zero", lambda e: models.wide_resnet(k=0), ValueError, "k=0 is invalid"),
     ("build-typo", lambda e: models.build({"name": "mlp", "widht": 8}), ValueError, "did you mean 'width'"),
     ("build-number", lambda e: models.build(42), TypeError, "must be an architecture name or a dict"),
     ("init-negative-seed", lambda e: e["arch"].init(-1, (8, 8, 1)), ValueError, "seed=-1 is invalid"),
@@ -120,6 +122,8 @@ CASES = [
      "labels for 24 images"),
     ("train-nan-images", lambda e: train.train(e["arch"], e["nan"], e["y"], progress=False), ValueError,
      "NaN or infinite entries"),
+    ("train-01-labels", lambda e: train.train(e["arch"], e["X"], (e["y"] > 0).astype(int), progress=False),
+     ValueError, "map 0/1 labels with y = 2 * y - 1"),
     ("train-empty", lambda e: train.train(e["arch"], e["X"][:0], e["y"][:0], progress=False), ValueError, "is empty"),
     ("train-config-dict", lambda e: train.train(e["arch"], e["X"], e["y"], {"lr": 1.0}, progress=False), TypeError,
      "use TrainConfig(**that_dict)"),
@@ -156,6 +160,8 @@ CASES = [
      "needs network parameters"),
     ("kernel-apply-not-callable", lambda e: kernels.empirical_ntk("mlp", e["params"]), TypeError,
      "pass arch.apply_fn"),
+    ("kernel-pair-wrong-shape", lambda e: kernels.user_kernel(lambda a, b: a.reshape(len(a), -1))(e["X"]),
+     ValueError, "it must return the (n1, n2) matrix"),
     ("kernel-memory-zero", lambda e: kernels.user_kernel(lambda a, b: a @ b.T, memory=0), ValueError,
      "memory=0 is invalid"),
     # ------------------------------------------------------------------ regression
@@ -203,6 +209,8 @@ CASES = [
      attack.CheckpointReadError, "pass resume=False to start afresh"),
     ("optimize-checkpoint-suffix", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], checkpoint="c.txt"),
      ValueError, "must end in .npz"),
+    ("optimize-resume-string", lambda e: attack.optimize_poisons(e["problem"], e["X_p"], resume="no"), TypeError,
+     "resume='no' is invalid: must be True or False"),
     ("sampling-over-pool", lambda e: attack.sampling_baseline(5, 6), ValueError, "budget=6 is invalid"),
     ("loss-out-of-box", lambda e: e["problem"].loss(2 * e["X_p"]), ValueError, "pixels outside [0, 1]"),
     ("score-method", lambda e: attack.score_candidates(e["problem"], e["task"].X_cand, method="magic"), ValueError,
@@ -222,6 +230,10 @@ CASES = [
      "budgets[1]=1000 is invalid"),
     ("sweep-method", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], methods=("magic",)), ValueError,
      "methods[0]='magic' is invalid"),
+    ("sweep-csv-suffix", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], csv_path=e["tmp"] / "t.xlsx"),
+     ValueError, "must end in .csv"),
+    ("summarize-wrong-table", lambda e: evaluate.summarize(e["df"].drop(columns="budget")), ValueError,
+     "pass the DataFrame of sweep()"),
     ("ratio-level", lambda e: evaluate.efficiency_ratio(e["df"], level=1.5), ValueError, "level=1.5 is invalid"),
     ("ratio-metric", lambda e: evaluate.efficiency_ratio(e["df"], metric="nope"), ValueError,
      "no column(s) ['nope']"),
@@ -251,6 +263,10 @@ CASES = [
     ("params-variant-typo", lambda e: pipeline.check_params(victim_variants=[{"label": "x", "lrr": 1}]), ValueError,
      "did you mean 'lr'"),
     ("params-smoke-string", lambda e: pipeline.check_params(smoke="yes"), TypeError, "must be True or False"),
+    ("victim-config-dataset", lambda e: pipeline.victim_config("cifar100"), ValueError, "dataset='cifar100'"),
+    ("victim-config-typo", lambda e: pipeline.victim_config(step=10), ValueError, "did you mean 'steps'"),
+    ("smoke-task-kw-string", lambda e: pipeline.smoke_task_kw("small"), TypeError, "task_kw='small' is invalid"),
+    ("run-method", lambda e: pipeline.run(methods=("ntba", "random")), ValueError, "methods[1]='random'"),
     ("prepare-width-zero", lambda e: pipeline.prepare(width=0, smoke=True), ValueError, "width=0 is invalid"),
     ("prepare-kernel-dtype", lambda e: pipeline.prepare(kernel_dtype="half", smoke=True), ValueError,
      "kernel_dtype='half' is invalid"),
@@ -276,12 +292,13 @@ RUNNER_CASES = [
     ("bad-choice", ["--smoke", "-p", "kernel=magic", "02"], "kernel='magic' is invalid"),
     ("no-equals", ["-p", "seed", "04"], "write -p NAME=VALUE"),
     ("params-file-missing", ["--params", "no/such.yaml", "04"], "no such file"),
+    ("out-is-a-file", ["--smoke", "04", "--out", __file__], "is a file"),
 ]
 
 
 @pytest.mark.parametrize("argv,phrase", [c[1:] for c in RUNNER_CASES], ids=[c[0] for c in RUNNER_CASES])
 def test_runner_refuses_bad_parameters_before_running(argv, phrase, capsys, tmp_path):
-    assert runner.main(argv + ["--out", str(tmp_path)]) == 2
+    assert runner.main(["--out", str(tmp_path)] + argv) == 2
     assert phrase in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "nothing may run before the parameters are checked"
 

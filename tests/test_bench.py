@@ -53,3 +53,10 @@ def test_train_benchmark_quick(tmp_path):
     res = _run("train.py", tmp_path / "t.json")
     assert all(r["old_gflops"] > 0 and r["speedup"] > 0 for r in res["rows"])
     assert res["sweep"]["same_stopping_steps"]
+
+
+@pytest.mark.slow
+def test_validation_benchmark_quick(tmp_path):
+    res = _run("validation.py", tmp_path / "v.json")
+    assert all(r["seconds"] > 0 for r in res["checks"])
+    assert 0 < res["pipeline"]["validation_s"] < res["pipeline"]["wall_s"]

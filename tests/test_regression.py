@@ -59,9 +59,11 @@ def test_predict_interpolates_and_shift():
 
 
 def test_not_positive_definite_error_names_block_and_suggests():
-    K = -np.eye(3)
+    K = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # indefinite, positive diagonal
     with pytest.raises(R.NotPositiveDefiniteError, match="K_test .*ridge.*float64"):
         R.fit(K, np.ones(3), jitter=0.0, block="K_test")
+    with pytest.raises(R.NotPositiveDefiniteError, match="K_test has negative diagonal entries"):
+        R.fit(-np.eye(3), np.ones(3), jitter=0.0, block="K_test")
     reg = R.fit(np.eye(2), np.ones(2), jitter=0.0)
     with pytest.raises(R.NotPositiveDefiniteError, match="duplicate"):
         reg.append(np.array([1.0, 0.0]), 1.0, 1.0)  # copy of point 0, no shift
