@@ -58,8 +58,10 @@ def _optional_positive_int(v, k):
 
 def _choice_list(choices):
     def check(v, k):
-        if isinstance(v, str) or not isinstance(v, (list, tuple)) or not v:
+        if isinstance(v, str) or not isinstance(v, (list, tuple)):
             raise TypeError(f"{k}={v!r} is invalid: must be a non-empty list of names from {list(choices)}")
+        if not v:
+            raise ValueError(f"{k}=[] is invalid: give at least one of {list(choices)}")
         for i, x in enumerate(v):
             _val.check_choice(x, f"{k}[{i}]", choices)
         return v
@@ -176,7 +178,7 @@ def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _
         return _models.cnn(width, depth, readout="flatten")
     if name == "wide_resnet":
         return _models.wide_resnet(depth=depth if depth >= 10 else 10, k=max(1, width // 16))
-    raise ValueError(f"unknown architecture {name!r}; choose one of {list(CHOICES['architecture'])}")
+    _val.check_choice(name, "architecture", CHOICES["architecture"])
 
 
 def victim_config(dataset: str = "digits", **overrides) -> _train.TrainConfig:

@@ -85,6 +85,13 @@ def savefig(fig, name: str, notebook: str, fig_dir="figures", data=None, pdf: bo
     ``data``: the numbers plotted, saved beside the figure (see :func:`save_numbers`).
     Returns the list of written paths.
     """
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig={fig!r:.60} is invalid: must be a matplotlib Figure (fig, ax = plt.subplots())")
+    for label, value in (("name", name), ("notebook", notebook)):
+        if not isinstance(value, str) or not value or "/" in value:
+            raise ValueError(f"{label}={value!r} is invalid: must be a non-empty file name without '/'")
     folder = figure_dir(notebook, fig_dir)
     fig.tight_layout()
     paths = [folder / f"{name}.png"]

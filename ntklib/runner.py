@@ -37,7 +37,7 @@ def notebook_sources(selection=()):
         chosen = [p for p in paths if any(p.stem.startswith(s) for s in selection)]
         missing = [s for s in selection if not any(p.stem.startswith(s) for p in paths)]
         if missing:
-            raise SystemExit(f"no notebook matches {missing}; have {[p.stem for p in paths]}")
+            raise ParameterError(f"no notebook matches {missing}; have {[p.stem for p in paths]}")
         return chosen
     return paths
 
@@ -138,7 +138,11 @@ def _check_outputs(out: Path, timings: str | None):
         raise ParameterError(f"--out {out} is a file; executed notebooks need a folder")
     check_path(out / "x", "--out", writable=True)
     if timings:
-        check_path(timings.replace("{platform}", "cpu"), "--timings", writable=True)
+        target = check_path(timings.replace("{platform}", "cpu"), "--timings", suffixes=(".json",))
+        try:  # made now, so that a path that cannot be written fails before the notebooks run
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ParameterError(f"--timings {timings}: cannot create its folder ({e})") from None
 
 
 def _check_data(plan: dict):
@@ -254,15 +258,15 @@ def main(argv=None):
         params["smoke"] = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    paths = notebook_sources(args.notebooks)
-    if not paths:
-        print("no notebooks to run")
-        return 0
     try:
+        paths = notebook_sources(args.notebooks)
+        if not paths:
+            print("no notebooks to run")
+            return 0
         plan = check_parameters(paths, params, shared)
         _check_outputs(Path(args.out), args.timings)
         _check_data(plan)
-    except (ParameterError, OSError) as e:
+    except (ParameterError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     total = time.time()
@@ -279,7 +283,11 @@ def main(argv=None):
     where = {**shared, **params}.get("fig_dir", "figures/")
     print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")
     if args.timings:
-        _write_timings(args.timings, seconds, wall, {**shared, **params}, profile)
+        try:
+            _write_timings(args.timings, seconds, wall, {**shared, **params}, profile)
+        except OSError as e:  # the notebooks' results are written; only the timings are lost
+            print(f"error: could not write the timings to {args.timings}: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

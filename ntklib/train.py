@@ -162,22 +162,34 @@ def _check_data(X, y, who="X"):
     return X, y
 
 
+def _check_same_tree(arch, params, template, shape):
+    """``params`` have the structure and shapes of ``arch``'s parameters for images of ``shape``."""
+    got, want = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)
+    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template) or len(got) != len(want):
+        raise ValueError(f"params do not have the structure of {arch.describe()} ({len(got)} arrays given, "
+                         f"{len(want)} expected); pass parameters of this architecture (arch.init or a trained one)")
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if tuple(np.shape(g)) != tuple(w.shape):
+            raise ValueError(f"params (leaf {i}) has shape {tuple(np.shape(g))}, but {arch.describe()} on images of "
+                             f"shape {shape} has {tuple(w.shape)} there: these are another network's parameters")
+
+
 def _check_fits(arch, X, params, who="X"):
     """The network accepts images of X's shape (and ``params``, if given, are its parameters
     for them): traced with shapes only, no computation."""
     shape = tuple(X.shape[1:])
+    if params is not None:
+        _val.check_params_tree(params, "params")
     try:
-        if params is None:
-            jax.eval_shape(lambda: arch.init(0, (1,) + shape))
-        else:
-            _val.check_params_tree(params, "params")
+        template = jax.eval_shape(lambda: arch.init(0, (1,) + shape))
+        if params is not None:
             jax.eval_shape(arch.apply_fn, params, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
     except (TypeError, ValueError) as e:
-        if "is invalid" in str(e):
-            raise
         what = "these parameters" if params is not None else "this architecture"
         raise ValueError(f"{who}: images of shape {shape} do not fit {what} ({arch.describe()}): "
                          f"{str(e).splitlines()[0][:200]}. Check the image shape, or the parameters' network") from None
+    if params is not None:
+        _check_same_tree(arch, params, template, shape)
 
 
 def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
@@ -613,7 +625,9 @@ def residuals(arch, params, x, y) -> np.ndarray:
 
 def save_params(path, arch, params, extra: dict | None = None) -> Path:
     """Save parameters as ``.npz`` (leaves ``leaf_0..``) with the architecture spec as JSON."""
-    path = _val.check_path(path, "path", writable=True)
+    path = _val.check_path(path, "path", suffixes=(".npz",), writable=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"path={str(path)!r} is a folder; give a file name ending in .npz")
     _val.check_architecture(arch)
     _val.check_params_tree(params)
     path.parent.mkdir(parents=True, exist_ok=True)

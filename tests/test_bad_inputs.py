@@ -137,6 +137,13 @@ CASES = [
      ValueError, "workers=0 is invalid"),
     ("predict-other-shape", lambda e: train.predict(e["arch"], e["params"], e["X"][:, :4]), ValueError,
      "do not fit these parameters"),
+    ("predict-other-network", lambda e: train.predict(e["arch"], models.plain_mlp(4).init(0, (8, 8, 1)), e["X"]),
+     ValueError, "these are another network's parameters"),
+    ("train-many-other-network", lambda e: train.train_many(e["arch"], [(e["X"], e["y"])], progress=False,
+                                                            params=[models.plain_mlp(4).init(0, (8, 8, 1))]),
+     ValueError, "these are another network's parameters"),
+    ("save-params-suffix", lambda e: train.save_params(e["tmp"] / "net.pkl", e["arch"], e["params"]), ValueError,
+     "must end in .npz"),
     ("predict-batch-zero", lambda e: train.predict(e["arch"], e["params"], e["X"], batch=0), ValueError,
      "batch=0 is invalid"),
     ("predict-nan-params", lambda e: train.predict(e["arch"], [(_nan(w), b) for w, b in e["params"]], e["X"]),
@@ -254,6 +261,8 @@ CASES = [
      "badjson.json: cannot read this file as the provenance"),
     ("load-poisons-mismatch", lambda e: artifacts.load_poisons(e["tmp"] / "mismatch"), ValueError,
      "do not belong together"),
+    ("savefig-not-a-figure", lambda e: __import__("ntklib").plotting.savefig("fig", "x", "nb", e["tmp"]), TypeError,
+     "must be a matplotlib Figure"),
     # ------------------------------------------------------------------ pipeline
     ("params-kernel", lambda e: pipeline.check_params(kernel="magic"), ValueError, "kernel='magic' is invalid"),
     ("params-zero-budget", lambda e: pipeline.check_params(budgets=[1, 0]), ValueError, "budgets[1]=0 is invalid"),
@@ -292,6 +301,8 @@ RUNNER_CASES = [
     ("bad-choice", ["--smoke", "-p", "kernel=magic", "02"], "kernel='magic' is invalid"),
     ("no-equals", ["-p", "seed", "04"], "write -p NAME=VALUE"),
     ("params-file-missing", ["--params", "no/such.yaml", "04"], "no such file"),
+    ("no-such-notebook", ["--smoke", "99"], "no notebook matches ['99']"),
+    ("timings-not-json", ["--smoke", "--timings", "t.txt", "04"], "must end in .json"),
     ("out-is-a-file", ["--smoke", "04", "--out", __file__], "is a file"),
 ]
 
