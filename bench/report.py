@@ -138,8 +138,17 @@ def speed_rows() -> list[str]:
             for p in prof.values():
                 for k, v in p.items():
                     cats[k] = cats.get(k, 0.0) + v
-            split = ", ".join(f"{k} {v:.0f} s" for k, v in cats.items())
+            split = ", ".join(f"{k} {v:.0f} s" if v >= 1 else f"{k} {v:.2f} s" for k, v in cats.items())
             out.append(f"| `make figures`: where the time goes (all notebooks) | {split} | figures_cpu.json |")
+    v = _load(ROOT / "bench/results/validation_cpu.json")
+    if v:
+        p, nbs = v["pipeline"], v.get("notebooks") or []
+        row = (f"| input checks (`ntklib.validation`) | {p['validation_s']:.2f} s of a {p['wall_s']:.0f} s "
+               f"pipeline run at notebook 05's defaults ({100 * p['validation_share']:.2f}%)")
+        if nbs:
+            worst = max(nbs, key=lambda r: r["share"])
+            row += f"; in `make figures` at most {100 * worst['share']:.2f}% of a notebook ({worst['notebook'][:2]})"
+        out.append(row + " | validation_cpu.json |")
     return out
 
 

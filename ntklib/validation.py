@@ -168,7 +168,9 @@ def check_keys(given: Iterable[str], allowed: Iterable[str], what: str):
 
 
 # ---------------------------------------------------------------------------- arrays
-def as_array(x, name):
+def as_array(x, name) -> np.ndarray:
+    """``x`` as a real numeric ndarray (no other checks); TypeError for None, strings, dicts,
+    ragged nested lists, object, complex or non-numeric arrays."""
     if x is None:
         _fail(TypeError, name, x, "must be an array, got None")
     if isinstance(x, (str, bytes, dict)):
