@@ -153,13 +153,7 @@ def _check_data(X, y, who="X"):
     """Training data: a non-empty finite batch (n, ...) and n labels in {-1, +1} (the
     accuracy and the stopping rule read sign(f) against them)."""
     X = _val.check_array(X, f"{who} (images)", min_ndim=2)
-    try:
-        y = _val.check_labels(y, f"{who} (labels)", len(X))
-    except ValueError as e:
-        if "labels must be in" in str(e):
-            raise ValueError(f"{e} (map 0/1 labels with y = 2 * y - 1)") from None
-        raise
-    return X, y
+    return X, _val.check_labels(y, f"{who} (labels)", len(X))
 
 
 def _check_same_tree(arch, params, template, shape):

@@ -249,7 +249,8 @@ def check_labels(y, name: str, n: int | None = None, *, values=(-1.0, 1.0)) -> n
     if values is not None and a.size and not np.all(np.isin(a, values)):
         bad = sorted(set(np.unique(a[~np.isin(a, values)]).tolist()))[:5]
         _fail(ValueError, name, a, f"holds labels {bad}, but labels must be in {list(values)}",
-              "the binary task labels the target class +1 and the source class -1")
+              "the binary task labels the target class +1 and the source class -1 (map 0/1 labels with "
+              "y = 2 * y - 1)")
     return a
 
 
