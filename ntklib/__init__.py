@@ -11,10 +11,12 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 - ``regression``  kernel regression and its rank-one (Schur) update
 - ``attack``      backdoor loss, greedy initialization, optimization, sampling
 - ``evaluate``    kernel-model and trained-network metrics, budget sweeps
+- ``adversarial`` training-free adversarial examples and eigen-features of the kernel predictor
 - ``artifacts``   saving and loading poisons with their provenance
 - ``plotting``    one theme, ``savefig`` and image grids
 - ``cache``       content-addressed cache of trained victims and poisons
 - ``profiling``   wall time per kind of work (victims, kernels, greedy, optimization)
+- ``validation``  the input checks every public function calls first
 
 Precision: kernels and networks compute in float32 by default (float64 on
 request, inside a scoped x64 context: ntklib never sets ``jax_enable_x64``
@@ -35,7 +37,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "triggers", "models", "train", "kernels", "regression", "attack",
-    "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling",
+    "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

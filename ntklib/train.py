@@ -187,7 +187,7 @@ def _check_fits(arch, X, params, who="X"):
 
 
 def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", perturb=None, on_eval=None) -> TrainResult:
     """Train ``arch`` on (X, y) with squared loss; y in {-1, +1}. The reference implementation.
 
     Starts from ``params`` or from a fresh initialization drawn with ``config.seed``.
@@ -196,17 +196,26 @@ def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: 
     that meets the targets. Deterministic for a seed (on one device and one JAX
     version). Raises ``FloatingPointError`` if the loss diverges.
     Cost per step: one forward and backward pass over the batch.
+
+    ``perturb``: optional JAX function ``perturb(params, x, y) -> x'`` applied to each batch
+    inside the step, before the gradient (adversarial training: an inner attack on the current
+    network, e.g. :func:`ntklib.adversarial.network_pgd`); the evaluations use the clean data.
+    ``on_eval``: optional host function ``on_eval(step, params)`` called at every evaluation
+    point (snapshots of the network along training, e.g. for its empirical NTK).
     """
     _val.check_architecture(arch)
     cfg = _val.check_config(config)
     X, y = _check_data(X, y)
     _check_fits(arch, X, params)
+    for name, fn in (("perturb", perturb), ("on_eval", on_eval)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name}={_val.describe(fn)} is invalid: must be a function or None")
     _check_xla()
     with precision(cfg.dtype), _profiling.section("victim training"):
-        return _train(arch, X, y, cfg, params, progress, desc)
+        return _train(arch, X, y, cfg, params, progress, desc, perturb, on_eval)
 
 
-def _train(arch, X, y, cfg, params, progress, desc):
+def _train(arch, X, y, cfg, params, progress, desc, perturb=None, on_eval=None):
     t_start = time.perf_counter()
     dtype = jnp.dtype(cfg.dtype)
     if params is None:
@@ -221,6 +230,8 @@ def _train(arch, X, y, cfg, params, progress, desc):
     def step(p, s, X, y, ib):
         # One call per step: on XLA:CPU, convolutions inside lax.scan run ~30x slower.
         xb, yb = (X, y) if ib is None else (X[ib], y[ib])
+        if perturb is not None:
+            xb = jax.lax.stop_gradient(perturb(p, xb, yb))
         g = jax.grad(lambda p: _squared_loss(arch, p, xb, yb))(p)
         upd, s = tx.update(g, s, p)
         return optax.apply_updates(p, upd), s
@@ -243,6 +254,8 @@ def _train(arch, X, y, cfg, params, progress, desc):
             hist[name].append(v)
         bar.update(k)
         bar.set_postfix(loss=f"{loss:.2e}", acc=f"{acc:.3f}")
+        if on_eval is not None:
+            on_eval(t, params)
         if not np.isfinite(loss):
             bar.close()
             raise FloatingPointError(f"training diverged at step {t} (loss {loss}); lower lr "

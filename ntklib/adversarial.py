@@ -1,0 +1,293 @@
+"""Adversarial examples and eigen-features from the NTK, without training
+(Tsilivis & Kempe, "What can the neural tangent kernel tell us about adversarial
+robustness?", NeurIPS 2022).
+
+The same closed form as NTBA, used the other way round: the *test* input moves, the
+training set stays. With a kernel k, training images X (n, ...) and labels y in {-1, +1}:
+
+- the kernel-regression predictor (Sec. 3), ridge lambda >= 0,
+      f(x) = K(x, X) alpha,   alpha = (K + lambda I)^-1 y;
+- the predictor after training time t of gradient flow with step ``lr`` on the squared
+  loss (the linearized network, Sec. 3),
+      f_t(x) = K(x, X) K^-1 (I - exp(-lr K t)) y = K(x, X) V diag((1 - e^{-lr mu t}) / mu) V^T y
+  with K = V diag(mu) V^T (f_t -> f as t -> infinity for lambda = 0);
+- the eigen-features (Sec. 4): f(x) = sum_i f_i(x), f_i(x) = K(x, X) v_i mu_i^-1 v_i^T y,
+  indexed from 0 by decreasing eigenvalue mu_0 >= mu_1 >= ... (the authors' order).
+
+Every predictor is :class:`KernelPredictor` ``f(x) = K(x, X) alpha``; its input gradient is
+one vector-Jacobian product through the kernel (:meth:`ntklib.kernels.Kernel.vjp` with the
+cotangent c alpha^T), for any kernel: infinite NTK, empirical NTK, user kernels.
+
+Attacks (Sec. 3, FGSM and PGD in L-infinity and L2, inside the eps-ball and the pixel box
+[0, 1]) increase the margin loss -y f(x). The authors differentiate a binary cross-entropy
+of f(x) against y; its input gradient is the margin loss's times a positive factor per
+example (sigmoid(f) - (y + 1) / 2 has the sign of -y), so the sign (L-infinity) and the
+direction (L2) of every step, and hence every adversarial image, are the same.
+Cost of one attack step on m test images: the kernel block K(x, X) (m n entries) and its VJP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import regression as _reg
+from . import validation as _val
+
+__all__ = ["KernelPredictor", "kernel_predictor", "EigenFeatures", "eigen_features", "attack", "fgsm", "pgd",
+           "accuracy", "random_sign_noise", "feature_attack_shares", "relative_kernel_change", "label_alignment",
+           "network_pgd", "NORMS"]
+
+NORMS = ("linf", "l2")
+
+
+@dataclass
+class KernelPredictor:
+    """f(x) = K(x, X) alpha: a kernel, its training images X (n, H, W, C) and weights alpha (n,)."""
+
+    kernel: object
+    X: np.ndarray
+    alpha: np.ndarray
+    spec: dict = field(default_factory=dict)
+
+    def __call__(self, x) -> np.ndarray:
+        """f(x) (m,) as float64 for test images x (m, H, W, C) of the training images' shape."""
+        x = _check_test(x, self.X)
+        return np.asarray(self.kernel(x, self.X), dtype=np.float64) @ self.alpha
+
+    def input_grad(self, x, cot) -> np.ndarray:
+        """d/dx sum_i cot_i f(x_i), shaped like x: one VJP through K(x, X) with cotangent cot alpha^T."""
+        x = _check_test(x, self.X)
+        cot = _val.check_array(cot, "cot", shape=(len(x),), dtype=np.float64)
+        return self.kernel.vjp(x, self.X, np.outer(cot, self.alpha))
+
+
+def _check_test(x, X):
+    return _val.check_images(x, "x (test images)", X.shape[1:])
+
+
+def kernel_predictor(kernel, X, y, ridge: float = 0.0, t: float | None = None, lr: float = 1.0,
+                     jitter: float = _reg.DEFAULT_JITTER) -> KernelPredictor:
+    """The kernel-regression predictor on (X, y), at infinite time (``t=None``) or after
+    training time ``t`` of gradient flow with step ``lr`` (see the module notes).
+
+    Args:
+        kernel: an :class:`ntklib.kernels.Kernel`.
+        X: training images (n, H, W, C) in [0, 1]; y: labels (n,) in {-1, +1}.
+        ridge: lambda >= 0 (t = None only); jitter: relative diagonal shift of the solve.
+        t, lr: training time >= 0 and step > 0; f_t uses K's eigendecomposition.
+    Cost: the n x n kernel, and O(n^3) for the Cholesky factor (t = None) or eigh (t given).
+    """
+    _val.check_kernel(kernel)
+    X = _val.check_images(X, "X (training images)")
+    y = _val.check_labels(y, "y", len(X))
+    ridge = _val.check_float(ridge, "ridge", min=0)
+    t = _val.check_float(t, "t", min=0, allow_none=True, hint="a training time is >= 0 (None: t = infinity)")
+    lr = _val.check_lr(lr)
+    K = np.asarray(kernel(X), dtype=np.float64)
+    K = (K + K.T) / 2
+    if t is None:
+        alpha = _reg.fit(K, y, ridge=ridge, jitter=jitter).alpha
+    else:
+        if ridge:
+            raise ValueError("ridge applies to t = None only; the finite-time predictor f_t has no ridge")
+        mu, V = np.linalg.eigh(K)
+        mu = np.maximum(mu, 0.0)
+        # (1 - exp(-lr mu t)) / mu, with its limit lr t at mu = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(mu > 1e-12 * max(mu.max(), 1e-300), -np.expm1(-lr * mu * t) / mu, lr * t)
+        alpha = V @ (g * (V.T @ y))
+    return KernelPredictor(kernel, X, alpha, dict(kind="kernel_predictor", ridge=ridge, t=t, lr=lr,
+                                                  kernel=kernel.spec))
+
+
+@dataclass
+class EigenFeatures:
+    """The predictor split along K's eigenvectors: mu (n,) decreasing, V (n, n) the
+    eigenvectors as columns, coef = V^T y / mu, so that f_i(x) = K(x, X) v_i coef_i."""
+
+    kernel: object
+    X: np.ndarray
+    y: np.ndarray
+    mu: np.ndarray
+    V: np.ndarray
+    coef: np.ndarray
+
+    def predictor(self, idx) -> KernelPredictor:
+        """The predictor of one feature (an int) or of the sum of several (a list of indices)."""
+        idx = np.atleast_1d(np.asarray(idx))
+        if idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= len(self.mu):
+            raise ValueError(f"idx={idx.tolist()} is invalid: feature indices are integers in [0, {len(self.mu) - 1}]")
+        return KernelPredictor(self.kernel, self.X, self.V[:, idx] @ self.coef[idx],
+                               dict(kind="eigen_feature", idx=idx.tolist()))
+
+    def values(self, x, k: int | None = None) -> np.ndarray:
+        """f_i(x) for the first ``k`` features (all by default): (m, k); row sums give f(x)."""
+        x = _check_test(x, self.X)
+        k = len(self.mu) if k is None else _val.check_int(k, "k", min=1, max=len(self.mu))
+        Kx = np.asarray(self.kernel(x, self.X), dtype=np.float64)
+        return (Kx @ self.V[:, :k]) * self.coef[:k]
+
+
+def eigen_features(kernel, X, y) -> EigenFeatures:
+    """Eigen-features of the ridgeless predictor (Tsilivis & Kempe 2022, Sec. 4).
+    Cost: the n x n kernel and one O(n^3) symmetric eigendecomposition."""
+    _val.check_kernel(kernel)
+    X = _val.check_images(X, "X (training images)")
+    y = _val.check_labels(y, "y", len(X))
+    K = np.asarray(kernel(X), dtype=np.float64)
+    mu, V = np.linalg.eigh((K + K.T) / 2)
+    order = np.argsort(mu)[::-1]
+    mu, V = mu[order], V[:, order]
+    if mu[-1] <= 0:
+        raise _reg.NotPositiveDefiniteError(
+            f"the kernel matrix of X has eigenvalue {mu[-1]:.3g} <= 0: the ridgeless features are undefined "
+            "(duplicate images, or a kernel computed in float32: use dtype='float64')")
+    return EigenFeatures(kernel, X, y, mu, V, (V.T @ y) / mu)
+
+
+# ---------------------------------------------------------------------------- attacks
+def _project(x, x0, eps, norm):
+    """Into the eps-ball around x0 (per image) and the box [0, 1]."""
+    d = x - x0
+    if norm == "linf":
+        d = np.clip(d, -eps, eps)
+    else:
+        n = np.sqrt(np.sum(d.reshape(len(d), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (d.ndim - 1))
+        d = d * np.minimum(1.0, eps / np.maximum(n, 1e-12))
+    return np.clip(x0 + d, 0.0, 1.0)
+
+
+def _direction(g, norm):
+    if norm == "linf":
+        return np.sign(g)
+    n = np.sqrt(np.sum(g.reshape(len(g), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (g.ndim - 1))
+    return g / np.maximum(n, 1e-12)
+
+
+def attack(predictor, X, y, eps: float, norm: str = "linf", steps: int = 1, step_size: float | None = None,
+           random_start: bool = False, seed: int = 0) -> np.ndarray:
+    """Adversarial images against a :class:`KernelPredictor` (or any object with the same
+    ``input_grad``): ``steps`` signed (L-infinity) or normalized (L2) gradient steps of size
+    ``step_size`` (default ``eps``) on the margin loss -y f(x), each followed by projection
+    onto the eps-ball around X and the box [0, 1]. ``steps=1`` with the default step is FGSM;
+    more steps are PGD (Madry et al.; with ``random_start`` from a uniform point of the ball).
+
+    Args:
+        X: images (m, H, W, C) in [0, 1] of the training images' shape; y: their labels (m,) in {-1, +1};
+        eps: the radius: L-infinity per pixel, in [0, 1]; L2 per image, at most sqrt(H W C);
+        norm: "linf" or "l2".
+    Returns the adversarial images (m, H, W, C), float64. Cost: ``steps`` kernel VJPs.
+    """
+    if not isinstance(predictor, KernelPredictor):
+        raise TypeError(f"predictor={_val.describe(predictor)} is invalid: must be a KernelPredictor "
+                        "(kernel_predictor(...) or EigenFeatures.predictor(i))")
+    _val.check_choice(norm, "norm", NORMS)
+    X0 = _check_test(X, predictor.X).astype(np.float64)
+    # L-infinity: at most 1 (the box's side); L2: at most the box's diagonal sqrt(H W C)
+    top = 1.0 if norm == "linf" else float(np.sqrt(np.prod(X0.shape[1:])))
+    eps = _val.check_float(eps, "eps", min=0, max=top,
+                           hint="eps is the radius of the perturbation in pixel units ([0, 1] images)")
+    steps = _val.check_steps(steps, "steps")
+    step_size = eps if step_size is None else _val.check_float(step_size, "step_size", min=0, include_min=False)
+    seed = _val.check_seed(seed)
+    y = _val.check_labels(y, "y", len(X0))
+    if eps == 0:
+        return X0.copy()
+    x = X0.copy()
+    if random_start:
+        rng = np.random.default_rng(seed)
+        x = _project(x + eps * _direction(rng.standard_normal(x.shape), norm) *
+                     (rng.uniform(size=x.shape) if norm == "linf" else 1.0), X0, eps, norm)
+    for _ in range(steps):
+        g = predictor.input_grad(x, -y)  # d/dx sum_i -y_i f(x_i)
+        x = _project(x + step_size * _direction(g, norm), X0, eps, norm)
+    return x
+
+
+def fgsm(predictor, X, y, eps: float, norm: str = "linf") -> np.ndarray:
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps."""
+    return attack(predictor, X, y, eps, norm, steps=1)
+
+
+def pgd(predictor, X, y, eps: float, norm: str = "linf", steps: int = 10, step_size: float = 0.01,
+        random_start: bool = False, seed: int = 0) -> np.ndarray:
+    """Projected gradient descent (Madry et al. 2018); the reference uses 10 steps of 0.01 (L-infinity)."""
+    return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size, random_start=random_start,
+                  seed=seed)
+
+
+def accuracy(f, y) -> float:
+    """Fraction of sign(f) == y (predictions f (m,), labels y (m,) in {-1, +1})."""
+    f = _val.check_array(f, "f", ndim=1)
+    y = _val.check_labels(y, "y", len(f))
+    return float(np.mean(np.sign(f) == y))
+
+
+def random_sign_noise(X, eps: float, seed: int = 0) -> np.ndarray:
+    """The baseline of the same budget: X + eps * (random signs), clipped to [0, 1]."""
+    X = _val.check_images(X, "X")
+    eps = _val.check_float(eps, "eps", min=0, max=1)
+    rng = np.random.default_rng(_val.check_seed(seed))
+    return np.clip(X + eps * rng.choice([-1.0, 1.0], size=X.shape), 0.0, 1.0)
+
+
+def feature_attack_shares(features: EigenFeatures, X, y, X_adv, k: int | None = None) -> np.ndarray:
+    """Each feature's share of what an attack did to the full predictor: the drop of the margin
+    y f(x) from X to X_adv splits exactly over the features (f = sum_i f_i), and feature i's
+    share is its part of the total drop, summed over the images: (k,), summing to the share of
+    the first k features (1 for all of them)."""
+    y = _val.check_labels(y, "y", len(_val.as_array(X, "X")))
+    drop = ((features.values(X) - features.values(X_adv)) * y[:, None]).sum(axis=0)  # (n,)
+    shares = drop / drop.sum()
+    return shares if k is None else shares[:_val.check_int(k, "k", min=1, max=len(shares))]
+
+
+# ---------------------------------------------------------------------------- kernel dynamics
+def relative_kernel_change(K_t, K_0) -> float:
+    """||K_t - K_0||_F / ||K_0||_F: how far a network's empirical NTK moved from its start."""
+    K_t = _val.check_array(K_t, "K_t", ndim=2, dtype=np.float64)
+    K_0 = _val.check_array(K_0, "K_0", shape=K_t.shape, dtype=np.float64)
+    return float(np.linalg.norm(K_t - K_0) / np.linalg.norm(K_0))
+
+
+def label_alignment(K, y, k: int) -> float:
+    """||V_k^T y||^2 / ||y||^2 for the top-k eigenvectors V_k of K: the share of the labels
+    that lies in the kernel's top-k eigenspace (1 when the labels are in it)."""
+    K = _val.check_array(K, "K", ndim=2, dtype=np.float64)
+    y = _val.check_labels(y, "y", len(K), values=None)
+    k = _val.check_int(k, "k", min=1, max=len(K))
+    mu, V = np.linalg.eigh((K + K.T) / 2)
+    Vk = V[:, np.argsort(mu)[::-1][:k]]
+    return float(np.sum((Vk.T @ y) ** 2) / np.sum(y ** 2))
+
+
+def network_pgd(arch, eps: float, steps: int = 3, step_size: float | None = None, norm: str = "linf"):
+    """A JAX function ``perturb(params, x, y) -> x_adv``: PGD on a network's margin loss
+    -y f(x; params), inside the eps-ball and [0, 1]; pass it as ``perturb`` to
+    :func:`ntklib.train.train` for adversarial training (Madry et al. 2018)."""
+    _val.check_choice(norm, "norm", NORMS)
+    eps = _val.check_float(eps, "eps", min=0, max=1)
+    steps = _val.check_steps(steps, "steps")
+    step_size = 2.5 * eps / steps if step_size is None else _val.check_float(step_size, "step_size", min=0)
+
+    def perturb(params, x, y):
+        def margin(u):
+            return -jnp.sum(y * arch.predict(params, u))
+
+        def one(u, _):
+            g = jax.grad(margin)(u)
+            if norm == "linf":
+                d = jnp.clip(u + step_size * jnp.sign(g) - x, -eps, eps)
+            else:
+                gn = jnp.sqrt(jnp.sum(g.reshape(len(g), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (g.ndim - 1))
+                d = u + step_size * g / jnp.maximum(gn, 1e-12) - x
+                dn = jnp.sqrt(jnp.sum(d.reshape(len(d), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (d.ndim - 1))
+                d = d * jnp.minimum(1.0, eps / jnp.maximum(dn, 1e-12))
+            return jnp.clip(x + d, 0.0, 1.0), None
+
+        return jax.lax.scan(one, x, None, length=steps)[0]
+
+    return perturb

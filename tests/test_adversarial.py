@@ -1,0 +1,141 @@
+"""Training-free adversarial examples and eigen-features (ntklib.adversarial)."""
+import numpy as np
+import pytest
+
+from ntklib import adversarial as A
+from ntklib import data, kernels, models, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    return data.make_task("digits", source=3, target=8, n_train_per_class=15, n_eval_per_class=2,
+                          n_test_per_class=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def infinite():
+    return kernels.infinite_ntk(models.mlp(64, depth=1, W_std=np.sqrt(2), b_std=0.1), dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def empirical():
+    arch = models.plain_mlp(16, depth=1)
+    return kernels.empirical_ntk(arch.apply_fn, arch.init(0, (8, 8, 1)), dtype="float64")
+
+
+def _fd_check(pred, x, seed=0):
+    rng = np.random.default_rng(seed)
+    c, v = rng.standard_normal(len(x)), rng.standard_normal(x.shape)
+    g = pred.input_grad(x, c)
+    h = 1e-5
+    fd = (c @ pred(x + h * v) - c @ pred(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(np.sum(g * v), fd, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["infinite", "empirical"])
+@pytest.mark.parametrize("t", [None, 3.0])
+def test_input_gradient_matches_finite_differences(task, infinite, empirical, which, t):
+    k = infinite if which == "infinite" else empirical
+    pred = A.kernel_predictor(k, task.X_d, task.y_d, t=t, lr=0.5, ridge=0.0)
+    x = np.clip(task.X_test[:3].astype(np.float64), 0.05, 0.95)  # away from ReLU kinks at 0
+    _fd_check(pred, x)
+
+
+def test_finite_time_predictor_limits(task, infinite):
+    """f_0 = 0 and f_t -> f (ridgeless) as t grows; f_t equals the explicit formula."""
+    X, y, x = task.X_d, task.y_d, task.X_test
+    f_inf = A.kernel_predictor(infinite, X, y, jitter=0.0)(x)
+    assert np.allclose(A.kernel_predictor(infinite, X, y, t=0.0)(x), 0.0)
+    np.testing.assert_allclose(A.kernel_predictor(infinite, X, y, t=1e6)(x), f_inf, rtol=1e-6, atol=1e-8)
+    K, Kx = infinite(X), infinite(x, X)
+    lr, t = 0.3, 2.0
+    from scipy.linalg import expm
+    explicit = Kx @ np.linalg.solve(K, (np.eye(len(K)) - expm(-lr * K * t)) @ y)
+    np.testing.assert_allclose(A.kernel_predictor(infinite, X, y, t=t, lr=lr)(x), explicit, rtol=1e-6, atol=1e-9)
+
+
+def test_eigen_features_sum_to_the_predictor_and_partial_sums_converge(task, infinite):
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    assert np.all(np.diff(F.mu) <= 0)
+    vals = F.values(task.X_test)
+    f = A.kernel_predictor(infinite, task.X_d, task.y_d, jitter=0.0)(task.X_test)
+    np.testing.assert_allclose(vals.sum(axis=1), f, rtol=1e-6, atol=1e-8)
+    err = [np.abs(vals[:, :k].sum(axis=1) - f).max() for k in (1, 5, 15, len(F.mu))]
+    assert err[-1] < 1e-6 * np.abs(f).max() and err[0] > err[-1]
+    np.testing.assert_allclose(F.predictor(2)(task.X_test), vals[:, 2], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(F.predictor([0, 1, 2])(task.X_test), vals[:, :3].sum(axis=1), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_pgd_stays_in_the_ball_and_the_box_and_lowers_the_margin(task, infinite, norm, eps):
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    adv = A.pgd(pred, X, y, eps, norm, steps=5, step_size=eps / 2, random_start=True)
+    d = (adv - X).reshape(len(X), -1)
+    size = np.abs(d).max(axis=1) if norm == "linf" else np.sqrt((d ** 2).sum(axis=1))
+    assert np.all(size <= eps + 1e-9) and adv.min() >= 0 and adv.max() <= 1
+    assert np.mean(y * pred(adv)) < np.mean(y * pred(X))
+
+
+def test_zero_epsilon_changes_nothing_and_fgsm_beats_random_noise(task, infinite):
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    assert np.array_equal(A.fgsm(pred, X, y, 0.0), X.astype(np.float64))
+    eps = 0.1
+    adv, noise = A.fgsm(pred, X, y, eps), A.random_sign_noise(X, eps)
+    assert np.abs(adv - X).max() <= eps + 1e-7
+    assert A.accuracy(pred(adv), y) < A.accuracy(pred(noise), y)
+
+
+def test_feature_shares_split_the_attack_exactly(task, infinite):
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d, jitter=0.0)
+    adv = A.fgsm(pred, task.X_test, task.y_test, 0.05)
+    s = A.feature_attack_shares(F, task.X_test, task.y_test, adv)
+    assert s.shape == (len(F.mu),) and abs(s.sum() - 1) < 1e-9
+    np.testing.assert_allclose(A.feature_attack_shares(F, task.X_test, task.y_test, adv, k=4), s[:4])
+
+
+def test_kernel_dynamics_measures():
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((6, 6))
+    K = B @ B.T
+    assert A.relative_kernel_change(K, K) == 0 and abs(A.relative_kernel_change(2 * K, K) - 1) < 1e-12
+    mu, V = np.linalg.eigh(K)
+    y = V[:, -1]  # the top eigenvector: fully aligned with the top-1 eigenspace
+    assert abs(A.label_alignment(K, y, 1) - 1) < 1e-12 and A.label_alignment(K, V[:, 0], 5) < 1e-12
+
+
+def test_adversarial_training_through_the_perturb_hook(task):
+    """perturb= runs inside the step (identity: same result as plain training); network_pgd stays
+    in the ball; on_eval sees every evaluation point."""
+    arch = models.plain_mlp(16, depth=1)
+    cfg = train.TrainConfig(lr=0.5, momentum=0.0, steps=20, eval_every=5, target_loss=0.0)
+    plain = train.train(arch, task.X_d, task.y_d, cfg, progress=False)
+    same = train.train(arch, task.X_d, task.y_d, cfg, progress=False, perturb=lambda p, x, y: x)
+    assert train.param_distance(plain.params, same.params) == 0
+    seen = []
+    perturb = A.network_pgd(arch, 0.1, steps=3)
+    adv = train.train(arch, task.X_d, task.y_d, cfg, progress=False, perturb=perturb,
+                      on_eval=lambda s, p: seen.append(s))
+    assert seen == [5, 10, 15, 20] and train.param_distance(adv.params, plain.params) > 0
+    x_adv = np.asarray(perturb(plain.params, task.X_d, task.y_d))
+    assert np.abs(x_adv - task.X_d).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("call,exc,phrase", [
+    (lambda p, X, y: A.fgsm(p, X, y, -0.1), ValueError, "eps=-0.1 is invalid: must be >= 0"),
+    (lambda p, X, y: A.fgsm(p, X, y, 1.5), ValueError, "eps=1.5 is invalid"),
+    (lambda p, X, y: A.fgsm(p, X, y, 0.1, norm="l1"), ValueError, "norm='l1' is invalid"),
+    (lambda p, X, y: A.fgsm(p, X[:, :4], y, 0.1), ValueError, "expected (8, 8, 1)"),
+    (lambda p, X, y: p(X[:, :4]), ValueError, "expected (8, 8, 1)"),
+    (lambda p, X, y: A.kernel_predictor(p.kernel, p.X, np.ones(len(p.X)), t=-1.0), ValueError,
+     "t=-1.0 is invalid: must be >= 0"),
+    (lambda p, X, y: A.fgsm("model", X, y, 0.1), TypeError, "must be a KernelPredictor"),
+    (lambda p, X, y: A.pgd(p, X, y, 0.1, steps=0), ValueError, "steps=0 is invalid"),
+])
+def test_bad_input(task, infinite, call, exc, phrase):
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    with pytest.raises(exc) as info:
+        call(pred, task.X_test, task.y_test)
+    assert phrase in str(info.value)
