@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/scale.py
 	$(PY) bench/train.py
 	$(PY) bench/validation.py
+	$(PY) bench/adversarial.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
@@ -50,6 +51,7 @@ bench-quick: $(STAMP)
 	$(PY) bench/scale.py --quick
 	$(PY) bench/train.py --quick
 	$(PY) bench/validation.py --quick
+	$(PY) bench/adversarial.py --quick
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

@@ -140,6 +140,12 @@ def speed_rows() -> list[str]:
                     cats[k] = cats.get(k, 0.0) + v
             split = ", ".join(f"{k} {v:.0f} s" if v >= 1 else f"{k} {v:.2f} s" for k, v in cats.items())
             out.append(f"| `make figures`: where the time goes (all notebooks) | {split} | figures_cpu.json |")
+    a = _load(ROOT / "bench/results/adversarial_cpu.json")
+    if a:
+        for r in a["rows"]:
+            out.append(f"| training-free FGSM, {r['kernel']}, {r['n_train']} training images (32x32x3) | "
+                       f"predictor {r['fit_s']:.1f} s, FGSM on {r['n_test']} test images {r['fgsm_s']:.1f} s "
+                       f"| adversarial_cpu.json |")
     v = _load(ROOT / "bench/results/validation_cpu.json")
     if v:
         p, nbs = v["pipeline"], v.get("notebooks") or []

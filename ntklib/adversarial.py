@@ -38,7 +38,7 @@ from . import validation as _val
 
 __all__ = ["KernelPredictor", "kernel_predictor", "EigenFeatures", "eigen_features", "attack", "fgsm", "pgd",
            "accuracy", "random_sign_noise", "feature_attack_shares", "relative_kernel_change", "label_alignment",
-           "network_pgd", "NORMS"]
+           "network_pgd", "robustness_curve", "network_transfer", "feature_table", "kernel_trajectory", "NORMS"]
 
 NORMS = ("linf", "l2")
 
@@ -291,3 +291,98 @@ def network_pgd(arch, eps: float, steps: int = 3, step_size: float | None = None
         return jax.lax.scan(one, x, None, length=steps)[0]
 
     return perturb
+
+
+# ---------------------------------------------------------------------------- studies
+def robustness_curve(predictor, X, y, eps_list, norm: str = "linf", pgd_steps: int = 0, pgd_step: float = 0.01,
+                     seed: int = 0):
+    """Accuracy of ``predictor`` on X under FGSM (and PGD if ``pgd_steps``), and under random
+    sign noise of the same eps, for each eps. PGD's step is ``pgd_step`` (the reference: 10
+    steps of 0.01 at eps = 8/255), or 2.5 eps / pgd_steps where that is larger (Madry et al.'s
+    rule), so that PGD can reach the border of every ball. Returns (rows, adversarial images):
+    rows is a list of dicts (eps, clean, fgsm, pgd, noise), images {eps: FGSM images}
+    (reused to measure transfer to networks)."""
+    y = _val.check_labels(y, "y", len(_val.as_array(X, "X")))
+    eps_list = [float(e) for e in eps_list]
+    clean = accuracy(predictor(X), y)
+    rows, images = [], {}
+    for e in eps_list:
+        adv = fgsm(predictor, X, y, e, norm)
+        images[e] = adv
+        row = dict(eps=e, clean=clean, fgsm=accuracy(predictor(adv), y),
+                   noise=accuracy(predictor(random_sign_noise(X, min(e, 1.0), seed)), y) if norm == "linf" else None)
+        if pgd_steps:
+            step = max(pgd_step, 2.5 * e / pgd_steps)
+            row["pgd"] = accuracy(predictor(pgd(predictor, X, y, e, norm, steps=pgd_steps, step_size=step)), y)
+        rows.append(row)
+    return rows, images
+
+
+def network_transfer(arch, params, y, images: dict, seed: int = 0) -> list[dict]:
+    """Accuracy of a trained network on adversarial images made against a *kernel*
+    (``images``: {eps: images}, e.g. from :func:`robustness_curve`), beside random sign noise
+    of the same eps on the clean images (``images[0.0]`` or the smallest eps's, assumed clean
+    at eps 0). Returns one dict per eps: eps, fgsm_from_kernel, noise."""
+    from . import train as _train
+
+    eps_sorted = sorted(images)
+    clean = images[eps_sorted[0]]
+    if eps_sorted[0] != 0:
+        raise ValueError("images must hold the clean images under eps = 0.0 (robustness_curve does when 0 is in "
+                         "eps_list)")
+    rows = []
+    for e in eps_sorted:
+        f_adv = _train.predict(arch, params, images[e])
+        f_noise = _train.predict(arch, params, random_sign_noise(clean, e, seed))
+        rows.append(dict(eps=e, fgsm_from_kernel=accuracy(f_adv, y), noise=accuracy(f_noise, y)))
+    return rows
+
+
+def feature_table(features: EigenFeatures, X, y, eps: float, k: int, norm: str = "linf"):
+    """For the first ``k`` eigen-features (Tsilivis & Kempe 2022, Sec. 4): usefulness (clean
+    accuracy of sign f_i), robustness (accuracy of f_i under FGSM against f_i alone), the
+    accuracy of the partial sum f_0 + ... + f_i, and the feature's share of an FGSM attack on
+    the full predictor (:func:`feature_attack_shares`). Returns a list of dicts, one per feature.
+    Cost: k FGSM attacks (one kernel VJP each) and the feature values."""
+    y = _val.check_labels(y, "y", len(_val.as_array(X, "X")))
+    k = _val.check_int(k, "k", min=1, max=len(features.mu))
+    full = features.predictor(np.arange(len(features.mu)))
+    shares = feature_attack_shares(features, X, y, fgsm(full, X, y, eps, norm), k)
+    vals = features.values(X, k)
+    partial = np.cumsum(vals, axis=1)
+    rows = []
+    for i in range(k):
+        p = features.predictor(i)
+        rows.append(dict(feature=i, eigenvalue=float(features.mu[i]), usefulness=accuracy(vals[:, i], y),
+                         robustness=accuracy(p(fgsm(p, X, y, eps, norm)), y),
+                         partial_sum_accuracy=accuracy(partial[:, i], y), attack_share=float(shares[i])))
+    return rows
+
+
+def kernel_trajectory(arch, X, y, config, X_probe, y_probe, perturb=None, k: int = 10, progress: bool = False):
+    """Train ``arch`` on (X, y) (:func:`ntklib.train.train`, adversarially with ``perturb``) and
+    follow its empirical NTK on the probe images at every evaluation point: relative change
+    from the start and the alignment of its top-``k`` eigenspace with the probe labels.
+    Returns (rows, result): rows of dicts (step, train_loss, kernel_change, alignment)."""
+    from . import kernels as _kernels
+    from . import train as _train
+
+    X_probe = _val.check_images(X_probe, "X_probe")
+    y_probe = _val.check_labels(y_probe, "y_probe", len(X_probe))
+    params0 = arch.init(config.seed, np.shape(X)[1:])
+
+    def ntk(p):
+        return np.asarray(_kernels.empirical_ntk(arch.apply_fn, p, dtype="float64")(X_probe))
+
+    K0 = ntk(params0)
+    rows = [dict(step=0, kernel_change=0.0, alignment=label_alignment(K0, y_probe, k))]
+
+    def on_eval(step, p):
+        K = ntk(p)
+        rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),
+                         alignment=label_alignment(K, y_probe, k)))
+
+    res = _train.train(arch, X, y, config, params=params0, progress=progress, perturb=perturb, on_eval=on_eval)
+    for r, loss in zip(rows[1:], res.history["loss"], strict=True):
+        r["train_loss"] = loss
+    return rows, res

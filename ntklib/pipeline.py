@@ -127,6 +127,16 @@ PARAMETER_RULES = dict(
     fig_dir=lambda v, k: _val.check_path(v, k),
     task_kw=_task_kw,
     victim_variants=_variants,
+    # notebook 08 (adversarial examples from the kernel)
+    eps=lambda v, k: _val.check_float(v, k, min=0, max=1, hint="an L-infinity radius in pixel units"),
+    eps_list=lambda v, k: [_val.check_float(e, f"{k}[{i}]", min=0, max=1) for i, e in enumerate(
+        v if isinstance(v, (list, tuple)) else [v])],
+    pgd_steps=lambda v, k: _val.check_int(v, k, min=0, hint="0 skips PGD"),
+    pgd_step=lambda v, k: _val.check_float(v, k, min=0, include_min=False),
+    transfer_lrs=lambda v, k: [_val.check_lr(x, f"{k}[{i}]") for i, x in enumerate(
+        v if isinstance(v, (list, tuple)) else [v])],
+    n_features=_positive_int, dynamics_width=_positive_int, dynamics_steps=_positive_int,
+    dynamics_every=_positive_int, n_probe=_positive_int,
 )
 
 

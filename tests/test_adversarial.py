@@ -139,3 +139,21 @@ def test_bad_input(task, infinite, call, exc, phrase):
     with pytest.raises(exc) as info:
         call(pred, task.X_test, task.y_test)
     assert phrase in str(info.value)
+
+
+def test_study_helpers_agree_with_their_parts(task, infinite):
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    rows, images = A.robustness_curve(pred, task.X_test, task.y_test, [0.0, 0.1], pgd_steps=2)
+    assert rows[0]["fgsm"] == rows[0]["clean"] == A.accuracy(pred(task.X_test), task.y_test)
+    assert rows[1]["fgsm"] == A.accuracy(pred(images[0.1]), task.y_test) and rows[1]["pgd"] <= 1
+    arch = models.plain_mlp(16, depth=1)
+    params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=50), progress=False).params
+    t = A.network_transfer(arch, params, task.y_test, images)
+    assert t[0]["fgsm_from_kernel"] == t[0]["noise"] == A.accuracy(train.predict(arch, params, task.X_test),
+                                                                    task.y_test)
+    with pytest.raises(ValueError, match="eps = 0.0"):
+        A.network_transfer(arch, params, task.y_test, {0.1: images[0.1]})
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    table = A.feature_table(F, task.X_test, task.y_test, 0.05, 3)
+    vals = F.values(task.X_test, 3)
+    assert [r["usefulness"] for r in table] == [A.accuracy(vals[:, i], task.y_test) for i in range(3)]

@@ -60,3 +60,9 @@ def test_validation_benchmark_quick(tmp_path):
     res = _run("validation.py", tmp_path / "v.json")
     assert all(r["seconds"] > 0 for r in res["checks"])
     assert 0 < res["pipeline"]["validation_s"] < res["pipeline"]["wall_s"]
+
+
+@pytest.mark.slow
+def test_adversarial_benchmark_quick(tmp_path):
+    res = _run("adversarial.py", tmp_path / "a.json")
+    assert all(r["fgsm_s"] > 0 and r["n_test"] == 100 for r in res["rows"])

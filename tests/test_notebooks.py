@@ -25,6 +25,8 @@ EXPECTED = {
     "06_what_transfers": ["kernel_vs_network_asr.png", "kernel_vs_network_asr.csv", "kernel_comparison.csv",
                           "efficiency_ratio_curve.png", "efficiency_ratio_curve.csv", "victim_variants.png",
                           "victim_variants.csv", "results.json"],
+    "08_adversarial_ntk": ["accuracy_vs_eps.png", "accuracy_vs_eps.csv", "eigen_features.png", "eigen_features.csv",
+                           "feature_gradients.png", "kernel_dynamics.png", "kernel_dynamics.csv", "results.json"],
 }
 
 
