@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import sys
 import time
@@ -187,9 +188,31 @@ def source_notebook(path: Path, out_dir: Path) -> Path:
     return src
 
 
-def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None) -> tuple[Path, dict]:
+@contextlib.contextmanager
+def _stderr_to(log: Path):
+    """Send this process's stderr, and so the notebook kernel's (a child process inherits file
+    descriptor 2), to ``log``: TensorFlow's "Could not find cuda drivers", absl's start-up
+    lines and the kernel's "running over TCP" warning land there instead of the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "w") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
+        quiet: bool = True) -> tuple[Path, dict]:
     """Execute one notebook; return the executed copy and its profile (seconds per kind of
-    work, :mod:`ntklib.profiling`, written by the notebook's kernel to ``$NTKLIB_PROFILE``)."""
+    work, :mod:`ntklib.profiling`, written by the notebook's kernel to ``$NTKLIB_PROFILE``).
+
+    With ``quiet`` the kernel's stderr (third-party start-up noise) goes to
+    ``<out_dir>/<notebook>.log``; when the notebook fails, the end of that log is printed with
+    the error, so nothing real is hidden."""
     import json
 
     import papermill as pm
@@ -198,12 +221,19 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None)
     ipynb = source_notebook(path, out_dir)
     out = out_dir / f"{path.stem}.ipynb"
     prof = out_dir / f"{path.stem}.profile.json"
+    log = out_dir / f"{path.stem}.log"
     prof.unlink(missing_ok=True)
     os.environ["NTKLIB_PROFILE"] = str(prof)  # inherited by the kernel process
     try:
-        pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
-                            kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False,
-                            execution_timeout=timeout)
+        with _stderr_to(log) if quiet else contextlib.nullcontext():
+            pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
+                                kernel_name="python3", progress_bar=False if quiet else sys.stderr.isatty(),
+                                log_output=False, execution_timeout=timeout)
+    except Exception:
+        if quiet and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+            print(f"{path.stem} failed; the end of its log ({log}):", *tail, sep="\n", file=sys.stderr)
+        raise
     finally:
         os.environ.pop("NTKLIB_PROFILE", None)
     return out, (json.loads(prof.read_text()) if prof.exists() else {})
@@ -219,6 +249,8 @@ def main(argv=None):
                     help="write per-notebook wall times (JSON) here; '{platform}' is replaced by cpu/gpu")
     ap.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
                     help="override one parameter (YAML value), e.g. -p seed=1")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show the notebook kernels' own output (by default it goes to <out>/<notebook>.log)")
     ap.add_argument("--check-pairs", action="store_true",
                     help="only check that every .py source and its .ipynb agree (exit 1 if not)")
     args = ap.parse_args(argv)
@@ -273,12 +305,17 @@ def main(argv=None):
     seconds, profile = {}, {}
     for i, path in enumerate(paths, 1):
         t0 = time.time()
-        print(f"[{i}/{len(paths)}] {path.stem} ...", flush=True)
-        out, prof = run(path, plan[path.stem], Path(args.out))
+        print(f"[{i}/{len(paths)}] {path.stem} ...", end="", flush=True)
+        try:
+            _, prof = run(path, plan[path.stem], Path(args.out), quiet=not args.verbose)
+        except Exception:
+            print(" failed", flush=True)
+            raise
         seconds[path.stem] = round(time.time() - t0, 1)
         profile[path.stem] = dict(prof, rest=round(seconds[path.stem] - sum(prof.values()), 1))
         split = ", ".join(f"{k} {v:.0f} s" for k, v in profile[path.stem].items() if v >= 0.5)
-        print(f"[{i}/{len(paths)}] {path.stem} done in {seconds[path.stem]:.0f} s ({split}) -> {out}", flush=True)
+        figs = Path(plan[path.stem].get("fig_dir", notebook_parameters(path).get("fig_dir", "figures"))) / path.stem
+        print(f" done in {seconds[path.stem]:.0f} s ({split}); figures in {figs}/", flush=True)
     wall = time.time() - total
     where = {**shared, **params}.get("fig_dir", "figures/")
     print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")

@@ -68,3 +68,29 @@ def test_bad_parameter_fails_early_with_clear_message(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="kernel='magic' is invalid"):
         runner.run(SOURCES[1], {"kernel": "magic", "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=120)
 
+
+
+@pytest.mark.slow
+def test_runner_console_is_one_line_per_notebook(tmp_path):
+    """Third-party start-up noise (TensorFlow's cuda lines, absl, the kernel's TCP warning) goes to
+    the notebook's log, not the console; the console has one line per notebook."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ntklib.runner", "--smoke", "02", "--out", str(tmp_path / "x"),
+                        "-p", f"fig_dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    console = r.stdout + r.stderr
+    for noise in ("cuda drivers", "absl", "without encryption", "WARNING"):
+        assert noise not in console, f"{noise!r} reached the console:\n{console}"
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2 and "02_backdoor_loss ... done in" in lines[0] and "figures in" in lines[0]
+    assert (tmp_path / "x" / "02_backdoor_loss.log").exists()
+
+
+def test_a_failing_notebook_shows_the_end_of_its_log(tmp_path, capfd):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError):
+        runner.run(SOURCES[1], {"kernel": "magic", "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=120)
+    assert "02_backdoor_loss failed; the end of its log" in capfd.readouterr().err
