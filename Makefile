@@ -11,7 +11,7 @@ NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test lint figures notebooks bench bench-quick clean
+.PHONY: install test lint figures book notebooks bench bench-quick clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ lint: $(STAMP)  # what CI checks before the tests (pre-commit runs the same befo
 figures: $(STAMP)
 	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \
 	    $(if $(PARAMS)$(NOTEBOOKS),,--timings 'bench/results/figures_{platform}.json')
+
+book: $(STAMP)  # the executed notebooks of the last `make figures` as a static site: build/book/index.html
+	$(PY) -m ntklib.book
 
 notebooks: $(STAMP)
 	$(PY) -m jupytext --sync notebooks/*.py

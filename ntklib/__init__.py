@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "triggers", "models", "train", "kernels", "regression", "attack",
-    "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial",
+    "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial", "book",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

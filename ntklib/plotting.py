@@ -10,11 +10,16 @@ JSON-able).
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+# Scripts and tests draw off-screen; inside a Jupyter kernel (JupyterLab, papermill) the
+# kernel's inline backend stays, so that the notebooks show their figures.
+if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -48,11 +48,23 @@ def test_pair_in_sync_and_one_parameters_cell(src):
     assert first.cell_type == "markdown" and "Runtime" in first.source and "ntklib used" in first.source
 
 
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A folder for the smoke runs (each notebook runs once, on first use; see _smoke_run):
+    figures in <root>/<notebook>/, executed copies in <root>/executed/."""
+    return tmp_path_factory.mktemp("smoke")
+
+
+def _smoke_run(root, src):
+    if not (root / "executed" / f"{src.stem}.ipynb").exists():
+        runner.run(src, {"smoke": True, "fig_dir": str(root)}, root / "executed", timeout=300)
+    return root / src.stem
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_smoke_run_writes_figures(src, tmp_path):
-    runner.run(src, {"smoke": True, "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=300)
-    folder = tmp_path / src.stem
+def test_smoke_run_writes_figures(src, smoke):
+    folder = _smoke_run(smoke, src)
     for name in EXPECTED[src.stem]:
         path = folder / name
         assert path.exists() and path.stat().st_size > 0, f"{src.stem} did not write {name}"
@@ -94,3 +106,26 @@ def test_a_failing_notebook_shows_the_end_of_its_log(tmp_path, capfd):
     with pytest.raises(pm.PapermillExecutionError):
         runner.run(SOURCES[1], {"kernel": "magic", "fig_dir": str(tmp_path)}, tmp_path / "executed", timeout=120)
     assert "02_backdoor_loss failed; the end of its log" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_book_renders_every_executed_notebook_with_its_figures(smoke, tmp_path):
+    """make book: one page per executed notebook, each embedding the figures its notebook saved,
+    and an index in the tour's order."""
+    import re
+
+    from ntklib import book
+
+    for src in SOURCES:
+        _smoke_run(smoke, src)
+    index = book.build(smoke / "executed", tmp_path / "book")
+    links = re.findall(r'href="([^"]+)\.html"', index.read_text())
+    assert links == [p.stem for p in SOURCES]
+    for src in SOURCES:
+        page = (tmp_path / "book" / f"{src.stem}.html").read_text()
+        # the figures of plotting.savefig (poison grids of artifacts.save_poisons sit beside their .npz)
+        n_png = len([p for p in (smoke / src.stem).glob("*.png") if not p.with_suffix(".npz").exists()])
+        assert page.count('src="data:image/png;base64') >= n_png, f"{src.stem}: figures missing from its page"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="run `make figures`"):
+        book.build(tmp_path / "empty", tmp_path / "book2")
