@@ -1,15 +1,15 @@
-"""The README's results tables, generated from the saved JSON.
+"""The results tables of docs/results.md, generated from the saved JSON.
 
 Reads every ``results.json`` of notebooks 05 and 06 under ``figures/`` (the
 defaults and any extra configuration run with ``-p fig_dir=figures/<name>``) and
 the benchmark JSON under ``bench/results/``, and prints two markdown tables:
-attack efficiency on trained networks, and speed/memory. With ``--readme`` it
+attack efficiency on trained networks, and speed/memory. With ``--write`` it
 rewrites the block between the ``<!-- results:start -->`` and
-``<!-- results:end -->`` markers in README.md (a test checks that the block is
+``<!-- results:end -->`` markers in docs/results.md (a test checks that the block is
 current).
 
     python bench/report.py            # print
-    python bench/report.py --readme   # update README.md
+    python bench/report.py --write    # update docs/results.md
 """
 from __future__ import annotations
 
@@ -166,17 +166,17 @@ def report() -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
+    ap.add_argument("--write", action="store_true", help="rewrite the results block of docs/results.md")
     args = ap.parse_args(argv)
     text = report()
     print(text)
-    if args.readme:
-        readme = ROOT / "README.md"
+    if args.write:
+        readme = ROOT / "docs" / "results.md"
         s = readme.read_text()
         if START not in s or END not in s:
-            raise SystemExit(f"README.md has no {START} ... {END} block to update")
+            raise SystemExit(f"{readme} has no {START} ... {END} block to update")
         readme.write_text(s[:s.index(START)] + text + s[s.index(END) + len(END):])
-        print("README.md updated")
+        print(f"{readme} updated")
     return 0
 
 

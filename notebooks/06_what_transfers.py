@@ -268,7 +268,7 @@ print("results written to", out_dir / "results.json")
 #
 # *(Read with the numbers printed above and in `results.json`; the prose describes the
 # default run on digits 7 -> 1, periodic trigger of amplitude 0.15, MLP-256 victims,
-# 3 seeds. Other settings are in the README's results table.)*
+# 3 seeds. Other settings are in the results table of docs/results.md.)*
 #
 # **The empirical kernels predict the network.** With the empirical NTK, at
 # initialization or after clean training, kernel-model ASR and network ASR agree within
@@ -302,6 +302,6 @@ print("results written to", out_dir / "results.json")
 # images, each random poison is already about half a percent of the training set.
 #
 # *(Until 2026-11-23 the victims of this notebook were evaluated with jitted forward passes
-# that the pinned XLA:CPU computed wrongly (see the README); the loss "plateau near 1e-3"
+# that the pinned XLA:CPU computed wrongly (see docs/results.md); the loss "plateau near 1e-3"
 # and the unfitted single poison reported then were artifacts of that evaluation. The
 # numbers above are from the corrected run; the headline ratios did not change.)*

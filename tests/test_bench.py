@@ -37,15 +37,15 @@ def test_scale_benchmark_quick(tmp_path):
     assert m["bytes_per_entry"] > 0 and m["largest_d"] > 400
 
 
-def test_readme_results_block_is_generated_from_the_json():
-    """README's results tables are bench/report.py's output (run `python bench/report.py --readme`)."""
+def test_results_block_is_generated_from_the_json():
+    """docs/results.md's tables are bench/report.py's output (run `python bench/report.py --write`)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import report
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "results.md").read_text()
     assert report.START in readme and report.END in readme
     block = readme[readme.index(report.START):readme.index(report.END) + len(report.END)]
-    assert block == report.report(), "README results are stale: run `python bench/report.py --readme`"
+    assert block == report.report(), "docs/results.md is stale: run `python bench/report.py --write`"
 
 
 @pytest.mark.slow
