@@ -67,8 +67,10 @@ def notebook_parameters(path: Path) -> dict:
 
 
 def _type_ok(value, default) -> bool:
-    """Does ``value`` have the kind of the notebook's default (None defaults accept anything)?"""
-    if default is None:
+    """Does ``value`` have the kind of the notebook's default? None defaults accept anything, and
+    None values are left to :func:`ntklib.pipeline.check_params` (``target_residual=None`` switches
+    the residual target off; ``lr=None`` is refused there)."""
+    if default is None or value is None:
         return True
     if isinstance(default, bool):
         return isinstance(value, bool)

@@ -329,6 +329,12 @@ def test_runner_gives_each_notebook_its_own_parameters():
     plan = runner.check_parameters(srcs, {"seed": 3}, {"widths": [16], "budget": 1})
     assert plan["01_ntk_background"] == {"widths": [16], "seed": 3}
     assert plan["04_poison_optimization"] == {"budget": 1, "seed": 3}
+    # None where the notebook documents it (switches the residual target off); refused where not
+    src05 = runner.notebook_sources(["05"])
+    assert runner.check_parameters(src05, {"target_residual": None})["05_transfer_to_networks"] == {
+        "target_residual": None}
+    with pytest.raises(runner.ParameterError, match="lr=None is invalid: must be a number"):
+        runner.check_parameters(src05, {"lr": None})
 
 
 def test_damaged_cifar_archive_is_named_and_leaves_nothing_behind(tmp_path):
