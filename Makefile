@@ -11,7 +11,7 @@ NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test lint figures book notebooks bench bench-quick clean
+.PHONY: install test lint figures book assignments notebooks bench bench-quick clean
 
 install: $(STAMP)
 
@@ -36,8 +36,11 @@ figures: $(STAMP)
 book: $(STAMP)  # the executed notebooks of the last `make figures` as a static site: build/book/index.html
 	$(PY) -m ntklib.book
 
+assignments: $(STAMP)  # student versions of the course assignments (nbgrader) into assignments/release/
+	$(PY) assignments/course.py release
+
 notebooks: $(STAMP)
-	$(PY) -m jupytext --sync notebooks/*.py
+	$(PY) -m jupytext --sync notebooks/*.py assignments/source/*/*.py
 
 bench: $(STAMP)
 	$(PY) bench/kernels.py

@@ -256,8 +256,8 @@ def main(argv=None):
     ap.add_argument("--check-pairs", action="store_true",
                     help="only check that every .py source and its .ipynb agree (exit 1 if not)")
     args = ap.parse_args(argv)
-    if args.check_pairs:
-        bad = unsynced_pairs()
+    if args.check_pairs:  # the notebooks and the course assignments' sources
+        bad = unsynced_pairs(notebook_sources() + sorted((ROOT / "assignments" / "source").glob("*/*.py")))
         for line in bad:
             print(f"unsynced: {line}; run `make notebooks` (jupytext --sync)", file=sys.stderr)
         return 1 if bad else 0
