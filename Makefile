@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/train.py
 	$(PY) bench/validation.py
 	$(PY) bench/adversarial.py
+	$(PY) bench/defenses.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
@@ -58,6 +59,7 @@ bench-quick: $(STAMP)
 	$(PY) bench/train.py --quick
 	$(PY) bench/validation.py --quick
 	$(PY) bench/adversarial.py --quick
+	$(PY) bench/defenses.py --quick
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

@@ -43,6 +43,8 @@ class Architecture:
         apply_fn: ``apply_fn(params, x) -> (n, 1)`` for a batch x (n, H, W, C).
         kernel_fn: neural-tangents ``kernel_fn(x1, x2, get)`` or None.
         pooled: True when the readout pools over positions (costly infinite kernel).
+        features_fn: ``features_fn(params, x) -> (n, width)``, the representation the
+            readout layer sees (penultimate activations), or None where not defined.
     """
 
     spec: dict
@@ -50,6 +52,7 @@ class Architecture:
     apply_fn: Callable
     kernel_fn: Callable | None = None
     pooled: bool = False
+    features_fn: Callable | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def init(self, seed, input_shape):
@@ -64,6 +67,16 @@ class Architecture:
     def predict(self, params, x):
         """Network outputs f(x) of shape (n,)."""
         return self.apply_fn(params, x).reshape(x.shape[0])
+
+    def features(self, params, x) -> np.ndarray:
+        """Penultimate activations (n, width): the input of the readout layer (the representation that
+        spectral signatures, activation clustering and SPECTRE inspect)."""
+        if self.features_fn is None:
+            raise ValueError(f"the architecture {self.spec.get('name')!r} has no penultimate layer defined "
+                             "(features_fn is None); use mlp, plain_mlp or cnn, or the NTK features of "
+                             "ntklib.defenses (kernel_spectral_scores)")
+        x = _val.check_images(x, "x")
+        return np.asarray(self.features_fn(params, x)).reshape(len(x), -1)
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.spec.items())
@@ -116,7 +129,13 @@ def mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=None, 
     layers += [stax.Dense(1, W_std=W_std, b_std=b_std)]
     init_fn, apply_fn, kernel_fn = stax.serial(*layers)
     spec = dict(name="mlp", width=width, depth=depth, activation=activation, W_std=W_std, b_std=b_std)
-    return Architecture(spec, init_fn, apply_fn, kernel_fn)
+    return Architecture(spec, init_fn, apply_fn, kernel_fn, features_fn=_body(stax, layers))
+
+
+def _body(stax, layers):
+    """The network without its readout layer: features_fn(params, x) on params[:-1]."""
+    body = stax.serial(*layers[:-1])[1]
+    return lambda params, x: body(params[:-1], x)
 
 
 def cnn(width: int = 32, depth: int = 2, readout: str = "flatten", activation: str = "relu",
@@ -140,7 +159,8 @@ def cnn(width: int = 32, depth: int = 2, readout: str = "flatten", activation: s
     init_fn, apply_fn, kernel_fn = stax.serial(*layers)
     spec = dict(name="cnn", width=width, depth=depth, readout=readout, activation=activation,
                 kernel_size=kernel_size, W_std=W_std, b_std=b_std)
-    return Architecture(spec, init_fn, apply_fn, kernel_fn, pooled=readout == "pool")
+    return Architecture(spec, init_fn, apply_fn, kernel_fn, pooled=readout == "pool",
+                        features_fn=_body(stax, layers))
 
 
 def wide_resnet(depth: int = 34, k: int = 1, W_std: float = 1.0, b_std: float = 0.0):
@@ -193,16 +213,20 @@ def plain_mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=
             fan_in = out
         return (input_shape[0], 1), params
 
-    def apply_fn(params, x, **_):
+    def dense(h, W, b):
+        return W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
+
+    def features_fn(params, x):
         h = x.reshape(x.shape[0], -1)
-        for i, (W, b) in enumerate(params):
-            h = W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
-            if i < len(params) - 1:
-                h = act(h)
+        for W, b in params[:-1]:
+            h = act(dense(h, W, b))
         return h
 
+    def apply_fn(params, x, **_):
+        return dense(features_fn(params, x), *params[-1])
+
     spec = dict(name="plain_mlp", width=width, depth=depth, activation=activation, W_std=W_std, b_std=b_std)
-    return Architecture(spec, init_fn, apply_fn, None)
+    return Architecture(spec, init_fn, apply_fn, None, features_fn=features_fn)
 
 
 ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "wide_resnet": wide_resnet, "plain_mlp": plain_mlp}

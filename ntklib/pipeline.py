@@ -24,6 +24,7 @@ import numpy as np
 from . import attack as _attack
 from . import cache as _cache
 from . import data as _data
+from . import defense_study as _defense_study
 from . import evaluate as _evaluate
 from . import kernels as _kernels
 from . import models as _models
@@ -137,6 +138,10 @@ PARAMETER_RULES = dict(
         v if isinstance(v, (list, tuple)) else [v])],
     n_features=_positive_int, dynamics_width=_positive_int, dynamics_steps=_positive_int,
     dynamics_every=_positive_int, n_probe=_positive_int,
+    # notebook 07 (defenses)
+    ntba_budget=_positive_int, n_subsets=_positive_int, n_clean=_positive_ints, ibau_rounds=_positive_int,
+    detectors=lambda v, k: _choice_list(_defense_study.DETECTORS)(v, k),
+    retrain=lambda v, k: _val.check_bool(v, k),
 )
 
 

@@ -66,3 +66,11 @@ def test_validation_benchmark_quick(tmp_path):
 def test_adversarial_benchmark_quick(tmp_path):
     res = _run("adversarial.py", tmp_path / "a.json")
     assert all(r["fgsm_s"] > 0 and r["n_test"] == 100 for r in res["rows"])
+
+
+@pytest.mark.slow
+def test_defenses_benchmark_quick(tmp_path):
+    res = _run("defenses.py", tmp_path / "d.json")
+    assert len(res["rows"]) == 8 and all(r["seconds"] > 0 for r in res["rows"])
+    assert all(r["auc"] > 0.8 for r in res["rows"] if "auc" in r)
+    assert res["rows"][-1]["what"].startswith("I-BAU")

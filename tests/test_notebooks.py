@@ -25,6 +25,9 @@ EXPECTED = {
     "06_what_transfers": ["kernel_vs_network_asr.png", "kernel_vs_network_asr.csv", "kernel_comparison.csv",
                           "efficiency_ratio_curve.png", "efficiency_ratio_curve.csv", "victim_variants.png",
                           "victim_variants.csv", "results.json"],
+    "07_defenses": ["detection.png", "detection.csv", "spectral_directions.png", "spectral_directions.csv",
+                    "removal_retrain.png", "removal_retrain.csv", "ibau.png",
+                    "ibau.csv", "runtime.csv", "results.json"],
     "08_adversarial_ntk": ["accuracy_vs_eps.png", "accuracy_vs_eps.csv", "eigen_features.png", "eigen_features.csv",
                            "feature_gradients.png", "kernel_dynamics.png", "kernel_dynamics.csv", "results.json"],
 }

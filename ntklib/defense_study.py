@@ -1,0 +1,198 @@
+"""The defender's study of notebook 07: detectors and I-BAU against NTBA and sampling poisons,
+judged on trained networks, several seeds, the baseline in the same run.
+
+:func:`detection_study` trains one poisoned victim per (attack, budget, seed), scores its
+training set with every detector of :mod:`ntklib.defenses`, removes each detector's flagged
+points, retrains from scratch (same seed) and measures the network. :func:`ibau_study` runs
+:func:`ntklib.unlearning.ibau` on the same poisoned victims with clean sets of several sizes,
+measuring after every round. Both return tidy tables (one row per measurement).
+
+Where the detectors look (``DESIGN.md`` section 8): the representation detectors (spectral
+signatures, activation clustering, SPECTRE) score the target class, the class the poisons are
+labelled with, in the victim's penultimate activations; ``spectral_ntk`` and ``spectral_inf``
+score the same class in the victim's empirical NTK and the architecture's infinite NTK;
+``datamodel``, ``loo`` and ``after_kernel`` score every training point through the victim's
+empirical NTK (the kernel model of the trained network). ``after_kernel`` attributes the
+predictions on triggered test images, so it assumes the defender has seen a few attacked
+inputs; the others see the training set only. Every detector is told the true number of
+poisons (the papers' eps). ROC AUC is computed on the target class, where the poisons are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import attack as _attack
+from . import defenses as _def
+from . import evaluate as _eval
+from . import kernels as _kernels
+from . import train as _train
+from . import unlearning as _unl
+from . import validation as _val
+
+__all__ = ["DETECTORS", "poison_sets", "detect", "detection_study", "ibau_study"]
+
+DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
+             "after_kernel")
+
+
+def poison_sets(exp, ntba_budget: int = 3, sampling_budgets=(3, 10), seeds=(0, 1, 2), opt_steps: int = 30,
+                progress: bool = False) -> list[dict]:
+    """The poison sets of the study: NTBA's (designed once on ``exp``'s kernel, greedy + L-BFGS-B)
+    and sampling's (one random subset per seed), each with the seed of the victim it poisons:
+    dicts with attack, budget, seed and X_p."""
+    m = len(exp.task.X_cand)
+    ntba_budget = _val.check_budget(ntba_budget, "ntba_budget", m)
+    sampling_budgets = _val.check_budgets(sampling_budgets, "sampling_budgets", m)
+    seeds = _val.check_int_list(seeds, "seeds", min=0)
+    X_ntba = _eval.ntba_poisons(exp.problem, exp.task.X_cand, [ntba_budget], opt_steps=opt_steps,
+                                progress=progress)[ntba_budget]["X_p"]
+    sets = [dict(attack="ntba", budget=ntba_budget, seed=s, X_p=X_ntba) for s in seeds]
+    for b in sampling_budgets:
+        sets += [dict(attack="sampling", budget=b, seed=s,
+                      X_p=exp.task.X_cand[_attack.sampling_baseline(m, b, seed=s)]) for s in seeds]
+    return sets
+
+
+def _gram(kernel, X, X2=None):
+    return np.asarray(kernel(X) if X2 is None else kernel(X, X2), dtype=np.float64)
+
+
+def detect(arch, params, X, y, n_poison: int, detectors=DETECTORS, X_query=None, infinite=None,
+           n_subsets: int = 1000, seed: int = 0) -> list[dict]:
+    """Every detector on one poisoned training set X (n, H, W, C), y (n,) (poisons labelled +1)
+    and the victim ``params`` trained on it. Returns one dict per detector: scores (n,) (-inf
+    outside the target class for the class detectors), removed (n,) bool, seconds.
+    ``X_query``: triggered images for ``after_kernel``; ``infinite``: the infinite-NTK kernel
+    for ``spectral_inf`` (None skips it)."""
+    for i, d in enumerate(detectors):
+        _val.check_choice(d, f"detectors[{i}]", DETECTORS)
+    if "after_kernel" in detectors and X_query is None:
+        raise ValueError("the after_kernel detector needs X_query (triggered images whose predictions it "
+                         "attributes); pass them or leave after_kernel out of detectors")
+    rows = _def.class_rows(y, 1.0)
+    n_remove = _def.removal_count(n_poison, len(rows))
+    empirical = _kernels.empirical_ntk(arch.apply_fn, params)
+    cache = {}
+
+    def reps():
+        if "R" not in cache:
+            cache["R"] = arch.features(params, X[rows])
+        return cache["R"]
+
+    def K_all():
+        if "K" not in cache:
+            cache["K"] = _gram(empirical, X)
+        return cache["K"]
+
+    out = []
+    for name in detectors:
+        if name == "spectral_inf" and infinite is None:
+            continue
+        t0 = time.perf_counter()
+        cls = None  # scores of the target class only
+        full = None
+        removed = None
+        if name == "spectral":
+            cls = _def.spectral_signature_scores(reps())
+        elif name == "spectral_ntk":
+            cls = _def.kernel_spectral_scores(K_all()[np.ix_(rows, rows)])
+        elif name == "spectral_inf":
+            cls = _def.kernel_spectral_scores(_gram(infinite, X[rows]))
+        elif name == "clustering":
+            c = _def.activation_clustering(reps(), seed=seed)
+            cls = c.scores
+            removed = np.zeros(len(X), bool)
+            removed[rows[c.flagged]] = True
+        elif name == "spectre":
+            res = _def.spectre(reps(), n_poison)
+            cls = res.scores
+            removed = np.zeros(len(X), bool)
+            removed[rows[res.removed]] = True
+        elif name == "datamodel":
+            A = _def.kernel_datamodels(K_all(), y, n_subsets=n_subsets, seed=seed)
+            full = _def.strongest_feature_scores(A, seed=seed)
+        elif name == "loo":
+            full = _def.strongest_feature_scores(_def.hat_datamodels(K_all(), y), seed=seed)
+        else:
+            full = _def.after_kernel_scores(K_all(), y, _gram(empirical, X_query, X))
+        if full is None:
+            full = np.full(len(X), -np.inf)
+            full[rows] = cls
+        if removed is None:
+            removed = np.zeros(len(X), bool)
+            removed[rows[np.argsort(-full[rows], kind="stable")[:n_remove]]] = True
+        out.append(dict(detector=name, scores=full, removed=removed, seconds=time.perf_counter() - t0))
+    return out
+
+
+def detection_study(exp, sets, detectors=DETECTORS, retrain: bool = True, n_subsets: int = 1000,
+                    progress: bool = True) -> tuple[pd.DataFrame, list]:
+    """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
+    (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
+    a fresh victim trained on the kept points. Returns (table, victims) where the table has one
+    row per (set, detector) (detector "none": the poisoned victim itself) with auc, caught,
+    removed, precision, recall, seconds, net_asr, net_ca; ``victims`` holds the poisoned
+    victims' params in the order of ``sets`` (for :func:`ibau_study`)."""
+    task, arch, cfg = exp.task, exp.arch, exp.train_config
+    data = [_eval._victim_data(task, s["X_p"]) for s in sets]
+    cfgs = [dataclasses.replace(cfg, seed=int(s["seed"])) for s in sets]
+    victims = _train.train_many(arch, data, cfgs, progress=progress, desc=f"poisoned victims ({len(sets)})")
+    infinite = None
+    if "spectral_inf" in detectors and arch.kernel_fn is not None:
+        infinite = _kernels.infinite_ntk(arch, dtype="float64")
+    rows, retrain_jobs = [], []
+    for s, (X, y), v in zip(tqdm(sets, desc="detectors", disable=not progress), data, victims, strict=True):
+        n_d = len(task.X_d)
+        truth = np.r_[np.zeros(n_d, bool), np.ones(len(X) - n_d, bool)]
+        base = dict(attack=s["attack"], budget=s["budget"], seed=s["seed"])
+        rows.append(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)))
+        target = y > 0
+        for d in detect(arch, v.params, X, y, len(X) - n_d, detectors, task.X_test_trig, infinite, n_subsets,
+                        seed=int(s["seed"])):
+            m = _def.detection_metrics(d["scores"][target], truth[target], d["removed"][target])
+            rows.append(dict(base, detector=d["detector"], seconds=d["seconds"], **m))
+            retrain_jobs.append((len(rows) - 1, X[~d["removed"]], y[~d["removed"]], int(s["seed"])))
+    if retrain and retrain_jobs:
+        res = _train.train_many(arch, [(X, y) for _, X, y, _ in retrain_jobs],
+                                [dataclasses.replace(cfg, seed=sd) for *_, sd in retrain_jobs], progress=progress,
+                                desc=f"retrained victims ({len(retrain_jobs)})")
+        for (i, *_), r in zip(retrain_jobs, res, strict=True):
+            rows[i].update(_eval.network_metrics(arch, r.params, task))
+    return pd.DataFrame(rows), [v.params for v in victims]
+
+
+def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progress: bool = True,
+               **ibau_kw) -> pd.DataFrame:
+    """I-BAU on each poisoned victim with the first ``n_clean`` images of a shuffled clean pool
+    (the task's held-out set t; the same subset for every victim of a size), measured after
+    every round (round 0: before). Columns: attack, budget, seed, n_clean, round, net_asr,
+    net_ca, seconds (the whole run's wall time)."""
+    task, arch = exp.task, exp.arch
+    pool = len(task.X_t)
+    n_clean = _val.check_int_list(n_clean, "n_clean", min=1, max=pool,
+                                  hint=f"the clean pool (the task's held-out set t) holds {pool} images")
+    rounds = _val.check_steps(rounds, "rounds")
+    if len(victims) != len(sets):
+        raise ValueError(f"{len(sets)} poison sets but {len(victims)} victims: pass detection_study's victims")
+    order = np.random.default_rng(0).permutation(pool)
+    rows = []
+    jobs = [(s, p, n) for s, p in zip(sets, victims, strict=True) for n in n_clean]
+    for s, params, n in tqdm(jobs, desc="I-BAU", disable=not progress):
+        base = dict(attack=s["attack"], budget=s["budget"], seed=s["seed"], n_clean=n)
+        rows.append(dict(base, round=0, **_eval.network_metrics(arch, params, task)))
+        idx = order[:n]
+        t0 = time.perf_counter()
+
+        def on_round(r, p, base=base):
+            rows.append(dict(base, round=r, **_eval.network_metrics(arch, p, task)))
+
+        _unl.ibau(arch, params, task.X_t[idx], task.y_t[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
+                  on_round=on_round, **ibau_kw)
+        for row in rows[-rounds:]:
+            row["seconds"] = time.perf_counter() - t0
+    return pd.DataFrame(rows)

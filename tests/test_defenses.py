@@ -1,0 +1,250 @@
+"""Defenses: each score against an independent computation, every detector on blatant poisons,
+I-BAU's hypergradient against the exact implicit gradient, and I-BAU on a trained victim."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntklib import attack, data, defenses, evaluate, models, pipeline, train, unlearning
+
+
+def blatant(n_clean=120, n_poison=24, dim=20, shift=12.0, seed=0):
+    """Target-class representations: Gaussian clean points and poisons far along one direction."""
+    rng = np.random.default_rng(seed)
+    clean = rng.standard_normal((n_clean, dim)) * np.linspace(2.0, 0.5, dim)
+    poison = rng.standard_normal((n_poison, dim)) * 0.5
+    poison[:, 3] += shift
+    R = np.vstack([clean, poison])
+    return R, np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool)]
+
+
+# ---------------------------------------------------------------------------- spectral signatures
+def test_kernel_spectral_score_equals_explicit_feature_svd():
+    R, _ = blatant()
+    np.testing.assert_allclose(defenses.kernel_spectral_scores(R @ R.T), defenses.spectral_signature_scores(R),
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_spectral_scores_are_centered_and_brute_force():
+    R, _ = blatant()
+    s = defenses.spectral_signature_scores(R)
+    Rc = R - R.mean(0)
+    v = np.linalg.eigh(Rc.T @ Rc)[1][:, -1]  # top eigenvector of the covariance: an independent route
+    np.testing.assert_allclose(s, (Rc @ v) ** 2, rtol=1e-8)
+    # a constant offset of every representation changes nothing (uncentered scores would follow it)
+    np.testing.assert_allclose(defenses.spectral_signature_scores(R + 50.0), s, rtol=1e-6)
+    np.testing.assert_allclose(defenses.kernel_spectral_scores((R + 50.0) @ (R + 50.0).T), s, rtol=1e-6)
+
+
+def test_direction_scores_start_with_the_signature_and_find_a_weak_direction():
+    R, truth = blatant(shift=8.0)
+    R[:, 0] *= 6.0  # a clean direction stronger than the poisons'
+    S, share = defenses.spectral_direction_scores(R, 5)
+    np.testing.assert_allclose(S[:, 0], defenses.spectral_signature_scores(R), rtol=1e-10)
+    assert np.all(np.diff(share) <= 0) and share.sum() <= 1
+    aucs = [defenses.detection_metrics(S[:, j], truth)["auc"] for j in range(5)]
+    assert aucs[0] < 0.8 and max(aucs[1:]) > 0.95, aucs
+
+
+@pytest.mark.parametrize("detector", ["spectral", "kernel_spectral", "clustering", "spectre"])
+def test_every_detector_finds_blatant_poisons(detector):
+    R, truth = blatant()
+    n_p = int(truth.sum())
+    if detector == "spectral":
+        s = defenses.spectral_signature_scores(R)
+    elif detector == "kernel_spectral":
+        s = defenses.kernel_spectral_scores(R @ R.T)
+    elif detector == "clustering":
+        c = defenses.activation_clustering(R)
+        s = c.scores
+        assert c.poisoned and (c.flagged == truth).mean() > 0.95
+    else:
+        res = defenses.spectre(R, n_p)
+        s = res.scores
+        assert defenses.detection_metrics(s, truth, res.removed)["recall"] >= 0.9
+    assert defenses.detection_metrics(s, truth)["auc"] >= 0.95
+
+
+def test_scores_on_the_wrong_class_find_nothing():
+    """The poisons sit in the target class; the source class's rows hold none of them."""
+    R, truth = blatant()
+    y = np.r_[np.ones(len(R)), -np.ones(60)]
+    R_all = np.vstack([R, np.random.default_rng(1).standard_normal((60, R.shape[1]))])
+    rows = defenses.class_rows(y, 1.0)
+    assert rows.tolist() == list(range(len(R)))
+    s = defenses.spectral_signature_scores(R_all[rows])
+    assert defenses.detection_metrics(s, truth)["auc"] >= 0.95
+    wrong = defenses.class_rows(y, -1.0)
+    with pytest.raises(ValueError, match="label"):
+        defenses.class_rows(y, 2.0)
+    assert len(wrong) == 60
+
+
+def test_removal_rule():
+    assert defenses.removal_count(10, 100) == 15
+    assert defenses.removal_count(1, 100) == 2
+    m = defenses.removal_set(np.array([0.1, 3.0, 2.0, -1.0]), 2)
+    assert m.tolist() == [False, True, True, False]
+
+
+# ---------------------------------------------------------------------------- SPECTRE internals
+def test_robust_covariance_drops_the_outliers_of_a_gaussian():
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((300, 4))
+    Y[:15] = rng.standard_normal((15, 4)) * 0.3 + np.array([0, 0, 7.0, 7.0])
+    Y = Y - Y.mean(0)
+    kept = defenses.robust_covariance(Y, 15 / 300, limit=30)
+    assert (~kept[:15]).sum() >= 13 and (~kept[15:]).sum() <= 17
+
+
+def test_spectre_dimension_choice_is_recorded():
+    R, truth = blatant()
+    res = defenses.spectre(R, int(truth.sum()))
+    assert res.k in res.objective and res.objective[res.k] == max(res.objective.values())
+    assert res.removed.sum() == 36
+
+
+# ---------------------------------------------------------------------------- datamodels
+def _toy_kernel(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    K = np.exp(-((X[:, None] - X[None]) ** 2).sum(-1) / 4)
+    return K, np.sign(rng.standard_normal(n))
+
+
+def _refit_margins(K, y, idx, s):
+    return y * (K[:, idx] @ np.linalg.solve(K[np.ix_(idx, idx)] + s * np.eye(len(idx)), y[idx]))
+
+
+def test_hat_datamodel_is_the_exact_leave_one_out_effect():
+    K, y = _toy_kernel()
+    A = defenses.hat_datamodels(K, y, shift=0.1)
+    s = 0.1 * np.mean(np.diag(K))
+    full = _refit_margins(K, y, np.arange(len(K)), s)
+    for i in (0, 7, 15):
+        eff = full - _refit_margins(K, y, np.delete(np.arange(len(K)), i), s)
+        eff[i] = 0.0
+        np.testing.assert_allclose(A[i], eff, atol=1e-10)
+
+
+def test_kernel_datamodel_predicts_exact_subset_refits():
+    """The linear datamodel fitted on random half subsets predicts the margins of new subsets,
+    computed by exact refits, far better than their mean does."""
+    K, y = _toy_kernel(n=14)
+    A = defenses.kernel_datamodels(K, y, n_subsets=3000, shift=0.1, ridge=1e-4, seed=0)
+    s = 0.1 * np.mean(np.diag(K))
+    rng = np.random.default_rng(5)
+    masks, margins = [], []
+    for _ in range(400):
+        idx = np.sort(rng.choice(14, 7, replace=False))
+        m = np.zeros(14)
+        m[idx] = 1
+        masks.append(m)
+        margins.append(_refit_margins(K, y, idx, s))
+    masks, margins = np.array(masks), np.array(margins)
+    pred = (masks - 0.5) @ A
+    resid = (margins - margins.mean(0)) - pred
+    explained = 1 - resid.var() / margins.var(0).mean()
+    assert explained > 0.5, explained
+
+
+def test_strongest_feature_search_finds_a_planted_coalition():
+    rng = np.random.default_rng(0)
+    n = 60
+    A = rng.standard_normal((n, n)) * 0.05
+    A[:10, :10] += 1.0  # ten points that support each other strongly
+    s = defenses.strongest_feature_scores(A, sizes=[10], restarts=10)
+    assert set(np.argsort(-s)[:10]) == set(range(10))
+
+
+# ---------------------------------------------------------------------------- after-kernel attribution
+def test_after_kernel_scores_of_a_linear_model_are_its_exact_decomposition():
+    rng = np.random.default_rng(0)
+    Phi, Z = rng.standard_normal((20, 5)), rng.standard_normal((4, 5))
+    y = np.sign(rng.standard_normal(20))
+    ridge = 1e-2
+    K = Phi @ Phi.T
+    lam = ridge * np.mean(np.diag(K))
+    tau = defenses.after_kernel_scores(K, y, Z @ Phi.T, ridge=ridge)
+    # primal form: phi(z)^T (Phi^T Phi + lam I)^-1 phi_i y_i, summed over z
+    primal = (Z.sum(0) @ np.linalg.solve(Phi.T @ Phi + lam * np.eye(5), Phi.T)) * y
+    np.testing.assert_allclose(tau, primal, rtol=1e-8)
+    # and it decomposes the ridge model's predictions exactly
+    w = np.linalg.solve(Phi.T @ Phi + lam * np.eye(5), Phi.T @ y)
+    assert np.isclose(tau.sum(), (Z @ w).sum())
+
+
+# ---------------------------------------------------------------------------- I-BAU
+def test_implicit_hypergradient_converges_to_the_exact_one():
+    """Strongly convex quadratic inner problem min_d 1/2 d^T A d - theta^T B d: d* = A^-1 B^T theta;
+    outer F = 1/2 ||d - c||^2 + 1/2 ||theta||^2, dF/dtheta = theta + B A^-1 (d* - c)."""
+    rng = np.random.default_rng(0)
+    Q = rng.standard_normal((4, 4))
+    A = jnp.asarray(Q @ Q.T + 4 * np.eye(4))
+    B = jnp.asarray(rng.standard_normal((3, 4)))
+    c, theta = jnp.asarray(rng.standard_normal(4)), jnp.asarray(rng.standard_normal(3))
+    d_star = jnp.linalg.solve(A, B.T @ theta)
+    exact = theta + B @ jnp.linalg.solve(A, d_star - c)
+    eta = 0.9 / float(jnp.linalg.eigvalsh(A).max())
+
+    def inner_map(th, d):
+        return d - eta * jax.grad(lambda u: 0.5 * u @ A @ u - th @ B @ u)(d)
+
+    def outer(th, d):
+        return 0.5 * jnp.sum((d - c) ** 2) + 0.5 * jnp.sum(th ** 2)
+
+    errs = [float(jnp.linalg.norm(unlearning.implicit_hypergradient(outer, inner_map, theta, d_star, K) - exact))
+            for K in (0, 5, 20, 200)]
+    assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-5, errs
+
+
+@pytest.fixture(scope="module")
+def poisoned_victim():
+    exp = pipeline.prepare("digits", width=256, depth=2, progress=False,
+                           train_config=pipeline.victim_config("digits", steps=2000))
+    task = exp.task
+    X_p = task.X_cand[attack.sampling_baseline(len(task.X_cand), 8, 0)]
+    X, y = np.concatenate([task.X_d, X_p]), np.concatenate([task.y_d, np.ones(len(X_p))])
+    r = train.train(exp.arch, X, y, exp.train_config, progress=False)
+    return exp, r.params
+
+
+def test_ibau_removes_a_sampling_backdoor(poisoned_victim):
+    exp, params = poisoned_victim
+    before = evaluate.network_metrics(exp.arch, params, exp.task)
+    assert before["net_asr"] >= 0.8
+    u = unlearning.ibau(exp.arch, params, exp.task.X_t, exp.task.y_t, rounds=5, progress=False)
+    after = evaluate.network_metrics(exp.arch, u.params, exp.task)
+    assert after["net_asr"] <= 0.05 and after["net_ca"] >= before["net_ca"] - 0.02, (before, after)
+    assert len(u.deltas) == 5 and max(u.history["delta_norm"]) <= 10 * np.sqrt(64 / 3072) + 1e-5
+
+
+def test_penultimate_features_feed_the_readout(poisoned_victim):
+    exp, params = poisoned_victim
+    F = exp.arch.features(params, exp.task.X_t)
+    W, b = params[-1]
+    s = exp.arch.spec
+    out = s["W_std"] / np.sqrt(W.shape[0]) * F @ np.asarray(W)[:, 0] + s["b_std"] * float(np.asarray(b)[0])
+    np.testing.assert_allclose(out, exp.arch.predict(params, exp.task.X_t), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_inputs_are_refused():
+    R, truth = blatant()
+    with pytest.raises(ValueError, match="n_poison"):
+        defenses.removal_count(500, len(R))
+    with pytest.raises(ValueError, match="n_poison"):
+        defenses.spectre(R, len(R))
+    bad = R.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="finite|NaN"):
+        defenses.spectral_signature_scores(bad)
+    with pytest.raises(ValueError, match="scores"):
+        defenses.detection_metrics(np.zeros(5), np.zeros(4, bool))
+    arch = models.plain_mlp(8, depth=1)
+    params = arch.init(0, (8, 8, 1))
+    with pytest.raises(ValueError, match="empty"):
+        unlearning.ibau(arch, params, np.zeros((0, 8, 8, 1)), np.zeros(0), progress=False)
+    no_layer = models.Architecture(dict(name="custom"), arch.init_fn, arch.apply_fn)
+    with pytest.raises(ValueError, match="penultimate"):
+        no_layer.features(params, data.load_digits()[0][:2])
