@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "data", "triggers", "models", "train", "kernels", "regression", "attack",
     "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial", "book",
-    "defenses", "unlearning", "defense_study",
+    "defenses", "unlearning", "defense_study", "reconstruction",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -1,0 +1,293 @@
+"""Reconstructing training images from a network's weights (Loo, Hasani, Lechner, Amini, Rus,
+"Understanding reconstruction attacks with the neural tangent kernel and dataset distillation",
+ICLR 2024).
+
+In the kernel regime, gradient-descent training on squared loss moves the parameters by a
+weighted sum of the training points' gradients,
+
+    Delta theta = theta_f - theta_0 = sum_i a_i grad_theta f(x_i; theta_0)   (exact for the
+    linearized network; a_i = lr sum_t (y_i - f_t(x_i))),
+
+so the training set is (up to the a_i) what explains Delta theta. The attack (Sec. 3)
+searches N_R candidate images X and weights alpha minimizing
+
+    L(X, alpha) = || Delta theta - sum_j alpha_j grad_theta f~(x_j; theta_g) ||^2
+                  + lambda_range N_R mean(relu(-X)^2 + relu(X - 1)^2) + lambda_tv TV(X),
+
+with theta_g = theta_f (the trained network; theta_0 for a linearized one), f~ the network with
+its ReLUs smoothed into softplus(beta u) / beta during the search (the authors' device: ReLU
+networks have piecewise-constant input gradients), TV the mean squared difference of
+neighbouring pixels (the high-frequency penalty). The gradient sum is one vector-Jacobian
+product of the batch output with cotangent alpha (:func:`gradient_sum`): per-example gradients
+are never formed. Defaults (``DESIGN.md`` section 8): N_R = 2N images initialized
+N(mean, 0.2^2), alpha ~ U[-0.5, 0.5], Adam lr 0.02, lambda_range = 0.1.
+
+Quality: reconstructions are matched one-to-one to the training images by the optimal
+assignment on L2 distance (:func:`match`), and scored by SSIM (Wang et al. 2004, :func:`ssim`).
+Networks are :func:`ntklib.models.plain_mlp` (the parameter layout the smoothing needs).
+Cost per step: one forward pass and one VJP on the N_R candidates, differentiated once more
+(reverse over reverse), O(N_R P) for P parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.optimize import linear_sum_assignment
+from tqdm.auto import tqdm
+
+from . import models as _models
+from . import validation as _val
+
+__all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "ReconstructionResult", "reconstruct",
+           "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy"]
+
+
+def _check_mlp(arch):
+    _val.check_architecture(arch)
+    if arch.spec.get("name") != "plain_mlp":
+        raise ValueError(f"architecture {arch.spec.get('name')!r} is invalid here: the reconstruction attack "
+                         "needs ntklib.models.plain_mlp (its ReLUs are smoothed during the search)")
+    return arch
+
+
+def mlp_apply(arch, beta: float | None = None):
+    """``apply(params, x) -> (n,)`` of a :func:`~ntklib.models.plain_mlp` with its ReLUs replaced by
+    softplus(beta u) / beta (``beta=None``: the network itself)."""
+    _check_mlp(arch)
+    if beta is None:
+        return lambda p, x: arch.apply_fn(p, x).reshape(x.shape[0])
+    beta = _val.check_float(beta, "beta", min=0, include_min=False)
+    if arch.spec["activation"] != "relu":
+        raise ValueError("softplus smoothing applies to ReLU networks; pass beta=None for this one")
+    W_std, b_std = arch.spec["W_std"], arch.spec["b_std"]
+
+    def apply(params, x):
+        h = x.reshape(x.shape[0], -1)
+        for i, (W, b) in enumerate(params):
+            h = W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
+            if i < len(params) - 1:
+                h = jax.nn.softplus(beta * h) / beta
+        return h.reshape(x.shape[0])
+
+    return apply
+
+
+def linearized(arch, params0) -> _models.Architecture:
+    """The first-order Taylor network f(x; p) = f(x; p0) + <grad_p f(x; p0), p - p0> around ``params0``,
+    as an :class:`~ntklib.models.Architecture` that :func:`ntklib.train.train` can train (start it at
+    ``params0``). Cost: one forward-mode JVP per forward pass."""
+    _val.check_architecture(arch)
+    p0 = jax.tree_util.tree_map(jnp.asarray, params0)
+
+    def apply_fn(params, x, **_):
+        tangent = jax.tree_util.tree_map(lambda a, b: a - b, params, p0)
+        f0, df = jax.jvp(lambda p: arch.apply_fn(p, x), (p0,), (tangent,))
+        return f0 + df
+
+    spec = dict(arch.spec, linearized=True)
+    return _models.Architecture(spec, arch.init_fn, apply_fn, None)
+
+
+def gradient_sum(apply, params, X, alpha):
+    """sum_j alpha_j grad_theta f(x_j; params): one VJP of the batch output (n,) with cotangent alpha."""
+    _, vjp = jax.vjp(lambda p: apply(p, X), params)
+    return vjp(alpha)[0]
+
+
+def param_delta(params_final, params_init):
+    """theta_f - theta_0 as a pytree."""
+    _val.check_params_tree(params_final, "params_final")
+    _val.check_params_tree(params_init, "params_init")
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a) - jnp.asarray(b), params_final, params_init)
+
+
+def _sq_norm(tree):
+    return sum(jnp.sum(x ** 2) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _tv(X):
+    return jnp.mean((X[:, 1:] - X[:, :-1]) ** 2) + jnp.mean((X[:, :, 1:] - X[:, :, :-1]) ** 2)
+
+
+@dataclass
+class ReconstructionResult:
+    """Candidates ``X`` (N_R, H, W, C) clipped to [0, 1], their weights ``alpha`` (N_R,), and
+    ``history`` (step, loss, match loss: the relative residual ||Delta - sum||^2 / ||Delta||^2)."""
+
+    X: np.ndarray
+    alpha: np.ndarray
+    history: dict = field(default_factory=dict)
+
+
+def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps: int = 3000, lr: float = 0.02,
+                beta: float | None = 10.0, range_weight: float = 0.1, tv_weight: float = 1e-3,
+                grad_params=None, init_mean=None, seed: int = 0, log_every: int = 100,
+                progress: bool = True) -> ReconstructionResult:
+    """The reconstruction attack (module notes): ``n_candidates`` images of ``shape`` (H, W, C) and
+    their weights, fitted by Adam (``lr``, ``steps``) so that their weighted gradient sum at
+    ``grad_params`` (default ``params_final``; ``params_init`` for a linearized network) explains
+    theta_f - theta_0. ``beta``: softplus smoothing of the ReLUs (None: none); ``init_mean``: the
+    mean image the candidates start around (default 0.5). Cost per step: see the module notes."""
+    _check_mlp(arch)
+    delta = param_delta(params_final, params_init)
+    n_candidates = _val.check_int(n_candidates, "n_candidates", min=1, hint="the paper uses 2N for N training images")
+    shape = tuple(_val.check_int_list(list(shape), "shape", min=1))
+    steps = _val.check_steps(steps, "steps")
+    lr = _val.check_lr(lr)
+    range_weight = _val.check_float(range_weight, "range_weight", min=0)
+    tv_weight = _val.check_float(tv_weight, "tv_weight", min=0)
+    log_every = _val.check_steps(log_every, "log_every")
+    gp = params_final if grad_params is None else grad_params
+    _val.check_params_tree(gp, "grad_params")
+    apply = mlp_apply(arch, beta)
+    rng = np.random.default_rng(_val.check_seed(seed))
+    mean = 0.5 if init_mean is None else np.asarray(init_mean, np.float32)
+    X0 = (mean + 0.2 * rng.standard_normal((n_candidates, *shape))).astype(np.float32)
+    a0 = rng.uniform(-0.5, 0.5, n_candidates).astype(np.float32)
+    norm = float(_sq_norm(delta))
+    if norm == 0:
+        raise ValueError("params_final equals params_init: the network did not move, there is nothing to "
+                         "reconstruct from (train it first)")
+
+    def losses(z):
+        X, a = z
+        match_ = _sq_norm(jax.tree_util.tree_map(lambda d, g: d - g, delta, gradient_sum(apply, gp, X, a))) / norm
+        rng_pen = range_weight * n_candidates * jnp.mean(jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2)
+        return match_ + rng_pen + tv_weight * _tv(X), match_
+
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def step(z, s):
+        (loss, m), g = jax.value_and_grad(losses, has_aux=True)(z)
+        u, s = tx.update(g, s, z)
+        return optax.apply_updates(z, u), s, loss, m
+
+    z = (jnp.asarray(X0), jnp.asarray(a0))
+    state = tx.init(z)
+    hist = {"step": [], "loss": [], "match": []}
+    for t in tqdm(range(1, steps + 1), desc="reconstruction", disable=not progress):
+        z, state, loss, m = step(z, state)
+        if t % log_every == 0 or t == steps:
+            hist["step"].append(t)
+            hist["loss"].append(float(loss))
+            hist["match"].append(float(m))
+    return ReconstructionResult(np.clip(np.asarray(z[0]), 0.0, 1.0), np.asarray(z[1]), hist)
+
+
+# ---------------------------------------------------------------------------- quality
+def _gauss_window(size, sigma=1.5):
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-r ** 2 / (2 * sigma ** 2))
+    w = np.outer(g, g)
+    return w / w.sum()
+
+
+def _filter(img, w):
+    """'valid' correlation of (n, H, W) with a (k, k) window."""
+    k = len(w)
+    H, W = img.shape[1] - k + 1, img.shape[2] - k + 1
+    out = np.zeros((img.shape[0], H, W))
+    for i in range(k):
+        for j in range(k):
+            out += w[i, j] * img[:, i:i + H, j:j + W]
+    return out
+
+
+def ssim(a, b, win: int | None = None, data_range: float = 1.0) -> np.ndarray:
+    """Structural similarity (Wang, Bovik, Sheikh, Simoncelli 2004) of image pairs a[i], b[i]
+    ((n, H, W, C) each), Gaussian window (sigma 1.5, ``win`` x ``win``, default 7 or the image's
+    side if smaller, odd), K1 = 0.01, K2 = 0.03, averaged over positions and channels: (n,)."""
+    a = _val.check_images(a, "a", box=False).astype(np.float64)
+    b = _val.check_images(b, "b", a.shape[1:], box=False).astype(np.float64)
+    if len(a) != len(b):
+        raise ValueError(f"a holds {len(a)} images and b {len(b)}: SSIM compares pairs")
+    side = min(a.shape[1], a.shape[2])
+    win = min(7, side - (1 - side % 2)) if win is None else _val.check_int(win, "win", min=1, max=side)
+    w = _gauss_window(win)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    vals = []
+    for c in range(a.shape[3]):
+        x, y = a[..., c], b[..., c]
+        mx, my = _filter(x, w), _filter(y, w)
+        sxx = _filter(x * x, w) - mx ** 2
+        syy = _filter(y * y, w) - my ** 2
+        sxy = _filter(x * y, w) - mx * my
+        s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+        vals.append(s.reshape(len(a), -1).mean(1))
+    return np.mean(vals, axis=0)
+
+
+def ssim_matrix(A, B, **kw) -> np.ndarray:
+    """SSIM of every pair (A[i], B[j]): (len(A), len(B))."""
+    A, B = np.asarray(A), np.asarray(B)
+    i, j = np.meshgrid(np.arange(len(A)), np.arange(len(B)), indexing="ij")
+    return ssim(A[i.ravel()], B[j.ravel()], **kw).reshape(len(A), len(B))
+
+
+def match(X_train, X_rec) -> dict:
+    """One-to-one matching of training images (N) to reconstructions (N_R >= N) minimizing the
+    total L2 distance (optimal assignment); returns rec_index (N,) (the reconstruction matched to
+    each training image), l2 (N,) and ssim (N,) of each pair. Cost: O(N N_R) distances and the
+    assignment, O(N_R^3)."""
+    X_train = _val.check_images(X_train, "X_train", box=False)
+    X_rec = _val.check_images(X_rec, "X_rec", X_train.shape[1:], box=False)
+    if len(X_rec) < len(X_train):
+        raise ValueError(f"{len(X_rec)} reconstructions for {len(X_train)} training images: one-to-one matching "
+                         "needs at least as many reconstructions (the paper uses 2N)")
+    a = X_train.reshape(len(X_train), -1).astype(np.float64)
+    b = X_rec.reshape(len(X_rec), -1).astype(np.float64)
+    D = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0))
+    rows, cols = linear_sum_assignment(D)
+    rec = np.empty(len(a), int)
+    rec[rows] = cols
+    return dict(rec_index=rec, l2=D[np.arange(len(a)), rec], ssim=ssim(X_train, X_rec[rec]))
+
+
+# ---------------------------------------------------------------------------- studies (notebook 09)
+def train_victim(arch, X, y, config, seed: int = 0, linear: bool = False):
+    """(params_init, params_final) of ``arch`` (or its linearization around its initialization,
+    ``linear=True``) trained on (X, y) with ``config`` (:class:`ntklib.train.TrainConfig`) from the
+    initialization of ``seed``; the final training loss is in the returned result's ``final_loss``.
+    Returns (params_init, TrainResult, the architecture trained)."""
+    from . import train as _train
+
+    _check_mlp(arch)
+    p0 = arch.init(_val.check_seed(seed), X.shape[1:])
+    net = linearized(arch, p0) if linear else arch
+    r = _train.train(net, X, y, config, params=p0, progress=False)
+    return p0, r, net
+
+
+def baseline_images(X_other, X_train, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` images the attacker could have guessed without the weights: random real images of the
+    same classes that were *not* trained on (``X_other``), the bar a reconstruction must clear."""
+    X_other = _val.check_images(X_other, "X_other")
+    n = _val.check_int(n, "n", min=1, max=len(X_other), hint=f"X_other holds {len(X_other)} images")
+    return X_other[np.random.default_rng(_val.check_seed(seed)).choice(len(X_other), n, replace=False)]
+
+
+def quality(X_train, X_rec, threshold: float = 0.6) -> dict:
+    """Matched quality of reconstructions: mean L2 and SSIM over the training images and the
+    fraction recovered (matched SSIM above ``threshold``); with the per-image arrays."""
+    m = match(X_train, X_rec)
+    return dict(l2=float(m["l2"].mean()), ssim=float(m["ssim"].mean()),
+                recovered=float(np.mean(m["ssim"] > threshold)), per_image=m)
+
+
+def distilled_accuracy(kernel, X_rec, labels, X_test, y_test, ridge: float = 1e-3) -> float:
+    """Reconstructions as a distilled training set (Loo et al., Sec. 5): kernel regression on
+    X_rec with ``labels`` (+/-1; the attacker, who holds the weights, labels each reconstruction
+    with the victim's own prediction), its accuracy on (X_test, y_test). ``ridge`` is relative to
+    mean(diag K). Cost: the kernel on X_rec and one solve."""
+    from . import adversarial as _adv
+
+    X_rec = _val.check_images(X_rec, "X_rec")
+    labels = _val.check_labels(labels, "labels", len(X_rec))
+    K_scale = float(np.mean(np.diag(np.asarray(kernel(X_rec[:8]), np.float64))))
+    pred = _adv.kernel_predictor(kernel, X_rec, labels, ridge=_val.check_float(ridge, "ridge", min=0) * K_scale)
+    return _adv.accuracy(pred(X_test), y_test)

@@ -1,0 +1,121 @@
+"""Reconstruction from weights: the gradient sum against explicit per-example gradients, the
+kernel-regime identity behind the attack, SSIM against a brute-force loop, matching, and the
+attack itself recovering training images better than real images it never saw."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntklib import data, kernels, models, reconstruction, train
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    task = data.make_task("digits", n_train_per_class=4, n_eval_per_class=3, seed=0)
+    return task.X_d.astype(np.float32), task.y_d, task
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def test_gradient_sum_is_one_vjp_of_the_per_example_gradients(tiny):
+    X, _, _ = tiny
+    arch = models.plain_mlp(16, depth=2)
+    p = arch.init(0, X.shape[1:])
+    apply = reconstruction.mlp_apply(arch, beta=5.0)
+    alpha = jnp.asarray(np.linspace(-1, 1, len(X)), jnp.float32)
+    explicit = sum(a * _flat(jax.grad(lambda q, x=x: apply(q, x[None])[0])(p)) for a, x in zip(alpha, X, strict=True))
+    np.testing.assert_allclose(_flat(reconstruction.gradient_sum(apply, p, jnp.asarray(X), alpha)), explicit,
+                               rtol=1e-4, atol=1e-5)
+    # beta=None is the ReLU network itself; large beta approaches it
+    np.testing.assert_allclose(reconstruction.mlp_apply(arch)(p, X), arch.predict(p, X), rtol=1e-6)
+    np.testing.assert_allclose(reconstruction.mlp_apply(arch, 200.0)(p, X), arch.predict(p, X), atol=0.05)
+
+
+def test_a_linearized_network_moves_in_the_span_of_its_training_gradients(tiny):
+    """Gradient descent on the linearized network: theta_f - theta_0 = sum_i a_i grad f(x_i; theta_0)
+    exactly, the identity the attack inverts (Loo et al. 2024, Sec. 3)."""
+    X, y, _ = tiny
+    arch = models.plain_mlp(32, depth=2)
+    p0, r, net = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=300),
+                                             linear=True)
+    assert r.final_loss < 1e-3
+    delta = _flat(reconstruction.param_delta(r.params, p0))
+    J = jax.jacrev(lambda q: arch.apply_fn(q, jnp.asarray(X)).reshape(-1))(p0)
+    J = np.concatenate([np.asarray(j).reshape(len(X), -1) for j in jax.tree_util.tree_leaves(J)], axis=1)
+    a, *_ = np.linalg.lstsq(J.T.astype(np.float64), np.asarray(delta, np.float64), rcond=None)
+    resid = np.linalg.norm(J.T @ a - delta) / np.linalg.norm(delta)
+    assert resid < 1e-3, resid
+    # the standard network trained the same way does not stay in that span exactly
+    p0s, rs, _ = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=300))
+    ds = np.asarray(_flat(reconstruction.param_delta(rs.params, p0s)), np.float64)
+    a_s, *_ = np.linalg.lstsq(J.T.astype(np.float64), ds, rcond=None)
+    assert np.linalg.norm(J.T @ a_s - ds) / np.linalg.norm(ds) > 10 * resid
+
+
+def _ssim_loop(a, b, win):
+    """SSIM by explicit windows (Wang et al. 2004), one image pair, one channel."""
+    g = np.exp(-(np.arange(win) - (win - 1) / 2) ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    vals = []
+    for i in range(a.shape[0] - win + 1):
+        for j in range(a.shape[1] - win + 1):
+            x, y = a[i:i + win, j:j + win], b[i:i + win, j:j + win]
+            mx, my = (w * x).sum(), (w * y).sum()
+            vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
+            cxy = (w * (x - mx) * (y - my)).sum()
+            vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+    return np.mean(vals)
+
+
+def test_ssim_against_explicit_windows(tiny):
+    X, _, task = tiny
+    a, b = X[:3], task.X_test[:3]
+    for win in (3, 7):
+        got = reconstruction.ssim(a, b, win=win)
+        want = [_ssim_loop(a[i, ..., 0].astype(np.float64), b[i, ..., 0].astype(np.float64), win) for i in range(3)]
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(reconstruction.ssim(a, a), 1.0)
+    np.testing.assert_allclose(reconstruction.ssim(a, b), reconstruction.ssim(b, a))
+    M = reconstruction.ssim_matrix(a, b)
+    assert M.shape == (3, 3) and np.allclose(np.diag(M), reconstruction.ssim(a, b))
+
+
+def test_matching_recovers_a_permutation(tiny):
+    X, _, task = tiny
+    perm = np.random.default_rng(0).permutation(len(X))
+    rec = np.concatenate([X[perm], task.X_test[:len(X)]])
+    m = reconstruction.match(X, rec)
+    assert np.array_equal(perm[m["rec_index"]], np.arange(len(X)))
+    assert np.allclose(m["l2"], 0, atol=1e-5) and np.allclose(m["ssim"], 1.0)
+    with pytest.raises(ValueError, match="at least as many"):
+        reconstruction.match(X, X[:3])
+
+
+def test_attack_recovers_training_images_better_than_unseen_ones(tiny):
+    X, y, task = tiny
+    arch = models.plain_mlp(128, depth=2)
+    p0, r, _ = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=500))
+    res = reconstruction.reconstruct(arch, p0, r.params, 2 * len(X), X.shape[1:], steps=800, progress=False,
+                                     init_mean=X.mean(0))
+    assert res.X.shape == (16, 8, 8, 1) and res.X.min() >= 0 and res.X.max() <= 1
+    assert res.history["match"][-1] < 0.7 * res.history["match"][0]
+    q = reconstruction.quality(X, res.X)
+    base = reconstruction.quality(X, reconstruction.baseline_images(task.X_test, X, 2 * len(X)))
+    assert q["l2"] < base["l2"] and q["ssim"] > base["ssim"], (q, base)
+    labels = np.where(arch.predict(r.params, res.X) >= 0, 1.0, -1.0)  # the victim labels its reconstructions
+    acc = reconstruction.distilled_accuracy(kernels.rbf(2.0, dtype="float64"), res.X, labels, task.X_test,
+                                            task.y_test)
+    assert acc > 0.8, acc
+
+
+def test_bad_inputs(tiny):
+    X, y, _ = tiny
+    arch = models.plain_mlp(8, depth=1)
+    p = arch.init(0, X.shape[1:])
+    with pytest.raises(ValueError, match="did not move"):
+        reconstruction.reconstruct(arch, p, p, 4, X.shape[1:], steps=1, progress=False)
+    with pytest.raises(ValueError, match="plain_mlp"):
+        reconstruction.reconstruct(models.mlp(8, depth=1), p, p, 4, X.shape[1:], steps=1, progress=False)
