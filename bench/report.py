@@ -146,6 +146,15 @@ def speed_rows() -> list[str]:
             out.append(f"| training-free FGSM, {r['kernel']}, {r['n_train']} training images (32x32x3) | "
                        f"predictor {r['fit_s']:.1f} s, FGSM on {r['n_test']} test images {r['fgsm_s']:.1f} s "
                        f"| adversarial_cpu.json |")
+    d = _load(ROOT / "bench/results/defenses_cpu.json")
+    if d:
+        dets = [r for r in d["rows"] if not r["what"].startswith("I-BAU")]
+        ib = [r for r in d["rows"] if r["what"].startswith("I-BAU")]
+        out.append(f"| poison detectors on a training set of {dets[0]['n']} points (`ntklib.defenses`) | " +
+                   ", ".join(f"{r['what']} {_sec(r['seconds'])}" for r in dets) + " | defenses_cpu.json |")
+        for r in ib:
+            out.append(f"| {r['what']}, digits MLP 256 x 2, {r['n']} clean images | {_sec(r['seconds'])} "
+                       "| defenses_cpu.json |")
     v = _load(ROOT / "bench/results/validation_cpu.json")
     if v:
         p, nbs = v["pipeline"], v.get("notebooks") or []

@@ -318,6 +318,8 @@ class BackdoorTask:
         X_test_trig:    triggered source-class test images, for reporting ASR
         trigger:        the :class:`~ntklib.triggers.Trigger` used
         spec:           JSON-able description of how the task was built
+        X_spare, y_spare: clean training-split images disjoint from d, t and a (empty unless
+                        ``n_spare_per_class`` was asked for): a defender's clean set
     """
 
     X_d: np.ndarray
@@ -332,6 +334,8 @@ class BackdoorTask:
     X_test_trig: np.ndarray
     trigger: _triggers.Trigger
     spec: dict = field(default_factory=dict)
+    X_spare: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 1), np.float32))
+    y_spare: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def y_cand(self) -> np.ndarray:
@@ -355,7 +359,7 @@ def _take(idx: np.ndarray, n, what: str, cls, available: int):
 
 def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
               n_train_per_class=None, n_eval_per_class=30, n_test_per_class=None,
-              n_pool=None, seed: int = 0, data_dir=None) -> BackdoorTask:
+              n_pool=None, seed: int = 0, data_dir=None, n_spare_per_class: int = 0) -> BackdoorTask:
     """Build the sets of a backdoor task for a (source, target) class pair.
 
     The training images of the two classes are shuffled with ``seed``; per class
@@ -364,7 +368,8 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
     d. The candidate pool holds triggered copies of d's source images (the first
     ``n_pool`` of them, default all). Test images are the dataset's test split
     (the first ``n_test_per_class`` per class after shuffling, default all).
-    Same arguments, same split.
+    Same arguments, same split. ``n_spare_per_class`` more images per class after d form the
+    clean spare set (``X_spare``, a defender's clean images; d must then be sized).
 
     ``trigger`` is ``"periodic"``, ``"patch"`` (the dataset's defaults from
     :func:`default_trigger`) or a :class:`~ntklib.triggers.Trigger`.
@@ -376,6 +381,10 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
         _val.check_int(n, what, min=1, allow_none=True, hint="None takes all available images")
     if n_eval_per_class is None:
         raise ValueError("n_eval_per_class=None is invalid: the held-out sets t and a need a size (default 30)")
+    n_spare_per_class = _val.check_int(n_spare_per_class, "n_spare_per_class", min=0)
+    if n_spare_per_class and n_train_per_class is None:
+        raise ValueError("n_spare_per_class needs n_train_per_class: with n_train_per_class=None d takes every "
+                         "remaining image and none is left spare")
     if data_dir is not None:
         data_dir = _val.check_path(data_dir, "data_dir", must_exist=True)
     s, t = _class_index(dataset, source), _class_index(dataset, target)
@@ -396,7 +405,11 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
         tr = _take(rest, n_train_per_class, "n_train_per_class", c, len(rest))
         te_idx = rng.permutation(np.flatnonzero(yte == c))
         te = _take(te_idx, n_test_per_class, "n_test_per_class", c, len(te_idx))
-        parts[c] = (tr, ev, te)
+        spare = rest[len(tr):]
+        if n_spare_per_class > len(spare):
+            raise ValueError(f"n_spare_per_class = {n_spare_per_class} for class {c}, but only {len(spare)} images "
+                             "are left after t and d; choose fewer")
+        parts[c] = (tr, ev, te, spare[:n_spare_per_class])
 
     def lab(y):
         return np.where(y == t, 1.0, -1.0)
@@ -404,6 +417,7 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
     d_idx = np.concatenate([parts[t][0], parts[s][0]])
     t_idx = np.concatenate([parts[t][1], parts[s][1]])
     te_idx = np.concatenate([parts[t][2], parts[s][2]])
+    sp_idx = np.concatenate([parts[t][3], parts[s][3]]).astype(int)
     X_d, y_d = Xtr[d_idx], lab(ytr[d_idx])
     src_in_d = np.flatnonzero(y_d < 0)
     n_src = len(src_in_d)
@@ -415,6 +429,8 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
     spec = dict(dataset=dataset, source=source, target=target, trigger=trig.spec,
                 n_train_per_class=n_train_per_class, n_eval_per_class=n_eval_per_class,
                 n_test_per_class=n_test_per_class, n_pool=n_pool, seed=seed)
+    if n_spare_per_class:
+        spec["n_spare_per_class"] = n_spare_per_class
     return BackdoorTask(
         X_d=X_d, y_d=y_d,
         X_cand=trig(X_d[cand_index]), cand_index=cand_index,
@@ -422,4 +438,4 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
         X_a=trig(Xtr[parts[s][1]]),
         X_test=Xte[te_idx], y_test=lab(yte[te_idx]),
         X_test_trig=trig(X_src_test),
-        trigger=trig, spec=spec)
+        trigger=trig, spec=spec, X_spare=Xtr[sp_idx], y_spare=lab(ytr[sp_idx]))

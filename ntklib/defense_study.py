@@ -169,13 +169,18 @@ def detection_study(exp, sets, detectors=DETECTORS, retrain: bool = True, n_subs
 def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progress: bool = True,
                **ibau_kw) -> pd.DataFrame:
     """I-BAU on each poisoned victim with the first ``n_clean`` images of a shuffled clean pool
-    (the task's held-out set t; the same subset for every victim of a size), measured after
-    every round (round 0: before). Columns: attack, budget, seed, n_clean, round, net_asr,
-    net_ca, seconds (the whole run's wall time)."""
+    (the task's spare clean images ``X_spare`` when it has them, else its held-out set t; the
+    same subset for every victim of a size), measured after every round (round 0: before).
+    Columns: attack, budget, seed, n_clean, round, net_asr, net_ca, seconds (the whole run's
+    wall time)."""
     task, arch = exp.task, exp.arch
-    pool = len(task.X_t)
+    spare = len(task.X_spare) > 0
+    X_pool, y_pool = (task.X_spare, task.y_spare) if spare else (task.X_t, task.y_t)
+    pool = len(X_pool)
+    where = ("the task's spare clean set" if spare else
+             "the task's held-out set t; make_task's n_spare_per_class adds a larger one")
     n_clean = _val.check_int_list(n_clean, "n_clean", min=1, max=pool,
-                                  hint=f"the clean pool (the task's held-out set t) holds {pool} images")
+                                  hint=f"the clean pool ({where}) holds {pool} images")
     rounds = _val.check_steps(rounds, "rounds")
     if len(victims) != len(sets):
         raise ValueError(f"{len(sets)} poison sets but {len(victims)} victims: pass detection_study's victims")
@@ -191,7 +196,7 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progre
         def on_round(r, p, base=base):
             rows.append(dict(base, round=r, **_eval.network_metrics(arch, p, task)))
 
-        _unl.ibau(arch, params, task.X_t[idx], task.y_t[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
+        _unl.ibau(arch, params, X_pool[idx], y_pool[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
                   on_round=on_round, **ibau_kw)
         for row in rows[-rounds:]:
             row["seconds"] = time.perf_counter() - t0

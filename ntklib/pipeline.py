@@ -76,6 +76,8 @@ def _task_kw(v, k):
     for key, n in v.items():
         if key == "n_eval_per_class":
             _val.check_int(n, f"{k}[{key!r}]", min=1)
+        elif key == "n_spare_per_class":
+            _val.check_int(n, f"{k}[{key!r}]", min=0)
         else:
             _val.check_int(n, f"{k}[{key!r}]", min=1, allow_none=True)
     return v
@@ -93,7 +95,7 @@ def _variants(v, k):
     return v
 
 
-TASK_KW = ("n_train_per_class", "n_eval_per_class", "n_test_per_class", "n_pool")
+TASK_KW = ("n_train_per_class", "n_eval_per_class", "n_test_per_class", "n_pool", "n_spare_per_class")
 VARIANT_KEYS = ("train_steps", "target_loss", "target_residual", "width", "lr", "optimizer", "batch_size")
 
 # What each notebook parameter may hold (notebooks and the runner check against this table).
@@ -142,6 +144,9 @@ PARAMETER_RULES = dict(
     ntba_budget=_positive_int, n_subsets=_positive_int, n_clean=_positive_ints, ibau_rounds=_positive_int,
     detectors=lambda v, k: _choice_list(_defense_study.DETECTORS)(v, k),
     retrain=lambda v, k: _val.check_bool(v, k),
+    # notebook 09 (reconstruction)
+    n_train=_positive_int, n_trains=_positive_ints,
+    distill_pair=lambda v, k: _val.check_int_list(v, k, min=0),
 )
 
 

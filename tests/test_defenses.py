@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ntklib import attack, data, defenses, evaluate, models, pipeline, train, unlearning
+from ntklib import attack, data, defense_study, defenses, evaluate, models, pipeline, train, unlearning
 
 
 def blatant(n_clean=120, n_poison=24, dim=20, shift=12.0, seed=0):
@@ -248,3 +248,23 @@ def test_bad_inputs_are_refused():
     no_layer = models.Architecture(dict(name="custom"), arch.init_fn, arch.apply_fn)
     with pytest.raises(ValueError, match="penultimate"):
         no_layer.features(params, data.load_digits()[0][:2])
+
+
+def test_spare_clean_set_is_disjoint_and_feeds_ibau_study():
+    task = data.make_task("digits", n_train_per_class=40, n_eval_per_class=10, n_spare_per_class=20, seed=3)
+    assert task.X_spare.shape == (40, 8, 8, 1) and set(np.unique(task.y_spare)) == {-1.0, 1.0}
+    flat = lambda X: {x.tobytes() for x in np.asarray(X, np.float32)}  # noqa: E731
+    assert not flat(task.X_spare) & (flat(task.X_d) | flat(task.X_t))
+    # without it nothing changes: same split, same spec
+    plain = data.make_task("digits", n_train_per_class=40, n_eval_per_class=10, seed=3)
+    assert np.array_equal(plain.X_d, task.X_d) and "n_spare_per_class" not in plain.spec
+    with pytest.raises(ValueError, match="n_spare_per_class"):
+        data.make_task("digits", n_spare_per_class=5)
+    exp = pipeline.prepare("digits", width=32, depth=1, progress=False, smoke=True,
+                           task_kw=dict(n_train_per_class=30, n_eval_per_class=5, n_spare_per_class=15))
+    sets = [dict(attack="sampling", budget=2, seed=0, X_p=exp.task.X_cand[:2])]
+    with pytest.raises(ValueError, match="spare clean set"):
+        defense_study.ibau_study(exp, sets, [exp.clean.params], n_clean=[31], rounds=1, progress=False)
+    table = defense_study.ibau_study(exp, sets, [exp.clean.params], n_clean=[30], rounds=1, outer_steps=2,
+                                     progress=False)
+    assert table["round"].tolist() == [0, 1] and (table.n_clean == 30).all()

@@ -30,6 +30,8 @@ EXPECTED = {
                     "ibau.csv", "runtime.csv", "results.json"],
     "08_adversarial_ntk": ["accuracy_vs_eps.png", "accuracy_vs_eps.csv", "eigen_features.png", "eigen_features.csv",
                            "feature_gradients.png", "kernel_dynamics.png", "kernel_dynamics.csv", "results.json"],
+    "09_reconstruction": ["reconstructions.png", "reconstructions.csv", "ssim_vs_n_over_w.png", "ssim_vs_n_over_w.csv",
+                          "distillation.png", "distillation.json", "poisons.png", "poisons.csv", "results.json"],
 }
 
 
