@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/validation.py
 	$(PY) bench/adversarial.py
 	$(PY) bench/defenses.py
+	$(PY) bench/reconstruction.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
@@ -60,6 +61,7 @@ bench-quick: $(STAMP)
 	$(PY) bench/validation.py --quick
 	$(PY) bench/adversarial.py --quick
 	$(PY) bench/defenses.py --quick
+	$(PY) bench/reconstruction.py --quick
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

@@ -11,7 +11,6 @@ the infinite NTK does not depend on their content.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 
 import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
-from kernels import machine  # noqa: E402
+from kernels import save_results  # noqa: E402
 from ntklib import adversarial, kernels, models  # noqa: E402
 
 
@@ -57,12 +56,7 @@ def main(argv=None):
                  fgsm_s=t_fgsm, predict_s=t_pred)]
     print(f"n_train={n} n_test={m} float32: predictor {t_fit:.2f} s, FGSM on {m} images {t_fgsm:.2f} s, "
           f"prediction {t_pred:.2f} s", flush=True)
-    info = machine()
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
-        f"adversarial_{info['platform']}{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(machine=info, quick=args.quick, rows=rows), indent=2))
-    print("written to", out)
+    save_results("adversarial", args.out, args.quick, rows=rows)
     return 0
 
 

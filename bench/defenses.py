@@ -14,7 +14,6 @@ task's default victim (MLP 256 x 2) with its 60 held-out clean images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 
 import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
-from kernels import machine  # noqa: E402
+from kernels import save_results  # noqa: E402
 from ntklib import defenses, pipeline, unlearning  # noqa: E402
 
 
@@ -84,12 +83,7 @@ def main(argv=None):
                                          outer_steps=steps, progress=False))
     out_rows.append(dict(what=f"I-BAU round ({steps} outer steps, K = 5)", n=len(exp.task.X_t), seconds=s))
     print(f"{'I-BAU round, digits MLP 256 x 2':42s} {steps} outer steps: {s:7.2f} s", flush=True)
-    info = machine()
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
-        f"defenses_{info['platform']}{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(machine=info, quick=args.quick, rows=out_rows), indent=2))
-    print("written to", out)
+    save_results("defenses", args.out, args.quick, rows=out_rows)
     return 0
 
 

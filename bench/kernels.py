@@ -61,6 +61,18 @@ def machine() -> dict:
                 cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(), jax=jax.__version__)
 
 
+def save_results(name: str, out, quick: bool, **payload) -> Path:
+    """Write ``payload`` with the machine's description to ``out`` (default
+    bench/results/<name>_<platform>[_quick].json) and say where."""
+    info = machine()
+    path = Path(out) if out else Path(__file__).resolve().parent / "results" / (
+        f"{name}_{info['platform']}{'_quick' if quick else ''}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(machine=info, quick=quick, **payload), indent=2, default=str))
+    print("written to", path)
+    return path
+
+
 def kernel_cases(shape, quick):
     mlp, cnn = models.mlp(512), models.cnn(32)
     p_mlp, p_cnn = mlp.init(0, shape), cnn.init(0, shape)

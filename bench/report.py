@@ -155,6 +155,21 @@ def speed_rows() -> list[str]:
         for r in ib:
             out.append(f"| {r['what']}, digits MLP 256 x 2, {r['n']} clean images | {_sec(r['seconds'])} "
                        "| defenses_cpu.json |")
+    rc = _load(ROOT / "bench/results/reconstruction_cpu.json")
+    if rc:
+        c = rc["step_cost"]
+        out.append(f"| reconstruction attack step, MLP width {c['width']}, {c['n_r']} candidates | "
+                   f"{c['attack_step_s'] * 1e3:.1f} ms = {c['ratio']:.1f}x one forward-backward pass over the "
+                   f"candidates ({c['forward_backward_s'] * 1e3:.1f} ms) | reconstruction_cpu.json |")
+        for r in rc["rows"]:
+            steps = sorted(r["by_step"], key=int)
+            last = r["by_step"][steps[-1]]
+            out.append(f"| reconstruction quality, digits odd vs even, N = {r['n']}, width {r['width']}, "
+                       f"{'linearized' if r['linear'] else 'standard'}, momentum {r.get('momentum', 0.9)} "
+                       f"(train loss {r['train_loss']:.0e}) | mean SSIM "
+                       + " → ".join(f"{r['by_step'][s]['ssim']:.2f}" for s in steps)
+                       + f" at {', '.join(str(s) for s in steps)} steps; {100 * last['above_0_9']:.0f}% above 0.9; "
+                       f"attack {r['attack_s']:.0f} s | reconstruction_cpu.json |")
     v = _load(ROOT / "bench/results/validation_cpu.json")
     if v:
         p, nbs = v["pipeline"], v.get("notebooks") or []

@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from . import models as _models
 from . import validation as _val
 
-__all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "ReconstructionResult", "reconstruct",
+__all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
+           "reconstruct",
            "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy", "run"]
 
 
@@ -81,11 +82,12 @@ def linearized(arch, params0) -> _models.Architecture:
     as an :class:`~ntklib.models.Architecture` that :func:`ntklib.train.train` can train (start it at
     ``params0``). Cost: one forward-mode JVP per forward pass."""
     _val.check_architecture(arch)
-    p0 = jax.tree_util.tree_map(jnp.asarray, params0)
+    p0 = jax.tree_util.tree_map(np.asarray, params0)  # cast to the trained parameters' dtype at each call
 
     def apply_fn(params, x, **_):
-        tangent = jax.tree_util.tree_map(lambda a, b: a - b, params, p0)
-        f0, df = jax.jvp(lambda p: arch.apply_fn(p, x), (p0,), (tangent,))
+        base = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a, dtype=b.dtype), p0, params)
+        tangent = jax.tree_util.tree_map(lambda a, b: a - b, params, base)
+        f0, df = jax.jvp(lambda p: arch.apply_fn(p, x), (base,), (tangent,))
         return f0 + df
 
     spec = dict(arch.spec, linearized=True)
@@ -99,10 +101,30 @@ def gradient_sum(apply, params, X, alpha):
 
 
 def param_delta(params_final, params_init):
-    """theta_f - theta_0 as a pytree."""
+    """theta_f - theta_0 as a pytree (both of one network: same tree, same leaf shapes)."""
     _val.check_params_tree(params_final, "params_final")
     _val.check_params_tree(params_init, "params_init")
-    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a) - jnp.asarray(b), params_final, params_init)
+    fs, fd = jax.tree_util.tree_flatten(params_final)
+    is_, id_ = jax.tree_util.tree_flatten(params_init)
+    if fd != id_ or [np.shape(a) for a in fs] != [np.shape(b) for b in is_]:
+        raise ValueError("params_init and params_final are not parameters of one network: leaf shapes "
+                         f"{[np.shape(b) for b in is_]} and {[np.shape(a) for a in fs]}; pass the initialization and "
+                         "the trained parameters of the same architecture")
+    # the difference in float64 (a small change of large weights), handed to JAX in float32
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray((np.asarray(a, np.float64) - np.asarray(b, np.float64))
+                                                           .astype(np.float32)), params_final, params_init)
+
+
+def _f32(tree):
+    return jax.tree_util.tree_map(lambda v: jnp.asarray(np.asarray(v, np.float32)), tree)
+
+
+def match_loss(apply, delta, grad_params, X, alpha):
+    """||Delta theta - sum_j alpha_j grad_theta f(x_j; grad_params)||^2 / ||Delta theta||^2: the share of
+    the weight change the candidates X (n, H, W, C) with weights alpha (n,) leave unexplained (the
+    attack's data term, relative). A JAX function: differentiable in X and alpha."""
+    resid = jax.tree_util.tree_map(lambda d, g: d - g, delta, gradient_sum(apply, grad_params, X, alpha))
+    return _sq_norm(resid) / _sq_norm(delta)
 
 
 def _sq_norm(tree):
@@ -125,17 +147,21 @@ class ReconstructionResult:
 
 def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps: int = 3000, lr: float = 0.02,
                 beta: float | None = 10.0, range_weight: float = 0.1, tv_weight: float = 1e-3,
-                grad_params=None, init_mean=None, seed: int = 0, log_every: int = 100,
+                grad_params=None, init_mean=None, seed: int = 0, log_every: int = 100, snapshots=(),
                 progress: bool = True) -> ReconstructionResult:
     """The reconstruction attack (module notes): ``n_candidates`` images of ``shape`` (H, W, C) and
     their weights, fitted by Adam (``lr``, ``steps``) so that their weighted gradient sum at
     ``grad_params`` (default ``params_final``; ``params_init`` for a linearized network) explains
     theta_f - theta_0. ``beta``: softplus smoothing of the ReLUs (None: none); ``init_mean``: the
-    mean image the candidates start around (default 0.5). Cost per step: see the module notes."""
+    mean image the candidates start around (default 0.5); ``snapshots``: steps at which the candidates
+    are kept (``history["snapshots"]``: {step: X}, step 0 the start). Cost per step: module notes."""
     _check_mlp(arch)
     delta = param_delta(params_final, params_init)
     n_candidates = _val.check_int(n_candidates, "n_candidates", min=1, hint="the paper uses 2N for N training images")
     shape = tuple(_val.check_int_list(list(shape), "shape", min=1))
+    from . import train as _train
+
+    _train._check_fits(arch, np.zeros((1, *shape), np.float32), params_final, who=f"shape={shape}")
     steps = _val.check_steps(steps, "steps")
     lr = _val.check_lr(lr)
     range_weight = _val.check_float(range_weight, "range_weight", min=0)
@@ -143,6 +169,7 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     log_every = _val.check_steps(log_every, "log_every")
     gp = params_final if grad_params is None else grad_params
     _val.check_params_tree(gp, "grad_params")
+    gp = _f32(gp)  # networks trained in float64 are attacked in float32 (ntklib never enables x64 globally)
     apply = mlp_apply(arch, beta)
     rng = np.random.default_rng(_val.check_seed(seed))
     mean = 0.5 if init_mean is None else np.asarray(init_mean, np.float32)
@@ -155,7 +182,7 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
 
     def losses(z):
         X, a = z
-        match_ = _sq_norm(jax.tree_util.tree_map(lambda d, g: d - g, delta, gradient_sum(apply, gp, X, a))) / norm
+        match_ = match_loss(apply, delta, gp, X, a)
         rng_pen = range_weight * n_candidates * jnp.mean(jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2)
         return match_ + rng_pen + tv_weight * _tv(X), match_
 
@@ -169,9 +196,12 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
 
     z = (jnp.asarray(X0), jnp.asarray(a0))
     state = tx.init(z)
-    hist = {"step": [], "loss": [], "match": []}
+    keep = set(_val.check_int_list(list(snapshots), "snapshots", min=0, max=steps, allow_empty=True))
+    hist = {"step": [], "loss": [], "match": [], "snapshots": {0: np.clip(X0, 0, 1)} if 0 in keep else {}}
     for t in tqdm(range(1, steps + 1), desc="reconstruction", disable=not progress):
         z, state, loss, m = step(z, state)
+        if t in keep:
+            hist["snapshots"][t] = np.clip(np.asarray(z[0]), 0.0, 1.0)
         if t % log_every == 0 or t == steps:
             hist["step"].append(t)
             hist["loss"].append(float(loss))

@@ -74,3 +74,10 @@ def test_defenses_benchmark_quick(tmp_path):
     assert len(res["rows"]) == 8 and all(r["seconds"] > 0 for r in res["rows"])
     assert all(r["auc"] > 0.8 for r in res["rows"] if "auc" in r)
     assert res["rows"][-1]["what"].startswith("I-BAU")
+
+
+@pytest.mark.slow
+def test_reconstruction_benchmark_quick(tmp_path):
+    res = _run("reconstruction.py", tmp_path / "r.json")
+    assert len(res["rows"]) == 3 and all(r["train_loss"] < 1e-10 for r in res["rows"])
+    assert res["step_cost"]["ratio"] > 0

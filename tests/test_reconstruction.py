@@ -2,6 +2,7 @@
 kernel-regime identity behind the attack, SSIM against a brute-force loop, matching, and the
 attack itself recovering training images better than real images it never saw."""
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -52,6 +53,47 @@ def test_a_linearized_network_moves_in_the_span_of_its_training_gradients(tiny):
     ds = np.asarray(_flat(reconstruction.param_delta(rs.params, p0s)), np.float64)
     a_s, *_ = np.linalg.lstsq(J.T.astype(np.float64), ds, rcond=None)
     assert np.linalg.norm(J.T @ a_s - ds) / np.linalg.norm(ds) > 10 * resid
+
+
+def test_match_loss_fails_on_a_wrong_sign_scale_or_point_of_the_gradients(tiny):
+    """On a linearized network the training images with their exact weights explain Delta theta;
+    the same candidates score badly if Delta theta has the wrong sign or scale, or if the
+    gradients are taken at theta_f instead of theta_0."""
+    X, y, _ = tiny
+    arch = models.plain_mlp(32, depth=2)
+    p0, r, _ = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=300),
+                                           linear=True)
+    apply = reconstruction.mlp_apply(arch)
+    delta = reconstruction.param_delta(r.params, p0)
+    J = jax.jacrev(lambda q: arch.apply_fn(q, jnp.asarray(X)).reshape(-1))(p0)
+    J = np.concatenate([np.asarray(j).reshape(len(X), -1) for j in jax.tree_util.tree_leaves(J)], axis=1)
+    a = jnp.asarray(np.linalg.lstsq(J.T, np.asarray(_flat(delta)), rcond=None)[0], jnp.float32)
+    Xj = jnp.asarray(X)
+    good = float(reconstruction.match_loss(apply, delta, p0, Xj, a))
+    assert good < 1e-3, good
+    neg = jax.tree_util.tree_map(lambda d: -d, delta)
+    assert float(reconstruction.match_loss(apply, neg, p0, Xj, a)) > 3.5           # sign: ||2 Delta||^2 / ||Delta||^2
+    half = jax.tree_util.tree_map(lambda d: 0.5 * d, delta)
+    assert float(reconstruction.match_loss(apply, half, p0, Xj, a)) > 0.9          # scale
+    assert float(reconstruction.match_loss(apply, delta, r.params, Xj, a)) > 100 * good  # wrong parameters
+
+
+def test_match_loss_gradient_against_finite_differences(tiny):
+    X, _, _ = tiny
+    arch = models.plain_mlp(6, depth=2)
+    with jax.experimental.enable_x64():
+        p0 = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), arch.init(0, X.shape[1:]))
+        p1 = jax.tree_util.tree_map(lambda v: v + 0.1, p0)
+        apply = reconstruction.mlp_apply(arch, beta=5.0)
+        delta = reconstruction.param_delta(p1, p0)
+        Xc = jnp.asarray(X[:3], jnp.float64)
+        a = jnp.asarray([0.3, -0.2, 0.5])
+        f = lambda Z, b: reconstruction.match_loss(apply, delta, p1, Z, b)  # noqa: E731
+        gX, ga = jax.grad(f, argnums=(0, 1))(Xc, a)
+        rng = np.random.default_rng(0)
+        V, u, h = jnp.asarray(rng.standard_normal(Xc.shape)), jnp.asarray(rng.standard_normal(3)), 1e-6
+        fd = (f(Xc + h * V, a + h * u) - f(Xc - h * V, a - h * u)) / (2 * h)
+        np.testing.assert_allclose(float(jnp.sum(gX * V) + jnp.sum(ga * u)), float(fd), rtol=1e-6)
 
 
 def _ssim_loop(a, b, win):
@@ -115,6 +157,14 @@ def test_bad_inputs(tiny):
     X, y, _ = tiny
     arch = models.plain_mlp(8, depth=1)
     p = arch.init(0, X.shape[1:])
+    other = models.plain_mlp(16, depth=1).init(0, X.shape[1:])
+    with pytest.raises(ValueError, match="not parameters of one network"):
+        reconstruction.reconstruct(arch, other, p, 4, X.shape[1:], steps=1, progress=False)
+    moved = jax.tree_util.tree_map(lambda v: v + 1.0, p)
+    with pytest.raises(ValueError, match="n_candidates"):
+        reconstruction.reconstruct(arch, p, moved, 0, X.shape[1:], steps=1, progress=False)
+    with pytest.raises(ValueError, match="do not fit"):
+        reconstruction.reconstruct(arch, p, moved, 4, (4, 4, 1), steps=1, progress=False)
     with pytest.raises(ValueError, match="did not move"):
         reconstruction.reconstruct(arch, p, p, 4, X.shape[1:], steps=1, progress=False)
     with pytest.raises(ValueError, match="plain_mlp"):
