@@ -26,7 +26,9 @@ Reference settings (``DESIGN.md`` section 8): inner SGD with lr 10 for 50 steps 
 bound 10 on 32x32x3 CIFAR images; outer Adam lr 1e-3. Departures: the bound scales with the
 image's size (``radius`` default 10 sqrt(H W C / 3072)); the inner steps are normalized
 gradient ascent steps (their length ``inner_lr`` times the radius) because our squared loss
-and small images make the reference's raw lr 10 step size-dependent. The outer steps are
+and small images make the reference's raw lr 10 step size-dependent; that ascent leaves out the
+0.001 ||delta||^2 penalty (the projection on the L2 ball bounds delta already), which the
+fixed-point map Phi of the hypergradient keeps. The outer steps are
 minibatches of 100 like the reference, ``outer_steps`` of them per round (50: the reference's
 5000 images / 100). Measured on digits (sampling attack, 10 poisons, ASR 1.0, 60 clean images,
 5 rounds): ASR 0.02 at the reference's outer lr 1e-3 and 0.0 at 3e-3, clean accuracy 0.99 -> 1.0.
