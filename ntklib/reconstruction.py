@@ -30,6 +30,7 @@ Cost per step: one forward pass and one VJP on the N_R candidates, differentiate
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import jax
@@ -39,7 +40,9 @@ import optax
 from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
+from . import adversarial as _adv
 from . import models as _models
+from . import train as _train
 from . import validation as _val
 
 __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
@@ -159,8 +162,6 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     delta = param_delta(params_final, params_init)
     n_candidates = _val.check_int(n_candidates, "n_candidates", min=1, hint="the paper uses 2N for N training images")
     shape = tuple(_val.check_int_list(list(shape), "shape", min=1))
-    from . import train as _train
-
     _train._check_fits(arch, np.zeros((1, *shape), np.float32), params_final, who=f"shape={shape}")
     steps = _val.check_steps(steps, "steps")
     lr = _val.check_lr(lr)
@@ -286,8 +287,6 @@ def train_victim(arch, X, y, config, seed: int = 0, linear: bool = False):
     ``linear=True``) trained on (X, y) with ``config`` (:class:`ntklib.train.TrainConfig`) from the
     initialization of ``seed``; the final training loss is in the returned result's ``final_loss``.
     Returns (params_init, TrainResult, the architecture trained)."""
-    from . import train as _train
-
     _check_mlp(arch)
     p0 = arch.init(_val.check_seed(seed), X.shape[1:])
     net = linearized(arch, p0) if linear else arch
@@ -327,8 +326,6 @@ def distilled_accuracy(kernel, X_rec, labels, X_test, y_test, ridge: float = 1e-
     X_rec with ``labels`` (+/-1; the attacker, who holds the weights, labels each reconstruction
     with the victim's own prediction), its accuracy on (X_test, y_test). ``ridge`` is relative to
     mean(diag K). Cost: the kernel on X_rec and one solve."""
-    from . import adversarial as _adv
-
     X_rec = _val.check_images(X_rec, "X_rec")
     labels = _val.check_labels(labels, "labels", len(X_rec))
     K_scale = float(np.mean(np.diag(np.asarray(kernel(X_rec[:8]), np.float64))))
@@ -344,10 +341,6 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     the same quality for 2N unseen real images beside it. Returns a row (width, n, n_over_w,
     linear, train_loss, match, l2, ssim, recovered, beats_unseen, baseline_l2, baseline_ssim, seconds) and, under
     "result", the reconstruction and the victim ("params_init", "params_final", "arch")."""
-    import time
-
-    from . import train as _train
-
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     arch = _models.plain_mlp(_val.check_int(width, "width", min=1), _val.check_int(depth, "depth", min=1))
