@@ -7,8 +7,12 @@ parameterization (stax's default): a dense layer computes
 ``W_std / sqrt(fan_in) * x @ W + b_std * b`` with W, b ~ N(0, 1).
 
 neural-tangents is imported only inside the stax builders, so the rest of
-ntklib (and :func:`plain_mlp`, written in plain JAX) works with a current JAX
-and no neural-tangents installed.
+ntklib and the plain-JAX twins :func:`plain_mlp`, :func:`plain_cnn` and
+:func:`plain_wide_resnet` work with a current JAX and no neural-tangents
+installed. Each twin computes the same function as its stax original: its
+parameters have the same shapes in the same order (``jax.tree_util.tree_leaves``),
+so the leaves of one initialize the other (tests/test_models_train.py checks the
+outputs agree); only ``kernel_fn`` (the infinite-width kernel) is missing.
 
 Cost notes (2 CPU cores): the infinite-width NTK of a 2-layer CNN with flatten
 readout takes about 0.1 s for a 200x200 block of 8x8 inputs; the same CNN with
@@ -30,7 +34,9 @@ import numpy as np
 
 from . import validation as _val
 
-__all__ = ["Architecture", "mlp", "cnn", "wide_resnet", "plain_mlp", "build", "ARCHITECTURES"]
+__all__ = ["NeuralTangentsMissing", "Architecture", "mlp", "cnn", "wide_resnet", "plain_mlp", "plain_cnn",
+           "plain_wide_resnet", "build",
+           "ARCHITECTURES", "PLAIN"]
 
 
 @dataclass
@@ -56,13 +62,19 @@ class Architecture:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def init(self, seed, input_shape):
-        """Parameters for inputs of shape ``(H, W, C)`` (or with a batch axis)."""
+        """Parameters for inputs of shape ``(H, W, C)`` (or with a batch axis).
+
+        The same seed gives the same parameters on every JAX: the random bits are drawn with
+        ``jax_threefry_partitionable`` off, the pinned JAX 0.4.25's default (JAX 0.5 turned it
+        on, which changed every ``jax.random`` draw), so a victim initialized on a GPU with a
+        current JAX is the one the pinned stack initializes."""
         key = seed if isinstance(seed, jax.Array) else jax.random.PRNGKey(_val.check_seed(seed))
         if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__len__"):
             raise TypeError(f"input_shape={input_shape!r} is invalid: must be a shape tuple such as (8, 8, 1)")
         shape = tuple(input_shape)
         shape = (-1,) + shape[-3:] if len(shape) >= 3 else (-1,) + shape
-        return self.init_fn(key, shape)[1]
+        with jax.threefry_partitionable(False):
+            return self.init_fn(key, shape)[1]
 
     def predict(self, params, x):
         """Network outputs f(x) of shape (n,)."""
@@ -82,16 +94,21 @@ class Architecture:
         return ", ".join(f"{k}={v}" for k, v in self.spec.items())
 
 
+class NeuralTangentsMissing(ImportError):
+    """A stax architecture was asked for where neural-tangents does not import (a current JAX)."""
+
+
 def _stax():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # neural-tangents imports TensorFlow
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         from neural_tangents import stax
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "this architecture is defined with neural_tangents.stax, which is not installed "
-            "(pip install neural-tangents==0.6.5 jax==0.4.25 jaxlib==0.4.25). Without it, use "
-            "ntklib.models.plain_mlp and the empirical NTK.") from e
+        raise NeuralTangentsMissing(
+            "this architecture is defined with neural_tangents.stax, which does not import here "
+            f"({type(e).__name__}: {e}; it needs the pinned stack: pip install neural-tangents==0.6.5 "
+            "jax==0.4.25 jaxlib==0.4.25). Without it, use the plain-JAX twins ntklib.models.plain_mlp, "
+            "plain_cnn or plain_wide_resnet and the empirical NTK.") from e
     return stax
 
 
@@ -101,6 +118,9 @@ def _activation(stax, name):
     if name == "erf":
         return stax.Erf()
     raise ValueError(f"unknown activation {name!r}; choose 'relu' or 'erf'")
+
+
+_ACTIVATIONS = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf}
 
 
 def _default_w_std(activation):
@@ -169,10 +189,8 @@ def wide_resnet(depth: int = 34, k: int = 1, W_std: float = 1.0, b_std: float = 
     Pooled readout: its infinite kernel is for GPUs and tiny inputs only.
     """
     _check_sizes(k, depth, W_std, b_std, min_depth=10, width_name="k")
+    n = _wrn_depth(depth)
     stax = _stax()
-    if depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (10, 16, ..., 34), got {depth}")
-    n = (depth - 4) // 6
 
     def block(channels, strides, project):
         main = stax.serial(
@@ -202,7 +220,7 @@ def plain_mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=
     """
     _check_sizes(width, depth, W_std, b_std, activation)
     W_std = _default_w_std(activation) if W_std is None else W_std
-    act = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf}[activation]
+    act = _ACTIVATIONS[activation]
 
     def init_fn(key, input_shape):
         fan_in = int(np.prod(input_shape[1:]))
@@ -213,23 +231,140 @@ def plain_mlp(width: int = 512, depth: int = 2, activation: str = "relu", W_std=
             fan_in = out
         return (input_shape[0], 1), params
 
-    def dense(h, W, b):
-        return W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
-
     def features_fn(params, x):
         h = x.reshape(x.shape[0], -1)
         for W, b in params[:-1]:
-            h = act(dense(h, W, b))
+            h = act(_dense(h, W, b, W_std, b_std))
         return h
 
     def apply_fn(params, x, **_):
-        return dense(features_fn(params, x), *params[-1])
+        return _dense(features_fn(params, x), *params[-1], W_std, b_std)
 
     spec = dict(name="plain_mlp", width=width, depth=depth, activation=activation, W_std=W_std, b_std=b_std)
     return Architecture(spec, init_fn, apply_fn, None, features_fn=features_fn)
 
 
-ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "wide_resnet": wide_resnet, "plain_mlp": plain_mlp}
+def _conv(h, W, b, W_std, b_std, strides=(1, 1)):
+    """stax.Conv in the NTK parameterization: W_std / sqrt(kh kw C_in) * conv(h, W) + b_std * b,
+    SAME padding, NHWC images and HWIO filters (stax's layout: W (kh, kw, C_in, C_out), b (1, 1, 1, C_out))."""
+    fan_in = W.shape[0] * W.shape[1] * W.shape[2]
+    y = jax.lax.conv_general_dilated(h, W, strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return W_std / jnp.sqrt(fan_in) * y + b_std * b
+
+
+def _dense(h, W, b, W_std, b_std):
+    return W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b
+
+
+def _normal_layer(key, w_shape, b_shape):
+    k1, k2 = jax.random.split(key)
+    return jax.random.normal(k1, w_shape), jax.random.normal(k2, b_shape)
+
+
+def plain_cnn(width: int = 32, depth: int = 2, readout: str = "flatten", activation: str = "relu",
+              kernel_size: int = 3, W_std=None, b_std: float = 0.05):
+    """The same network as :func:`cnn`, written in plain JAX (no neural-tangents).
+
+    ``depth`` x (Conv(width, k x k, SAME), activation), flatten or global average pooling,
+    Dense(1), NTK parameterization. Parameters: ``[(W, b)] * depth + [(W_out, b_out)]`` with
+    stax's shapes. Cost per image: O(depth H W k^2 width^2) multiply-adds forward. The
+    empirical NTK and the trainer work with it as with any architecture; ``kernel_fn`` is None.
+    """
+    _check_sizes(width, depth, W_std, b_std, activation)
+    _val.check_choice(readout, "readout", ("flatten", "pool"))
+    _val.check_int(kernel_size, "kernel_size", min=1)
+    W_std = _default_w_std(activation) if W_std is None else W_std
+    act = _ACTIVATIONS[activation]
+
+    def init_fn(key, input_shape):
+        h, w, c = input_shape[-3:]
+        params = []
+        for _ in range(depth):
+            key, sub = jax.random.split(key)
+            params.append(_normal_layer(sub, (kernel_size, kernel_size, c, width), (1, 1, 1, width)))
+            c = width
+        fan_in = h * w * width if readout == "flatten" else width
+        params.append(_normal_layer(key, (fan_in, 1), (1, 1)))
+        return (input_shape[0], 1), params
+
+    def features_fn(params, x):
+        h = x
+        for W, b in params[:-1]:
+            h = act(_conv(h, W, b, W_std, b_std))
+        return h.reshape(h.shape[0], -1) if readout == "flatten" else h.mean(axis=(1, 2))
+
+    def apply_fn(params, x, **_):
+        return _dense(features_fn(params, x), *params[-1], W_std, b_std)
+
+    spec = dict(name="plain_cnn", width=width, depth=depth, readout=readout, activation=activation,
+                kernel_size=kernel_size, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, None, pooled=readout == "pool", features_fn=features_fn)
+
+
+def _wrn_depth(depth):
+    if depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (10, 16, ..., 34), got {depth}")
+    return (depth - 4) // 6
+
+
+def plain_wide_resnet(depth: int = 16, k: int = 1, W_std: float = 1.0, b_std: float = 0.0):
+    """The same network as :func:`wide_resnet`, written in plain JAX (no neural-tangents).
+
+    WRN-depth-k (Zagoruyko & Komodakis 2016) without batch normalization, as in
+    neural-tangents' WideResNet and the NTBA reference's kernel network (paper App. C.4:
+    the empirical NTK of a WRN-34): a 3x3 stem conv to 16 channels; three groups of
+    n = (depth - 4) / 6 residual blocks with 16k, 32k, 64k channels (strides 1, 2, 2), each
+    block ``relu -> conv3x3 -> relu -> conv3x3`` plus a shortcut (a strided 3x3 conv in the
+    first block of a group, the identity after); relu, global average pooling, Dense(1).
+    NTK parameterization throughout. Parameters: ``[stem, [block, ...] x 3, readout]`` with
+    ``block = ((W1, b1), (W2, b2), shortcut or None)``, leaves in stax's order and shapes.
+    Cost per 32x32 image, forward: every 3x3 conv after the stem costs about 2.4 k^2 million
+    multiply-adds (channels double as the side halves), so about 2.4 k^2 (depth - 1) million in all
+    (WRN-16-1: 36 M; WRN-34-1: 79 M). ``features_fn`` gives the pooled 64k features.
+    """
+    _check_sizes(k, depth, W_std, b_std, min_depth=10, width_name="k")
+    n = _wrn_depth(depth)
+    widths = (16 * k, 32 * k, 64 * k)
+    strides = ((1, 1), (2, 2), (2, 2))
+
+    def init_fn(key, input_shape):
+        c = input_shape[-1]
+        key, sub = jax.random.split(key)
+        stem = _normal_layer(sub, (3, 3, c, 16), (1, 1, 1, 16))
+        c, groups = 16, []
+        for ch in widths:
+            blocks = []
+            for i in range(n):
+                key, k1, k2, k3 = jax.random.split(key, 4)
+                blocks.append((_normal_layer(k1, (3, 3, c, ch), (1, 1, 1, ch)),
+                               _normal_layer(k2, (3, 3, ch, ch), (1, 1, 1, ch)),
+                               _normal_layer(k3, (3, 3, c, ch), (1, 1, 1, ch)) if i == 0 else None))
+                c = ch
+            groups.append(blocks)
+        return (input_shape[0], 1), [stem, groups, _normal_layer(key, (c, 1), (1, 1))]
+
+    def features_fn(params, x):
+        stem, groups, _ = params
+        h = _conv(x, *stem, W_std, b_std)
+        for blocks, s in zip(groups, strides, strict=True):
+            for i, (c1, c2, short) in enumerate(blocks):
+                st = s if i == 0 else (1, 1)
+                main = _conv(jax.nn.relu(h), *c1, W_std, b_std, st)
+                main = _conv(jax.nn.relu(main), *c2, W_std, b_std)
+                h = main + (_conv(h, *short, W_std, b_std, st) if short is not None else h)
+        return jax.nn.relu(h).mean(axis=(1, 2))
+
+    def apply_fn(params, x, **_):
+        return _dense(features_fn(params, x), *params[-1], W_std, b_std)
+
+    spec = dict(name="plain_wide_resnet", depth=depth, k=k, W_std=W_std, b_std=b_std)
+    return Architecture(spec, init_fn, apply_fn, None, pooled=True, features_fn=features_fn)
+
+
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "wide_resnet": wide_resnet, "plain_mlp": plain_mlp,
+                 "plain_cnn": plain_cnn, "plain_wide_resnet": plain_wide_resnet}
+# each stax architecture and its plain-JAX twin (same function, same parameter leaves)
+PLAIN = {"mlp": "plain_mlp", "cnn": "plain_cnn", "wide_resnet": "plain_wide_resnet"}
 
 
 def build(spec) -> Architecture:

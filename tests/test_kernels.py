@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
@@ -63,6 +64,7 @@ def test_empirical_ntk_approaches_infinite_flatten_cnn(X):
     assert errs[2] < 0.15, errs
 
 
+@pytest.mark.neural_tangents
 @pytest.mark.parametrize("make", [lambda: models.mlp(64), lambda: models.cnn(8)], ids=["mlp", "cnn"])
 def test_empirical_ntk_matches_neural_tangents(X, make):
     import neural_tangents as nt
@@ -80,6 +82,28 @@ def test_plain_mlp_equals_stax_mlp(X):
     params = stax_arch.init(0, X.shape)
     dense = [p for p in params if p != ()]
     np.testing.assert_allclose(plain.predict(dense, X), stax_arch.predict(params, X), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, kw", [("cnn", dict(width=6, depth=2)),
+                                      ("cnn", dict(width=5, depth=1, readout="pool", activation="erf")),
+                                      ("wide_resnet", dict(depth=10, k=2, b_std=0.1))])
+def test_plain_conv_twins_equal_stax(name, kw):
+    """plain_cnn / plain_wide_resnet are stax's cnn / wide_resnet: the same parameter leaves
+    (shapes, order) give the same outputs and the same empirical NTK, on images with an odd
+    side (SAME padding and stride 2 round the same way) and 3 channels."""
+    x = np.random.default_rng(0).uniform(size=(5, 9, 9, 3))
+    ref, twin = models.build(dict(name=name, **kw)), models.build(dict(name=models.PLAIN[name], **kw))
+    p = ref.init(3, x.shape)
+    leaves = jax.tree_util.tree_leaves(p)
+    q = twin.init(3, x.shape)
+    assert [a.shape for a in leaves] == [a.shape for a in jax.tree_util.tree_leaves(q)]
+    q = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(q), leaves)
+    np.testing.assert_allclose(twin.predict(q, x), ref.predict(p, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(twin.features(q, x), ref.features(p, x) if ref.features_fn else twin.features(q, x),
+                               rtol=1e-5, atol=1e-6)
+    k_ref = kernels.empirical_ntk(ref.apply_fn, p, dtype="float64")(x)
+    k_twin = kernels.empirical_ntk(twin.apply_fn, q, dtype="float64")(x)
+    np.testing.assert_allclose(k_twin, k_ref, rtol=1e-5)
 
 
 def _fd_check(kernel, Xp, Xo, sym, h, rtol):

@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 
@@ -7,7 +8,8 @@ from ntklib import data, models, train
 def test_architectures_build_and_output_scalar():
     x = data.load_digits()[0][:3]
     for arch in [models.mlp(16), models.mlp(16, activation="erf"), models.cnn(4),
-                 models.cnn(4, readout="pool"), models.wide_resnet(depth=10, k=1), models.plain_mlp(8)]:
+                 models.cnn(4, readout="pool"), models.wide_resnet(depth=10, k=1), models.plain_mlp(8),
+                 models.plain_cnn(4), models.plain_cnn(4, readout="pool"), models.plain_wide_resnet(10, 1)]:
         p = arch.init(0, x.shape)
         assert arch.predict(p, x).shape == (3,)
         assert models.build(arch.spec).spec == arch.spec
@@ -17,6 +19,51 @@ def test_architectures_build_and_output_scalar():
         models.build({"name": "transformer"})
     with pytest.raises(ValueError, match=r"activation='tanh' is invalid: must be one of \['relu', 'erf'\]"):
         models.mlp(activation="tanh")
+
+
+def _wrn_parameter_count(depth, k, channels):
+    """WRN-depth-k's parameters counted by hand: 3x3 convs with biases, stem to 16 channels,
+    a strided 3x3 shortcut conv in each group's first block, Dense(64 k -> 1)."""
+    n, conv = (depth - 4) // 6, lambda c_in, c_out: 9 * c_in * c_out + c_out
+    total, c = conv(channels, 16), 16
+    for ch in (16 * k, 32 * k, 64 * k):
+        total += conv(c, ch) + conv(ch, ch) + conv(c, ch) + (n - 1) * 2 * conv(ch, ch)
+        c = ch
+    return total + 64 * k + 1
+
+
+@pytest.mark.parametrize("depth, k", [(10, 1), (16, 2)])
+def test_plain_wide_resnet_shapes(depth, k):
+    """Plain-JAX WRN (no neural-tangents): the parameter count of the architecture, 32x32 inputs
+    halved twice, pooled features of width 64 k, and an O(1) output at init (NTK parameterization)."""
+    arch = models.plain_wide_resnet(depth=depth, k=k)
+    x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32)
+    p = arch.init(0, x.shape)
+    assert sum(a.size for a in jax.tree_util.tree_leaves(p)) == _wrn_parameter_count(depth, k, 3)
+    assert arch.features(p, x).shape == (4, 64 * k)
+    f = arch.predict(p, x)
+    assert f.shape == (4,) and np.all(np.isfinite(f)) and np.abs(f).max() < 10
+    assert models.build(arch.spec).spec == arch.spec
+    with pytest.raises(ValueError, match="6 n \\+ 4"):
+        models.plain_wide_resnet(depth=12)
+
+
+def test_same_seed_same_network_on_every_jax():
+    """Architecture.init draws with jax_threefry_partitionable off, so a seed gives the parameters the
+    pinned JAX 0.4.25 gave (values recorded there) on a current JAX too (make test-current)."""
+    p = jax.tree_util.tree_leaves(models.plain_wide_resnet(10, 1).init(7, (8, 8, 3)))
+    np.testing.assert_allclose(np.asarray(p[0]).ravel()[:4], [0.28593206, -0.20961097, -0.93122101, 0.65553886],
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(p[-2]).ravel()[:3], [1.46458089, 0.05133993, 0.09637803], rtol=1e-6)
+
+
+def test_plain_cnn_trains():
+    """The plain-JAX CNN fits a small task with the trainer, as stax's does."""
+    task = data.make_task("digits", source=0, target=1, n_train_per_class=15, n_eval_per_class=5)
+    arch = models.plain_cnn(8, depth=1)
+    r = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=1.0, steps=1500, target_loss=1e-3),
+                    progress=False)
+    assert r.final_loss < 1e-3, r.final_loss
 
 
 @pytest.fixture(scope="module")
