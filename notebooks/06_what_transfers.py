@@ -27,6 +27,7 @@
 # | `infinite` | the analytic infinite-width NTK (neural-tangents) |
 # | `empirical_init` | the empirical NTK $\langle \nabla_\theta f(x), \nabla_\theta f(x')\rangle$ at a random init. |
 # | `empirical` | the empirical NTK of the victim **trained on the clean data** (the paper's choice, App. C.4) |
+# | `empirical_ensemble` | *ours, not the paper's:* the loss averaged over `ensemble_size` clean nets' NTKs |
 #
 # and, for each, puts the kernel-model ASR (on the attack set a) beside the ASR of fresh
 # networks trained on d + poisons (on triggered source-class *test* images), with the
@@ -62,9 +63,11 @@ source = 7
 target = 1
 trigger = "periodic"
 trigger_amplitude = None    # None: the dataset's default (digits 0.15, CIFAR-10 6/255)
-architecture = "mlp"
-width = 256
-kernels = ["infinite", "empirical_init", "empirical"]
+architecture = "mlp"         # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
+width = 256                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
+depth = 2                   # hidden layers (mlp), conv layers (cnn), depth (wide_resnet: 10, 16, ...)
+kernels = ["infinite", "empirical_init", "empirical"]  # also "empirical_ensemble" (our extension)
+ensemble_size = 3           # clean networks (other seeds) whose empirical NTKs "empirical_ensemble" averages
 budgets = [1, 2, 3, 5, 10]                   # NTBA budgets
 sampling_budgets = [1, 2, 3, 5, 10, 20, 40]  # the baseline needs more to reach high ASR
 seeds = [0, 1, 2]
@@ -93,7 +96,8 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
-                      kernels=kernels, kernel=kernel, budgets=budgets, sampling_budgets=sampling_budgets,
+                      depth=depth, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel, budgets=budgets,
+                      sampling_budgets=sampling_budgets,
                       seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, train_steps=train_steps, lr=lr,
                       target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
                       variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
@@ -123,10 +127,10 @@ cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=lr, steps=train_st
 runs = {}
 for k in kernels:
     print(f"--- kernel: {k}")
-    runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, kernel=k, budgets=budgets,
-                           seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
+    runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, depth, kernel=k,
+                           budgets=budgets, seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
                            trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw, smoke=smoke,
-                           asr_level=asr_level)
+                           asr_level=asr_level, ensemble_size=ensemble_size)
 ref = runs[kernel].experiment
 task = ref.task
 print(task.summary())
@@ -215,7 +219,7 @@ base = dict(label="default", train_steps=train_steps, target_loss=target_loss, t
             width=width, lr=lr, optimizer=optimizer)
 poisons = runs[kernel].poisons
 for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
-    arch_v = pipeline.build_architecture(architecture, v["width"])
+    arch_v = pipeline.build_architecture(architecture, v["width"], depth)
     cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["lr"], steps=v["train_steps"],
                                    target_loss=v["target_loss"], target_residual=v["target_residual"],
                                    batch_size=None)
@@ -252,7 +256,8 @@ plotting.savefig(fig, "victim_variants", NB, fig_dir,
 # %%
 results = dict(
     config=dict(dataset=dataset, source=source, target=target, trigger=task.trigger.spec, architecture=architecture,
-                width=width, budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
+                width=width, depth=depth, kernels=kernels, ensemble_size=ensemble_size, budgets=budgets,
+                sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
                 victim=cfg.__dict__, task=task.spec, smoke=smoke),
     kernel_comparison={k: dict(ratio=ratios[k], spec=runs[k].experiment.spec) for k in kernels},
     per_kernel_method_budget={f"{r.kernel}/{r.method}/{r.budget}": {c: r[c] for c in summary.columns

@@ -39,7 +39,7 @@ from . import profiling as _profiling
 from . import regression as _reg
 from . import validation as _val
 
-__all__ = ["BackdoorProblem", "LossResult", "GreedyResult", "OptimizeResult", "greedy_init",
+__all__ = ["BackdoorProblem", "EnsembleProblem", "LossResult", "GreedyResult", "OptimizeResult", "greedy_init",
            "optimize_poisons", "sampling_baseline", "exhaustive_search", "check_images",
            "CheckpointMismatchError", "CheckpointReadError", "score_candidates"]
 
@@ -203,11 +203,98 @@ class BackdoorProblem:
                 K[:, m + self.n_d + self.n_t:])
 
 
-def _check_problem(problem):
-    if not isinstance(problem, BackdoorProblem):
+class EnsembleProblem:
+    """The backdoor loss averaged over several kernels of the same task.
+
+        L_ens(X_p) = (1/M) sum_m L_m(X_p),   dL_ens/dX_p = (1/M) sum_m dL_m/dX_p,
+
+    where L_m is the closed-form loss of :class:`BackdoorProblem` under kernel m (e.g. the
+    empirical NTKs of clean networks of M seeds, or of M checkpoints of one run). Poisons
+    designed against one kernel are designed against one network's features, while the
+    victim is a fresh network of another seed; averaging over kernels asks the poisons to
+    work for all of them. This is our extension (issue 16), not in the paper, whose
+    attack is the single-kernel ``BackdoorProblem``.
+
+    It has the interface :func:`greedy_init`, :func:`optimize_poisons` and
+    :func:`ntklib.evaluate.sweep` use: ``evaluate`` / ``loss`` return a :class:`LossResult`
+    whose losses are the members' means, ``f_t`` / ``f_a`` the members' mean predictions,
+    and ``asr`` / ``clean_acc`` the means of the members' kernel-model ASR and accuracy.
+    Greedy rounds score each candidate by the mean of the members' rank-one losses.
+    Cost: M times one member's (kernel blocks, solves, VJPs).
+    """
+
+    def __init__(self, problems):
+        if isinstance(problems, BackdoorProblem) or not isinstance(problems, (list, tuple)):
+            raise TypeError(f"problems={_val.describe(problems)} is invalid: must be a list of "
+                            "ntklib.attack.BackdoorProblem, one per kernel")
+        if not problems:
+            raise ValueError("problems=[] is invalid: an ensemble needs at least one BackdoorProblem")
+        for i, pr in enumerate(problems):
+            if not isinstance(pr, BackdoorProblem):
+                raise TypeError(f"problems[{i}]={_val.describe(pr)} is invalid: must be an "
+                                "ntklib.attack.BackdoorProblem")
+        fp0 = problems[0].fingerprint()
+        for i, pr in enumerate(problems[1:], 1):
+            fp = pr.fingerprint()
+            diff = [k for k in fp0 if k != "kernel" and fp[k] != fp0[k]]
+            if diff:
+                raise ValueError(f"problems[{i}] differs from problems[0] in {diff}: the members of an ensemble "
+                                 "must share the task (d, t, a) and the loss settings; only the kernel may differ")
+        self.members = list(problems)
+        first = self.members[0]
+        for name in ("shape", "X_d", "y_d", "X_t", "y_t", "X_a", "n_d", "n_t", "n_a", "w_clean", "w_attack",
+                     "ridge", "jitter"):
+            setattr(self, name, getattr(first, name))
+        self.kernel = first.kernel
+
+    def __len__(self):
+        return len(self.members)
+
+    def fingerprint(self) -> dict:
+        fp = self.members[0].fingerprint()
+        fp["kernel"] = json.dumps([json.loads(m.fingerprint()["kernel"]) for m in self.members])
+        return fp
+
+    def terms(self, f_t, f_a):
+        return self.members[0].terms(f_t, f_a)
+
+    def _check_poisons(self, X_p):
+        return self.members[0]._check_poisons(X_p)
+
+    def _check_candidates(self, X_cand):
+        return self.members[0]._check_candidates(X_cand)
+
+    @staticmethod
+    def _mean(results) -> LossResult:
+        def m(key):
+            return float(np.mean([getattr(r, key) for r in results]))
+
+        return LossResult(m("loss"), m("clean_loss"), m("attack_loss"), m("clean_acc"), m("asr"),
+                          np.mean([r.f_t for r in results], axis=0), np.mean([r.f_a for r in results], axis=0))
+
+    def evaluate(self, X_p, grad: bool = False):
+        """Mean loss over the members (and, with ``grad=True``, the mean gradient dL/dX_p)."""
+        X_p = self._check_poisons(X_p)
+        out = [m.evaluate(X_p, grad) for m in self.members]
+        if not grad:
+            return self._mean(out)
+        return self._mean([o[0] for o in out]), np.mean([o[1] for o in out], axis=0)
+
+    def loss(self, X_p) -> LossResult:
+        return self.evaluate(X_p)
+
+
+def _check_problem(problem, ensemble: bool = True):
+    types = (BackdoorProblem, EnsembleProblem) if ensemble else (BackdoorProblem,)
+    if not isinstance(problem, types):
         raise TypeError(f"problem={_val.describe(problem)} is invalid: must be an ntklib.attack.BackdoorProblem "
-                        "(BackdoorProblem.from_task(task, kernel))")
+                        "(BackdoorProblem.from_task(task, kernel))"
+                        + (" or an EnsembleProblem of several" if ensemble else ""))
     return problem
+
+
+def _members(problem):
+    return problem.members if isinstance(problem, EnsembleProblem) else [problem]
 
 
 # ---------------------------------------------------------------------- greedy
@@ -256,6 +343,34 @@ class _Pool:
         return self.problem.terms(F[:n_t], F[n_t:])[0], F
 
 
+def _pools(problem, X_cand, blocks):
+    """One :class:`_Pool` per kernel (one for a BackdoorProblem, M for an EnsembleProblem);
+    ``blocks``: a pool's precomputed blocks, or for an ensemble a list with one per member."""
+    members = _members(problem)
+    if blocks is None:
+        blocks = [None] * len(members)
+    elif len(members) == 1 and not isinstance(problem, EnsembleProblem):
+        blocks = [blocks]
+    elif len(blocks) != len(members):
+        raise ValueError(f"blocks: give one set of candidate blocks per ensemble member ({len(members)}), "
+                         f"got {len(blocks)}")
+    return [_Pool(m, X_cand, b) for m, b in zip(members, blocks, strict=True)]
+
+
+def _score(pools, states, chosen, cols, f_xs=None):
+    """Mean loss over the pools after appending each candidate in ``cols`` alone, and each
+    pool's predictions (the ensemble's greedy criterion; one pool is the paper's)."""
+    out = [pool.score(reg, K_xD, chosen, cols, None if f_xs is None else f_x)
+           for pool, (reg, K_xD), f_x in zip(pools, states, f_xs or [None] * len(pools), strict=True)]
+    return np.mean([o[0] for o in out], axis=0), [o[1] for o in out]
+
+
+def _pool_result(problem, f_xs):
+    n_t = problem.n_t
+    rs = [m._result(f[:n_t], f[n_t:]) for m, f in zip(_members(problem), f_xs, strict=True)]
+    return rs[0] if len(rs) == 1 and not isinstance(problem, EnsembleProblem) else EnsembleProblem._mean(rs)
+
+
 @_profiling.profiled("greedy")
 def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = False,
                 progress: bool = True, blocks=None) -> GreedyResult:
@@ -267,41 +382,40 @@ def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = Fals
     candidate); the chosen point is appended to the Cholesky factor in O(n^2).
     With ``swap=True`` a refinement pass then replaces a chosen poison by an
     unchosen candidate whenever that lowers the loss, until no swap helps.
+    For an :class:`EnsembleProblem` the loss of a candidate is the mean over the
+    members' kernels (each scored by its own rank-one update).
 
     Cost: one kernel block K(X_cand, [X_cand; X_d; X_t; X_a]) plus, per round,
-    O(n_D^2 m + n_x n_D m) for m remaining candidates.
+    O(n_D^2 m + n_x n_D m) for m remaining candidates (times M for an ensemble).
     Greedy picks are nested: the first b picks are the greedy result for budget b.
     """
     _check_problem(problem)
     X_cand = problem._check_candidates(X_cand)
     budget = _val.check_budget(budget, "budget", len(X_cand))
     swap = _val.check_bool(swap, "swap")
-    pool = _Pool(problem, X_cand, blocks)
-    m = pool.m
+    pools = _pools(problem, X_cand, blocks)
+    m = pools[0].m
     chosen: list[int] = []
-    reg, K_xD = pool.regression(chosen)
-    f_x = reg.predict(K_xD)
+    states = [pool.regression(chosen) for pool in pools]
+    f_xs = [reg.predict(K_xD) for reg, K_xD in states]
     out = GreedyResult([])
-    n_t = problem.n_t
     for _ in tqdm(range(budget), desc="greedy", disable=not progress, leave=False):
         rest = [j for j in range(m) if j not in chosen]
-        losses, F = pool.score(reg, K_xD, chosen, rest, f_x)
+        losses, Fs = _score(pools, states, chosen, rest, f_xs)
         b = int(np.argmin(losses))
         c = rest[b]
-        reg = reg.append(pool.K_Dc(chosen, [c])[:, 0], pool.K_cc[c, c], 1.0)
-        K_xD = np.hstack([K_xD, pool.K_xc[:, [c]]])
+        states = [(reg.append(pool.K_Dc(chosen, [c])[:, 0], pool.K_cc[c, c], 1.0),
+                   np.hstack([K_xD, pool.K_xc[:, [c]]])) for pool, (reg, K_xD) in zip(pools, states, strict=True)]
         chosen.append(c)
-        f_x = F[:, b]
-        r = problem._result(f_x[:n_t], f_x[n_t:])
+        f_xs = [F[:, b] for F in Fs]
+        r = _pool_result(problem, f_xs)
         out.indices.append(c)
         out.losses.append(r.loss)
         out.asr.append(r.asr)
         out.clean_acc.append(r.clean_acc)
     if swap:
-        chosen, out.swaps = _swap_pass(pool, chosen, out.losses[-1], progress)
-        reg, K_xD = pool.regression(chosen)
-        f_x = reg.predict(K_xD)
-        r = problem._result(f_x[:n_t], f_x[n_t:])
+        chosen, out.swaps = _swap_pass(pools, chosen, out.losses[-1], progress)
+        r = _pool_result(problem, [reg.predict(K_xD) for reg, K_xD in (pool.regression(chosen) for pool in pools)])
         out.indices = chosen
         out.losses.append(r.loss)
         out.asr.append(r.asr)
@@ -309,17 +423,16 @@ def greedy_init(problem: BackdoorProblem, X_cand, budget: int, swap: bool = Fals
     return out
 
 
-def _swap_pass(pool: _Pool, chosen, loss, progress, max_sweeps: int = 20):
-    chosen, swaps = list(chosen), 0
+def _swap_pass(pools, chosen, loss, progress, max_sweeps: int = 20):
+    chosen, swaps, m = list(chosen), 0, pools[0].m
     for _ in tqdm(range(max_sweeps), desc="swap", disable=not progress, leave=False):
         improved = False
         for i in range(len(chosen)):
             keep = chosen[:i] + chosen[i + 1:]
-            rest = [j for j in range(pool.m) if j not in chosen]
+            rest = [j for j in range(m) if j not in chosen]
             if not rest:
                 return chosen, swaps
-            reg, K_xD = pool.regression(keep)
-            losses, _ = pool.score(reg, K_xD, keep, rest)
+            losses, _ = _score(pools, [pool.regression(keep) for pool in pools], keep, rest)
             b = int(np.argmin(losses))
             if losses[b] < loss * (1 - 1e-12):
                 chosen = keep[:i] + [rest[b]] + keep[i:]
@@ -533,7 +646,7 @@ def score_candidates(problem: BackdoorProblem, X_cand, chosen=(), method: str = 
     timed against. Kernel blocks are computed once either way (or passed in).
     Returns (candidate indices, losses).
     """
-    _check_problem(problem)
+    _check_problem(problem, ensemble=False)
     _val.check_choice(method, "method", ("rank_one", "naive"))
     X_cand = problem._check_candidates(X_cand)
     chosen = _val.check_int_list(chosen, "chosen", min=0, max=len(X_cand) - 1, allow_empty=True,

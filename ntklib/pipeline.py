@@ -7,7 +7,10 @@
 3. the kernel: ``"empirical"`` (the paper's choice, App. C.4): train the victim
    on the clean set d to (near) zero training loss and take the empirical NTK at
    those weights; ``"empirical_init"``: the empirical NTK at initialization;
-   ``"infinite"``: the analytic infinite-width NTK;
+   ``"infinite"``: the analytic infinite-width NTK; ``"empirical_ensemble"`` (our
+   extension, not the paper's): the empirical NTKs of ``ensemble_size`` clean
+   networks of other seeds, the loss averaged over them
+   (:class:`ntklib.attack.EnsembleProblem`);
 4. the closed-form problem (:class:`ntklib.attack.BackdoorProblem`).
 
 :func:`check_params` validates a notebook's parameters cell and fails with a
@@ -38,8 +41,8 @@ __all__ = ["CHOICES", "PARAMETER_RULES", "check_params",
 CHOICES = dict(
     dataset=_data.DATASETS,
     trigger=("periodic", "patch"),
-    architecture=("mlp", "cnn", "plain_mlp", "wide_resnet"),
-    kernel=("empirical", "empirical_init", "infinite"),
+    architecture=("mlp", "cnn", "wide_resnet", "plain_mlp", "plain_cnn", "plain_wide_resnet"),
+    kernel=("empirical", "empirical_init", "infinite", "empirical_ensemble"),
     opt_method=("lbfgsb", "adam"),
     optimizer=("sgd", "adam"),
 )
@@ -108,7 +111,8 @@ PARAMETER_RULES = dict(
     opt_method=lambda v, k: _val.check_choice(v, k, CHOICES["opt_method"]),
     optimizer=lambda v, k: _val.check_choice(v, k, CHOICES["optimizer"]),
     kernel_dtype=lambda v, k: _val.check_choice(v, k, ("float32", "float64")),
-    width=_positive_int, depth=_positive_int, budget=_positive_int, hinge_budget=_positive_int,
+    width=_positive_int, depth=_positive_int, ensemble_size=_positive_int, budget=_positive_int,
+    hinge_budget=_positive_int,
     swap_budget=_positive_int, n_points=_positive_int, train_steps=_positive_int, steps=_positive_int,
     checkpoint_every=_positive_int, n_eval_per_class=_positive_int,
     opt_steps=lambda v, k: _val.check_int(v, k, min=0, hint="0 keeps the greedy poisons"),
@@ -189,16 +193,17 @@ def smoke_task_kw(task_kw=None) -> dict:
 
 
 def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _models.Architecture:
-    """Architectures by notebook name; CNNs use a flatten readout (cheap infinite kernel)."""
-    if name == "mlp":
-        return _models.mlp(width, depth)
-    if name == "plain_mlp":
-        return _models.plain_mlp(width, depth)
-    if name == "cnn":
-        return _models.cnn(width, depth, readout="flatten")
-    if name == "wide_resnet":
-        return _models.wide_resnet(depth=depth if depth >= 10 else 10, k=max(1, width // 16))
+    """Architectures by notebook name. CNNs use a flatten readout (cheap infinite kernel);
+    WideResNets take the widening factor k = max(1, width // 16) and depth max(depth, 10)
+    (so ``width=16, depth=16`` is WRN-16-1). The ``plain_*`` names are the same networks in
+    plain JAX (no neural-tangents: a current JAX, a GPU); they have no infinite kernel."""
     _val.check_choice(name, "architecture", CHOICES["architecture"])
+    base = name.removeprefix("plain_")
+    if base == "wide_resnet":
+        kw = dict(depth=depth if depth >= 10 else 10, k=max(1, width // 16))
+    else:
+        kw = dict(width=width, depth=depth, **({"readout": "flatten"} if base == "cnn" else {}))
+    return _models.build(dict(name=name, **kw))
 
 
 def victim_config(dataset: str = "digits", **overrides) -> _train.TrainConfig:
@@ -219,21 +224,30 @@ class Experiment:
     task: _data.BackdoorTask
     arch: _models.Architecture
     kernel: _kernels.Kernel
-    problem: _attack.BackdoorProblem
+    problem: _attack.BackdoorProblem | _attack.EnsembleProblem
     train_config: _train.TrainConfig
     clean: _train.TrainResult | None = None
     spec: dict = field(default_factory=dict)
     kernel_key: str = ""  # content hash of the kernel (architecture, kind, dtype, parameters)
 
 
+# initialization seeds of the clean networks of an "empirical_ensemble" kernel: ENSEMBLE_SEED + i, far from
+# the victims' seeds (0, 1, 2, ...), so that no member shares its initialization with a victim
+ENSEMBLE_SEED = 1000
+
+
 def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
             depth=2, kernel="empirical", seed=0, train_config=None, kernel_dtype="float32", ridge=0.0,
-            w_attack=1.0, task_kw=None, progress=True, smoke=False, trigger_amplitude=None) -> Experiment:
+            w_attack=1.0, task_kw=None, progress=True, smoke=False, trigger_amplitude=None,
+            ensemble_size=3) -> Experiment:
     """Task, victim architecture, kernel and closed-form problem from parameters.
 
     With ``kernel="empirical"`` the victim is trained on clean d (``train_config``,
     default :func:`victim_config`) and the kernel is its empirical NTK at the
-    trained weights, as in the paper. ``trigger`` is a name (with an optional
+    trained weights, as in the paper. With ``kernel="empirical_ensemble"``, ``ensemble_size``
+    clean networks with initialization seeds ``ENSEMBLE_SEED + i`` (none shared with a victim)
+    are trained the same way and ``problem`` is the :class:`~ntklib.attack.EnsembleProblem` of
+    their empirical NTKs (``kernel`` and ``clean`` are the first member's). ``trigger`` is a name (with an optional
     ``trigger_amplitude`` for the periodic one) or a :class:`~ntklib.triggers.Trigger`.
     ``smoke=True`` shrinks the task
     (:func:`smoke_task_kw`) and, unless ``train_config`` is given, the victim's
@@ -246,6 +260,7 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
         train_config = train_config or victim_config(dataset, steps=200)
     check_params(dataset=dataset, source=source, target=target, architecture=architecture, width=width,
                  depth=depth, kernel=kernel, seed=seed, kernel_dtype=kernel_dtype, ridge=ridge, w_attack=w_attack,
+                 ensemble_size=ensemble_size,
                  task_kw=dict(task_kw or {}), smoke=smoke, trigger_amplitude=trigger_amplitude,
                  **({"trigger": trigger} if isinstance(trigger, str) else {}))
     if train_config is not None:
@@ -259,6 +274,22 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     kernel_id = None  # what, beyond the architecture and dtype, defines the kernel (its parameters)
     if kernel == "infinite":
         k = _kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])
+    elif kernel == "empirical_ensemble":
+        seeds = [ENSEMBLE_SEED + i for i in range(ensemble_size)]
+        members = _train.train_many(arch, [(task.X_d, task.y_d)] * ensemble_size,
+                                    [dataclasses.replace(cfg, seed=s) for s in seeds], progress=progress,
+                                    desc="clean networks (kernel ensemble)")
+        ks = [_kernels.empirical_ntk(arch.apply_fn, r.params, dtype=kernel_dtype,
+                                     spec=dict(architecture=arch.spec, at="empirical", seed=s))
+              for r, s in zip(members, seeds, strict=True)]
+        problem = _attack.EnsembleProblem([_attack.BackdoorProblem.from_task(task, km, ridge=ridge, w_attack=w_attack)
+                                           for km in ks])
+        spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, ensemble_seeds=seeds,
+                    kernel_dtype=kernel_dtype, ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
+                    clean_train_loss=max(r.final_loss for r in members))
+        return Experiment(task, arch, ks[0], problem, cfg, members[0], spec,
+                          kernel_key=_cache.key("kernel", arch.spec, kernel, kernel_dtype,
+                                                [jax.tree_util.tree_leaves(r.params) for r in members]))
     else:
         if kernel == "empirical":
             clean = _train.train_many(arch, [(task.X_d, task.y_d)], cfg, progress=progress,

@@ -27,7 +27,8 @@ __all__ = ["set_theme", "savefig", "figure_dir", "save_numbers", "image_grid", "
 
 PALETTE = {"ntba": "#c0392b", "sampling": "#2c7fb8", "greedy": "#e67e22", "random": "#7f8c8d",
            # kernels used to design poisons (notebook 06)
-           "infinite": "#8e44ad", "empirical_init": "#16a085", "empirical": "#c0392b"}
+           "infinite": "#8e44ad", "empirical_init": "#16a085", "empirical": "#c0392b",
+           "empirical_ensemble": "#d35400"}
 
 
 def set_theme():

@@ -78,6 +78,66 @@ def test_loss_gradient_matches_finite_differences_float64(task, kind):
     _grad_check(P, X_p)
 
 
+@pytest.fixture(scope="module")
+def ensemble(task):
+    """Two float64 RBF kernels of different lengthscales on the toy task."""
+    members = [attack.BackdoorProblem.from_task(task, kernels.rbf(ls, dtype="float64"), w_attack=2.0)
+               for ls in (2.0, 4.0)]
+    return attack.EnsembleProblem(members), task.X_cand[:10]
+
+
+def test_ensemble_loss_is_members_mean_and_gradient_matches_fd(ensemble):
+    """The ensemble loss is the mean of the members' exact losses; its gradient matches
+    central differences of that mean (float64); an ensemble of one is the member itself."""
+    E, C = ensemble
+    X_p = 0.25 + 0.5 * C[[1, 4]]
+    r = E.loss(X_p)
+    losses = [m.loss(X_p) for m in E.members]
+    np.testing.assert_allclose(r.loss, np.mean([x.loss for x in losses]), rtol=1e-12)
+    np.testing.assert_allclose(r.asr, np.mean([x.asr for x in losses]), rtol=1e-12)
+    assert losses[0].loss != pytest.approx(losses[1].loss, rel=1e-3)  # the members really differ
+    _grad_check(E, X_p)
+    one = attack.EnsembleProblem(E.members[:1])
+    np.testing.assert_allclose(one.evaluate(X_p, grad=True)[1], E.members[0].evaluate(X_p, grad=True)[1],
+                               rtol=1e-12)
+    assert attack.greedy_init(one, C, 3, progress=False).indices == \
+        attack.greedy_init(E.members[0], C, 3, progress=False).indices
+
+
+def test_ensemble_greedy_equals_brute_force_and_optimizes(ensemble):
+    """Each ensemble greedy pick minimizes the mean of the members' fully re-solved losses
+    (with swap: the exhaustive optimum of the mean); optimization lowers the mean loss."""
+    E, C = ensemble
+    g = attack.greedy_init(E, C, 3, progress=False)
+    chosen = []
+    for k in range(3):
+        rest = [j for j in range(len(C)) if j not in chosen]
+        brute = [np.mean([m.loss(C[chosen + [j]]).loss for m in E.members]) for j in rest]
+        assert rest[int(np.argmin(brute))] == g.indices[k]
+        np.testing.assert_allclose(g.losses[k], min(brute), rtol=1e-10)
+        chosen.append(g.indices[k])
+    best, best_loss = attack.exhaustive_search(E, C, 2)
+    gs = attack.greedy_init(E, C, 2, swap=True, progress=False)
+    assert gs.losses[-1] <= gs.losses[1] + 1e-12 and gs.losses[-1] >= best_loss - 1e-12
+    o = attack.optimize_poisons(E, C[g.indices], steps=5, progress=False)
+    assert o.final.loss < o.start.loss and 0 <= o.X_p.min() and o.X_p.max() <= 1
+
+
+def test_ensemble_bad_input(task, ensemble):
+    E, _ = ensemble
+    other = data.make_task("digits", source=7, target=1, n_train_per_class=10, n_eval_per_class=6, seed=0)
+    with pytest.raises(ValueError, match="only the kernel may differ"):
+        attack.EnsembleProblem([E.members[0], attack.BackdoorProblem.from_task(other, kernels.rbf(2.0))])
+    with pytest.raises(ValueError, match="at least one"):
+        attack.EnsembleProblem([])
+    with pytest.raises(TypeError, match="list of"):
+        attack.EnsembleProblem(E.members[0])
+    with pytest.raises(ValueError, match="one set of candidate blocks per ensemble member"):
+        attack.greedy_init(E, task.X_cand[:10], 2, progress=False, blocks=[None])
+    with pytest.raises(TypeError, match="BackdoorProblem"):
+        attack.score_candidates(E, task.X_cand[:10])
+
+
 @pytest.mark.parametrize("method", ["lbfgsb", "adam"])
 def test_optimization_stays_in_box_lowers_loss_and_resumes_exactly(toy, method, tmp_path):
     P, C = toy

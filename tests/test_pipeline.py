@@ -35,6 +35,28 @@ def test_clean_victim_is_trained_once(tmp_path, monkeypatch):
     assert c.kernel_key != a.kernel_key
 
 
+def test_empirical_ensemble_kernel(tmp_path, monkeypatch):
+    """kernel="empirical_ensemble": clean plain-JAX CNNs of seeds ENSEMBLE_SEED + i (none a victim's
+    seed), one empirical NTK each; the member whose seed the paper's kernel would use equals that kernel
+    when trained the same way; the pipeline designs poisons against the mean loss."""
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    kw = dict(smoke=True, progress=False)
+    ens = pipeline.prepare("digits", 7, 1, "periodic", "plain_cnn", 4, depth=1, kernel="empirical_ensemble",
+                           ensemble_size=2, **kw)
+    assert len(ens.problem) == 2 and ens.spec["ensemble_seeds"] == [pipeline.ENSEMBLE_SEED, pipeline.ENSEMBLE_SEED + 1]
+    x = ens.task.X_t[:4]
+    k0, k1 = (m.kernel(x) for m in ens.problem.members)
+    assert not np.allclose(k0, k1, rtol=1e-2)  # different networks, different kernels
+    single = pipeline.prepare("digits", 7, 1, "periodic", "plain_cnn", 4, depth=1, kernel="empirical",
+                              train_config=pipeline.victim_config("digits", steps=200, seed=pipeline.ENSEMBLE_SEED),
+                              **kw)
+    np.testing.assert_allclose(single.kernel(x), k0, rtol=1e-5)
+    r = pipeline.run(experiment=ens, budgets=[1, 2], seeds=[0], opt_steps=2, **kw)
+    assert set(r.table.method) == {"ntba", "sampling"} and r.poisons[2]["X_p"].shape[0] == 2
+    with pytest.raises(ValueError, match="ensemble_size=0 is invalid"):
+        pipeline.prepare(kernel="empirical_ensemble", ensemble_size=0, **kw)
+
+
 def test_check_params_names_the_bad_value():
     with pytest.raises(ValueError, match="kernel='magic' is invalid"):
         pipeline.check_params(kernel="magic")
