@@ -1,17 +1,22 @@
 # ntk-backdoor: the two commands of the README, plus helpers.
 #   make figures   create .venv if missing, install, run every notebook (papermill)
 #   make test      create/install the same way, run the whole test suite
+#   make test-current  the same tests in a second environment, .venv-current: a current JAX with
+#                  NumPy 2 and no neural-tangents (requirements-current-jax.txt); tests that need
+#                  neural-tangents are reported as skipped
 # Python 3.11 or 3.12 is needed (jaxlib 0.4.25 has no wheels for 3.13).
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+VENV_CURRENT ?= .venv-current
+STAMP_CURRENT := $(VENV_CURRENT)/.installed-stamp
 PARAMS ?=
 NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test lint figures book assignments notebooks bench bench-quick clean
+.PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean
 
 install: $(STAMP)
 
@@ -24,6 +29,17 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+$(STAMP_CURRENT): requirements-current-jax.txt pyproject.toml
+	@test -x $(VENV_CURRENT)/bin/python || $(PYTHON) -m venv $(VENV_CURRENT)
+	$(VENV_CURRENT)/bin/python -m pip install -q --upgrade pip
+	$(VENV_CURRENT)/bin/python -m pip install -q -r requirements-current-jax.txt
+	$(VENV_CURRENT)/bin/python -m pip install -q --no-deps -e .
+	@touch $(STAMP_CURRENT)
+
+# notebooks and assignments need jupyter, papermill and nbgrader (make test runs them)
+test-current: $(STAMP_CURRENT)
+	$(VENV_CURRENT)/bin/python -m pytest -q -rs --ignore=tests/test_notebooks.py --ignore=tests/test_assignments.py
 
 lint: $(STAMP)  # what CI checks before the tests (pre-commit runs the same before each commit)
 	$(PY) -m ruff check .

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# the benchmarks compare against stax architectures and infinite kernels (the pinned stack)
+pytestmark = pytest.mark.neural_tangents
 
 
 def _run(script, out):

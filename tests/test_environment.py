@@ -38,9 +38,25 @@ def test_pyproject_and_environment_yml_agree():
 def test_installed_versions_match_pins():
     from importlib.metadata import version
 
-    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for name, want in _pins(proj["dependencies"]).items():
+    try:
+        import neural_tangents  # noqa: F401
+    except ImportError:  # the current-JAX environment: its own file of pins
+        pins = _pins((ROOT / "requirements-current-jax.txt").read_text().splitlines())
+    else:
+        pins = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    for name, want in pins.items():
         assert version(name) == want, f"{name}: installed {version(name)}, pinned {want}"
+
+
+def test_current_jax_file_pins_a_current_stack():
+    """requirements-current-jax.txt pins every line exactly, a JAX from 0.10 on with NumPy 2, and
+    no neural-tangents (what GPU machines ship), so make test-current tests that stack."""
+    lines = [x for x in (ROOT / "requirements-current-jax.txt").read_text().splitlines()
+             if x.strip() and not x.startswith("#")]
+    pins = _pins(lines)
+    assert len(pins) == len(lines), "every line must pin one package with =="
+    assert tuple(int(v) for v in pins["jax"].split(".")[:2]) >= (0, 10) and pins["jaxlib"] == pins["jax"]
+    assert int(pins["numpy"].split(".")[0]) >= 2 and "neural-tangents" not in pins
 
 
 def test_import_is_lean():
