@@ -72,7 +72,8 @@ budgets = [1, 2, 3, 5, 10]                   # NTBA budgets
 sampling_budgets = [1, 2, 3, 5, 10, 20, 40]  # the baseline needs more to reach high ASR
 seeds = [0, 1, 2]
 opt_steps = 30
-optimizer = "sgd"           # the victim's optimizer: sgd (momentum 0.9, full batch) | adam
+optimizer = "sgd"           # the victim's optimizer: sgd (momentum 0.9) | adam
+batch_size = None           # the victims' minibatch (None: full batch)
 train_steps = 4000
 lr = 2.0
 target_loss = 1e-3
@@ -98,7 +99,8 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
                       depth=depth, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel, budgets=budgets,
                       sampling_budgets=sampling_budgets,
-                      seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, train_steps=train_steps, lr=lr,
+                      seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, batch_size=batch_size,
+                      train_steps=train_steps, lr=lr,
                       target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
                       variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
                       asr_level=asr_level, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
@@ -115,7 +117,7 @@ NB = "06_what_transfers"
 plotting.set_theme()
 out_dir = plotting.figure_dir(NB, fig_dir)
 cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=lr, steps=train_steps, target_loss=target_loss,
-                             target_residual=target_residual, batch_size=None)
+                             target_residual=target_residual, batch_size=batch_size)
 
 # %% [markdown]
 # ## Design poisons with each kernel, train victims on them
@@ -222,7 +224,7 @@ for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
     arch_v = pipeline.build_architecture(architecture, v["width"], depth)
     cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["lr"], steps=v["train_steps"],
                                    target_loss=v["target_loss"], target_residual=v["target_residual"],
-                                   batch_size=None)
+                                   batch_size=batch_size)
     if v["label"] == "default":
         df_v = pd.concat([runs[kernel].table, samp], ignore_index=True)
     else:

@@ -100,11 +100,16 @@ def transfer(task, arch, X_p, config: _train.TrainConfig | None = None, seeds=(0
 
 
 def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str = "lbfgsb",
-                 progress: bool = True, blocks=None, **opt_kw) -> dict:
+                 progress: bool = True, blocks=None, checkpoint_dir=None, **opt_kw) -> dict:
     """NTBA poisons for each budget: greedy (nested picks, computed once for the
     largest budget) then, if ``opt_steps`` > 0, optimization from the greedy start.
+    With ``checkpoint_dir``, each budget's optimization checkpoints to
+    ``checkpoint_dir/budget_<b>.npz`` and an interrupted call resumes there
+    (:func:`ntklib.attack.optimize_poisons`).
     Returns {budget: dict(X_p, indices, greedy_asr, ...)}."""
     budgets = _val.check_budgets(budgets, "budgets", len(X_cand))
+    if checkpoint_dir is not None:
+        checkpoint_dir = _val.check_path(checkpoint_dir, "checkpoint_dir")
     opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
     _val.check_choice(opt_method, "opt_method", ("lbfgsb", "adam"))
     g = _attack.greedy_init(problem, X_cand, budgets[-1], progress=progress, blocks=blocks)
@@ -113,8 +118,9 @@ def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str =
         X_p = np.asarray(X_cand)[g.indices[:b]]
         entry = dict(indices=g.indices[:b], greedy_loss=g.losses[b - 1], greedy_asr=g.asr[b - 1])
         if opt_steps > 0:
+            ck = None if checkpoint_dir is None else checkpoint_dir / f"budget_{b}.npz"
             o = _attack.optimize_poisons(problem, X_p, method=opt_method, steps=opt_steps,
-                                         progress=progress, **opt_kw)
+                                         progress=progress, checkpoint=ck, **opt_kw)
             X_p = o.X_p
             entry["history"] = o.history
         entry["X_p"] = X_p.astype(np.asarray(X_cand).dtype)

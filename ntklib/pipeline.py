@@ -19,6 +19,7 @@ message naming the bad value and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 
 import jax
@@ -314,7 +315,10 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
     (:func:`ntklib.evaluate.ntba_poisons`: greedy, then ``opt_steps`` of ``opt_method``),
     cached by content (:mod:`ntklib.cache`: the problem's data and settings, the kernel's
     parameters, the candidates, budgets and optimizer settings), so notebooks that design
-    the same poisons share them. Returns {budget: dict(X_p, indices, greedy_loss, greedy_asr[, history])}.
+    the same poisons share them. While the cache is on, each budget's optimization also
+    checkpoints under the cache (``poisons/<key>.ckpt/``), so a design cut off (a time
+    limit) resumes where it stopped when called again.
+    Returns {budget: dict(X_p, indices, greedy_loss, greedy_asr[, history])}.
     """
     if not isinstance(exp, Experiment):
         raise TypeError(f"exp={_val.describe(exp)} is invalid: must be the Experiment of pipeline.prepare(...)")
@@ -334,13 +338,17 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
                 e["history"] = hist
             out[b] = e
         return out
-    out = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method, progress=progress)
+    root = _cache.directory()  # optimization checkpoints, so that an interrupted design resumes (GPU steps)
+    out = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method, progress=progress,
+                                 checkpoint_dir=None if root is None else root / "poisons" / f"{key}.ckpt")
     arrays = {}
     for b, e in out.items():
         arrays.update({f"X_p_{b}": e["X_p"], f"indices_{b}": e["indices"], f"greedy_loss_{b}": e["greedy_loss"],
                        f"greedy_asr_{b}": e["greedy_asr"]})
         arrays.update({f"hist_{b}_{k}": np.asarray(v) for k, v in e.get("history", {}).items()})
     _cache.save("poisons", key, arrays)
+    if root is not None:  # the finished design is cached: its checkpoints are no longer needed
+        shutil.rmtree(root / "poisons" / f"{key}.ckpt", ignore_errors=True)
     return out
 
 

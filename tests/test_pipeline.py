@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ntklib import evaluate, pipeline
+from ntklib import attack, evaluate, pipeline
 
 
 def test_design_poisons_is_cached_by_content(tmp_path, monkeypatch):
@@ -23,6 +23,41 @@ def test_design_poisons_is_cached_by_content(tmp_path, monkeypatch):
         np.testing.assert_array_equal(first[b]["history"]["loss"], again[b]["history"]["loss"])
     with pytest.raises(AssertionError, match="designed again"):  # other settings: another key
         pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+
+
+def test_interrupted_design_resumes_from_its_checkpoints(tmp_path, monkeypatch):
+    """design_poisons checkpoints each budget's optimization under the cache: a design cut off after
+    the first budget resumes there (that budget is not optimized again) and gives the poisons of an
+    uninterrupted design; the checkpoints are removed once the design is cached."""
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    exp = pipeline.prepare("digits", 7, 1, "periodic", "plain_mlp", 32, kernel="empirical_init", smoke=True,
+                           progress=False)
+    full = evaluate.ntba_poisons(exp.problem, exp.task.X_cand, [1, 2], opt_steps=3, progress=False)
+    real, calls = attack.optimize_poisons, []
+
+    def cut_off(problem, X_p, **kw):
+        calls.append(len(X_p))
+        if len(X_p) == 2 and len(calls) == 2:
+            raise KeyboardInterrupt  # the time limit strikes during budget 2
+        return real(problem, X_p, **kw)
+
+    monkeypatch.setattr(attack, "optimize_poisons", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    ckpt = list((tmp_path / "poisons").glob("*.ckpt/budget_1.npz"))
+    assert len(ckpt) == 1
+    real_eval, grads = exp.problem.evaluate, []
+
+    def counting(X_p, grad=False):
+        grads.extend([len(X_p)] if grad else [])
+        return real_eval(X_p, grad)
+
+    monkeypatch.setattr(exp.problem, "evaluate", counting)
+    again = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    assert 1 not in grads and 2 in grads  # budget 1 came back from its checkpoint, budget 2 was optimized
+    for b in (1, 2):
+        np.testing.assert_array_equal(again[b]["X_p"], full[b]["X_p"])
+    assert not list((tmp_path / "poisons").glob("*.ckpt"))
 
 
 def test_clean_victim_is_trained_once(tmp_path, monkeypatch):
