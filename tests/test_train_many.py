@@ -50,7 +50,7 @@ def test_batched_victims_follow_their_sequential_twins(victims, chunk, workers):
     """Each batched victim (padded rows, refilled slots, threads) = its sequential twin:
     same stopping step and evaluation points, parameters and residuals within float32."""
     sets, cfgs = victims
-    arch = models.mlp(64)
+    arch = models.plain_mlp(64)
     out = train.train_many(arch, sets, cfgs, progress=False, cache=False, chunk=chunk, workers=workers)
     assert len({r.steps for r in out}) > 1  # the victims stop at different steps
     assert any(r.converged for r in out) and not all(r.converged for r in out)
