@@ -273,39 +273,34 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     cfg = train_config or victim_config(dataset)
     clean = None
     kernel_id = None  # what, beyond the architecture and dtype, defines the kernel (its parameters)
+    extra = {}
     if kernel == "infinite":
-        k = _kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])
-    elif kernel == "empirical_ensemble":
-        seeds = [ENSEMBLE_SEED + i for i in range(ensemble_size)]
-        members = _train.train_many(arch, [(task.X_d, task.y_d)] * ensemble_size,
-                                    [dataclasses.replace(cfg, seed=s) for s in seeds], progress=progress,
-                                    desc="clean networks (kernel ensemble)")
-        ks = [_kernels.empirical_ntk(arch.apply_fn, r.params, dtype=kernel_dtype,
-                                     spec=dict(architecture=arch.spec, at="empirical", seed=s))
-              for r, s in zip(members, seeds, strict=True)]
-        problem = _attack.EnsembleProblem([_attack.BackdoorProblem.from_task(task, km, ridge=ridge, w_attack=w_attack)
-                                           for km in ks])
-        spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, ensemble_seeds=seeds,
-                    kernel_dtype=kernel_dtype, ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
-                    clean_train_loss=max(r.final_loss for r in members))
-        return Experiment(task, arch, ks[0], problem, cfg, members[0], spec,
-                          kernel_key=_cache.key("kernel", arch.spec, kernel, kernel_dtype,
-                                                [jax.tree_util.tree_leaves(r.params) for r in members]))
+        ks = [_kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])]
     else:
-        if kernel == "empirical":
-            clean = _train.train_many(arch, [(task.X_d, task.y_d)], cfg, progress=progress,
-                                      desc="clean victim")[0]
-            params = clean.params
-        else:
-            params = arch.init(seed, task.X_d.shape)
-        kernel_id = jax.tree_util.tree_leaves(params)
-        k = _kernels.empirical_ntk(arch.apply_fn, params, dtype=kernel_dtype,
-                                   spec=dict(architecture=arch.spec, at=kernel))
-    problem = _attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack)
+        ensemble = kernel == "empirical_ensemble"
+        if kernel == "empirical_init":
+            params = [arch.init(seed, task.X_d.shape)]
+        else:  # the clean victim, or the ensemble's clean networks (seeds far from the victims')
+            seeds = [ENSEMBLE_SEED + i for i in range(ensemble_size)] if ensemble else [cfg.seed]
+            trained = _train.train_many(arch, [(task.X_d, task.y_d)] * len(seeds),
+                                        [dataclasses.replace(cfg, seed=s) for s in seeds], progress=progress,
+                                        desc="clean networks (kernel ensemble)" if ensemble else "clean victim")
+            clean, params = trained[0], [r.params for r in trained]
+            if ensemble:
+                extra = dict(ensemble_seeds=seeds, clean_train_loss=max(r.final_loss for r in trained))
+        leaves = [jax.tree_util.tree_leaves(p) for p in params]
+        kernel_id = leaves if ensemble else leaves[0]
+        ks = [_kernels.empirical_ntk(arch.apply_fn, p, dtype=kernel_dtype,
+                                     spec=dict(architecture=arch.spec, at="empirical", seed=s) if ensemble
+                                     else dict(architecture=arch.spec, at=kernel))
+              for p, s in zip(params, extra.get("ensemble_seeds", [None]), strict=True)]
+    members = [_attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack) for k in ks]
+    problem = _attack.EnsembleProblem(members) if kernel == "empirical_ensemble" else members[0]
     spec = dict(task=task.spec, architecture=arch.spec, kernel=kernel, kernel_dtype=kernel_dtype,
                 ridge=ridge, w_attack=w_attack, train=dataclasses.asdict(cfg),
                 clean_train_loss=None if clean is None else clean.final_loss)
-    return Experiment(task, arch, k, problem, cfg, clean, spec,
+    spec.update(extra)
+    return Experiment(task, arch, ks[0], problem, cfg, clean, spec,
                       kernel_key=_cache.key("kernel", arch.spec, kernel, kernel_dtype, kernel_id))
 
 
