@@ -360,7 +360,7 @@ def _pools(problem, X_cand, blocks):
 def _score(pools, states, chosen, cols, f_xs=None):
     """Mean loss over the pools after appending each candidate in ``cols`` alone, and each
     pool's predictions (the ensemble's greedy criterion; one pool is the paper's)."""
-    out = [pool.score(reg, K_xD, chosen, cols, None if f_xs is None else f_x)
+    out = [pool.score(reg, K_xD, chosen, cols, f_x)
            for pool, (reg, K_xD), f_x in zip(pools, states, f_xs or [None] * len(pools), strict=True)]
     return np.mean([o[0] for o in out], axis=0), [o[1] for o in out]
 
