@@ -219,6 +219,7 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
 
     import papermill as pm
 
+    out_dir = Path(out_dir).resolve()  # the kernel runs in notebooks/: a relative $NTKLIB_PROFILE would miss
     out_dir.mkdir(parents=True, exist_ok=True)
     ipynb = source_notebook(path, out_dir)
     out = out_dir / f"{path.stem}.ipynb"

@@ -90,11 +90,14 @@ def test_bad_parameter_fails_early_with_clear_message(tmp_path):
 @pytest.mark.slow
 def test_runner_console_is_one_line_per_notebook(tmp_path):
     """Third-party start-up noise (TensorFlow's cuda lines, absl, the kernel's TCP warning) goes to
-    the notebook's log, not the console; the console has one line per notebook."""
+    the notebook's log, not the console; the console has one line per notebook. A relative --out
+    (relative to where the runner starts, not to notebooks/ where the kernel runs) gets the profile."""
+    import os
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "ntklib.runner", "--smoke", "02", "--out", str(tmp_path / "x"),
+    out = os.path.relpath(tmp_path / "x", ROOT)
+    r = subprocess.run([sys.executable, "-m", "ntklib.runner", "--smoke", "02", "--out", out,
                         "-p", f"fig_dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     console = r.stdout + r.stderr
@@ -103,6 +106,8 @@ def test_runner_console_is_one_line_per_notebook(tmp_path):
     lines = [line for line in r.stdout.splitlines() if line.strip()]
     assert len(lines) == 2 and "02_backdoor_loss ... done in" in lines[0] and "figures in" in lines[0]
     assert (tmp_path / "x" / "02_backdoor_loss.log").exists()
+    assert "cannot write the profile" not in (tmp_path / "x" / "02_backdoor_loss.log").read_text()
+    assert json.loads((tmp_path / "x" / "02_backdoor_loss.profile.json").read_text())
 
 
 def test_a_failing_notebook_shows_the_end_of_its_log(tmp_path, capfd):
