@@ -66,6 +66,7 @@ trigger_amplitude = None    # None: the dataset's default (digits 0.15, CIFAR-10
 architecture = "mlp"         # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
 width = 256                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
 depth = 2                   # hidden layers (mlp), conv layers (cnn), depth (wide_resnet: 10, 16, ...)
+readout = None              # cnn: "flatten" (default) | "pool" (translation-invariant, as the paper's WRN)
 kernels = ["infinite", "empirical_init", "empirical"]  # also "empirical_ensemble" (our extension)
 ensemble_size = 3           # clean networks (other seeds) whose empirical NTKs "empirical_ensemble" averages
 budgets = [1, 2, 3, 5, 10]                   # NTBA budgets
@@ -97,8 +98,8 @@ fig_dir = "figures"
 # %%
 pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
                       trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
-                      depth=depth, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel, budgets=budgets,
-                      sampling_budgets=sampling_budgets,
+                      depth=depth, readout=readout, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel,
+                      budgets=budgets, sampling_budgets=sampling_budgets,
                       seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, batch_size=batch_size,
                       train_steps=train_steps, lr=lr,
                       target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
@@ -132,7 +133,7 @@ for k in kernels:
     runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, depth, kernel=k,
                            budgets=budgets, seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
                            trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw, smoke=smoke,
-                           asr_level=asr_level, ensemble_size=ensemble_size)
+                           asr_level=asr_level, ensemble_size=ensemble_size, readout=readout)
 ref = runs[kernel].experiment
 task = ref.task
 print(task.summary())
@@ -221,7 +222,7 @@ base = dict(label="default", train_steps=train_steps, target_loss=target_loss, t
             width=width, lr=lr, optimizer=optimizer)
 poisons = runs[kernel].poisons
 for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
-    arch_v = pipeline.build_architecture(architecture, v["width"], depth)
+    arch_v = pipeline.build_architecture(architecture, v["width"], depth, readout)
     cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["lr"], steps=v["train_steps"],
                                    target_loss=v["target_loss"], target_residual=v["target_residual"],
                                    batch_size=batch_size)
@@ -258,8 +259,8 @@ plotting.savefig(fig, "victim_variants", NB, fig_dir,
 # %%
 results = dict(
     config=dict(dataset=dataset, source=source, target=target, trigger=task.trigger.spec, architecture=architecture,
-                width=width, depth=depth, kernels=kernels, ensemble_size=ensemble_size, budgets=budgets,
-                sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
+                width=width, depth=depth, readout=readout, kernels=kernels, ensemble_size=ensemble_size,
+                budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
                 victim=cfg.__dict__, task=task.spec, smoke=smoke),
     kernel_comparison={k: dict(ratio=ratios[k], spec=runs[k].experiment.spec) for k in kernels},
     per_kernel_method_budget={f"{r.kernel}/{r.method}/{r.budget}": {c: r[c] for c in summary.columns

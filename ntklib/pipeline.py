@@ -46,6 +46,7 @@ CHOICES = dict(
     kernel=("empirical", "empirical_init", "infinite", "empirical_ensemble"),
     opt_method=("lbfgsb", "adam"),
     optimizer=("sgd", "adam"),
+    readout=("flatten", "pool"),
 )
 
 
@@ -109,6 +110,7 @@ PARAMETER_RULES = dict(
     architecture=lambda v, k: _val.check_choice(v, k, CHOICES["architecture"]),
     kernel=lambda v, k: _val.check_choice(v, k, CHOICES["kernel"]),
     kernels=_choice_list(CHOICES["kernel"]),
+    readout=lambda v, k: v if v is None else _val.check_choice(v, k, CHOICES["readout"]),
     opt_method=lambda v, k: _val.check_choice(v, k, CHOICES["opt_method"]),
     optimizer=lambda v, k: _val.check_choice(v, k, CHOICES["optimizer"]),
     kernel_dtype=lambda v, k: _val.check_choice(v, k, ("float32", "float64")),
@@ -193,17 +195,28 @@ def smoke_task_kw(task_kw=None) -> dict:
     return kw
 
 
-def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2) -> _models.Architecture:
-    """Architectures by notebook name. CNNs use a flatten readout (cheap infinite kernel);
-    WideResNets take the widening factor k = max(1, width // 16) and depth max(depth, 10)
-    (so ``width=16, depth=16`` is WRN-16-1). The ``plain_*`` names are the same networks in
-    plain JAX (no neural-tangents: a current JAX, a GPU); they have no infinite kernel."""
+def build_architecture(name: str = "mlp", width: int = 512, depth: int = 2,
+                       readout: str | None = None) -> _models.Architecture:
+    """Architectures by notebook name. CNNs use a flatten readout by default (cheap infinite
+    kernel) or, with ``readout="pool"``, global average pooling (translation-invariant, as the
+    paper's WRN: a trigger at a random location is one feature wherever it lands);
+    WideResNets always pool, take the widening factor k = max(1, width // 16) and depth
+    max(depth, 10) (so ``width=16, depth=16`` is WRN-16-1); MLPs have no readout choice.
+    The ``plain_*`` names are the same networks in plain JAX (no neural-tangents: a current
+    JAX, a GPU); they have no infinite kernel."""
     _val.check_choice(name, "architecture", CHOICES["architecture"])
+    if readout is not None:
+        _val.check_choice(readout, "readout", CHOICES["readout"])
     base = name.removeprefix("plain_")
+    allowed = {"cnn": ("flatten", "pool"), "wide_resnet": ("pool",), "mlp": ()}[base]
+    if readout is not None and readout not in allowed:
+        raise ValueError(f"readout={readout!r} is invalid for architecture={name!r}: "
+                         + (f"it takes {' or '.join(map(repr, allowed))}" if allowed else "an MLP has no readout "
+                            "choice") + " (leave readout=None for the architecture's default)")
     if base == "wide_resnet":
         kw = dict(depth=depth if depth >= 10 else 10, k=max(1, width // 16))
     else:
-        kw = dict(width=width, depth=depth, **({"readout": "flatten"} if base == "cnn" else {}))
+        kw = dict(width=width, depth=depth, **({"readout": readout or "flatten"} if base == "cnn" else {}))
     return _models.build(dict(name=name, **kw))
 
 
@@ -240,7 +253,7 @@ ENSEMBLE_SEED = 1000
 def prepare(dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=512,
             depth=2, kernel="empirical", seed=0, train_config=None, kernel_dtype="float32", ridge=0.0,
             w_attack=1.0, task_kw=None, progress=True, smoke=False, trigger_amplitude=None,
-            ensemble_size=3) -> Experiment:
+            ensemble_size=3, readout=None) -> Experiment:
     """Task, victim architecture, kernel and closed-form problem from parameters.
 
     With ``kernel="empirical"`` the victim is trained on clean d (``train_config``,
@@ -248,7 +261,8 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     trained weights, as in the paper. With ``kernel="empirical_ensemble"``, ``ensemble_size``
     clean networks with initialization seeds ``ENSEMBLE_SEED + i`` (none shared with a victim)
     are trained the same way and ``problem`` is the :class:`~ntklib.attack.EnsembleProblem` of
-    their empirical NTKs (``kernel`` and ``clean`` are the first member's). ``trigger`` is a name (with an optional
+    their empirical NTKs (``kernel`` and ``clean`` are the first member's). ``readout``: a CNN's
+    readout (:func:`build_architecture`; None its default, flatten). ``trigger`` is a name (with an optional
     ``trigger_amplitude`` for the periodic one) or a :class:`~ntklib.triggers.Trigger`.
     ``smoke=True`` shrinks the task
     (:func:`smoke_task_kw`) and, unless ``train_config`` is given, the victim's
@@ -261,7 +275,7 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
         train_config = train_config or victim_config(dataset, steps=200)
     check_params(dataset=dataset, source=source, target=target, architecture=architecture, width=width,
                  depth=depth, kernel=kernel, seed=seed, kernel_dtype=kernel_dtype, ridge=ridge, w_attack=w_attack,
-                 ensemble_size=ensemble_size,
+                 ensemble_size=ensemble_size, readout=readout,
                  task_kw=dict(task_kw or {}), smoke=smoke, trigger_amplitude=trigger_amplitude,
                  **({"trigger": trigger} if isinstance(trigger, str) else {}))
     if train_config is not None:
@@ -269,7 +283,7 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     if isinstance(trigger, str):
         trigger = _data.default_trigger(dataset, trigger, amplitude=trigger_amplitude)
     task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))
-    arch = build_architecture(architecture, width, depth)
+    arch = build_architecture(architecture, width, depth, readout)
     cfg = train_config or victim_config(dataset)
     clean = None
     kernel_id = None  # what, beyond the architecture and dtype, defines the kernel (its parameters)

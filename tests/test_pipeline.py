@@ -97,3 +97,27 @@ def test_check_params_names_the_bad_value():
         pipeline.check_params(kernel="magic")
     with pytest.raises(ValueError, match=r"budgets\[1\]=0 is invalid: must be >= 1"):
         pipeline.check_params(budgets=[1, 0])
+
+
+def test_readout_option_builds_the_asked_network():
+    """readout: CNNs flatten by default or pool on request (a translation-invariant victim, as the
+    paper's WRN), with a spec that tells them apart (cache keys); WRNs only pool; MLPs refuse it."""
+    flat = pipeline.build_architecture("plain_cnn", 4, 1)
+    pool = pipeline.build_architecture("plain_cnn", 4, 1, "pool")
+    assert flat.spec["readout"] == "flatten" and not flat.pooled
+    assert pool.spec["readout"] == "pool" and pool.pooled and pool.spec != flat.spec
+    x = np.random.default_rng(0).uniform(size=(3, 6, 6, 1)).astype(np.float32)
+    p = pool.init(0, x.shape)
+    # a pooled readout sees the mean over positions: its last dense layer has `width` inputs, not H W width
+    assert p[-1][0].shape == (4, 1) and flat.init(0, x.shape)[-1][0].shape == (6 * 6 * 4, 1)
+    assert pool.apply_fn(p, x).shape == (3, 1)
+    assert pipeline.build_architecture("plain_wide_resnet", 16, 10, "pool").spec == \
+        pipeline.build_architecture("plain_wide_resnet", 16, 10).spec
+    with pytest.raises(ValueError, match="readout='flatten' is invalid for architecture='plain_wide_resnet'"):
+        pipeline.build_architecture("plain_wide_resnet", 16, 10, "flatten")
+    with pytest.raises(ValueError, match="an MLP has no readout choice"):
+        pipeline.build_architecture("mlp", 8, 1, "pool")
+    with pytest.raises(ValueError, match="readout='max' is invalid"):
+        pipeline.check_params(readout="max")
+    pipeline.check_params(readout=None)
+
