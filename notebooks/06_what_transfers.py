@@ -88,6 +88,7 @@ victim_variants = [         # changes to the victim's training, poisons fixed (t
 ]
 variant_budgets = [1, 3, 5]             # NTBA budgets re-evaluated for each victim variant
 variant_sampling_budgets = [5, 10, 20]  # and the baseline's
+ridge = 0.0                 # kernel regression's ridge (paper: 0; raise it if the kernel is singular in float32)
 kernel = "empirical"          # the paper's kernel: its poisons are the ones the victim variants are trained on
 asr_level = 0.9
 task_kw = {}
@@ -104,7 +105,7 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       train_steps=train_steps, lr=lr,
                       target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
                       variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
-                      asr_level=asr_level, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
+                      asr_level=asr_level, ridge=ridge, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
 if kernel not in kernels:
     raise ValueError(f"kernel={kernel!r} must be one of kernels={kernels}")
 if victim_variants and not set(variant_budgets) <= set(budgets):
@@ -133,7 +134,7 @@ for k in kernels:
     runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, depth, kernel=k,
                            budgets=budgets, seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
                            trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw, smoke=smoke,
-                           asr_level=asr_level, ensemble_size=ensemble_size, readout=readout)
+                           asr_level=asr_level, ensemble_size=ensemble_size, readout=readout, ridge=ridge)
 ref = runs[kernel].experiment
 task = ref.task
 print(task.summary())
@@ -260,7 +261,7 @@ plotting.savefig(fig, "victim_variants", NB, fig_dir,
 results = dict(
     config=dict(dataset=dataset, source=source, target=target, trigger=task.trigger.spec, architecture=architecture,
                 width=width, depth=depth, readout=readout, kernels=kernels, ensemble_size=ensemble_size,
-                budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps,
+                budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps, ridge=ridge,
                 victim=cfg.__dict__, task=task.spec, smoke=smoke),
     kernel_comparison={k: dict(ratio=ratios[k], spec=runs[k].experiment.spec) for k in kernels},
     per_kernel_method_budget={f"{r.kernel}/{r.method}/{r.budget}": {c: r[c] for c in summary.columns
