@@ -395,3 +395,17 @@ def test_there_are_enough_cases():
     assert len(CASES) + len(RUNNER_CASES) >= 40
     modules = {c[0].split("-")[0] for c in CASES}
     assert len(modules) >= 15
+
+
+@pytest.mark.parametrize("path", sorted(runner.ROOT.glob("params/*.yaml")), ids=lambda p: p.name)
+def test_committed_parameter_files_pass_the_runners_checks(path):
+    """Each params/*.yaml is accepted by the notebooks its own command line names (every notebook
+    when it names none): a file gone stale after a notebook changed fails here, not an hour into a run."""
+    import re
+
+    import yaml
+
+    names = re.findall(r"ntklib\.runner ((?:\d\d\s+)+)--params " + re.escape(path.relative_to(runner.ROOT).as_posix()),
+                       path.read_text())
+    selection = sorted({n for group in names for n in group.split()})
+    runner.check_parameters(runner.notebook_sources(selection), {}, yaml.safe_load(path.read_text()))
