@@ -69,7 +69,8 @@ def attack_rows() -> list[str]:
         for k, entry in res["kernel_comparison"].items():
             r = entry["ratio"]
             rows.append((c["dataset"], f"{c['source']} → {c['target']}", _trigger(c),
-                         f"{c['architecture']}-{c['width']}" + (f" depth {c['depth']}" if "depth" in c else ""),
+                         f"{c['architecture']}-{c['width']}" + (f" depth {c['depth']}" if "depth" in c else "")
+                         + (f" {c['readout']}" if c.get("readout") else ""),
                          k, _budget(r, "ntba_budget"),
                          _ca(res["per_kernel_method_budget"], f"{k}/ntba/{r['ntba_budget']}", "net_ca"),
                          _budget(r, "sampling_budget", max(c["sampling_budgets"])), _fmt_ratio(r), len(c["seeds"]),
