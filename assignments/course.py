@@ -5,21 +5,57 @@
 
 nbgrader runs from this folder (``nbgrader_config.py``); the jupytext sources (``*.py``) hold the
 solutions and are never released. Used by ``make assignments`` and ``tests/test_assignments.py``.
+
+Nothing a student handed in is ever deleted or overwritten: ``grade`` copies DIR into nbgrader's
+collect folder ``submitted/`` (DIR may be that folder itself: it is then graded where it is); an
+earlier copy of the same student's assignment that differs is moved to ``submitted.replaced/<time>/``
+first, and other students already collected stay. A notebook that cannot be graded is reported with
+its student and cause, and the others are still graded.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import filecmp
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 
 
+class Grade(NamedTuple):
+    """One submission's autograded score; ``error`` says why it has none (score and max_score None)."""
+
+    score: float | None
+    max_score: float | None
+    error: str | None = None
+
+
+def _env() -> dict:
+    """The environment with this Python's scripts first on PATH (nbgrader starts alembic from there)."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@contextlib.contextmanager
+def _gradebook(course: Path):
+    from nbgrader.api import Gradebook
+
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = _env()["PATH"]
+    try:
+        with Gradebook(f"sqlite:///{Path(course) / 'gradebook.db'}") as gb:
+            yield gb
+    finally:
+        os.environ["PATH"] = saved
+
+
 def _nbgrader(course: Path, *args):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = _env()
     r = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
                        text=True)
     if r.returncode != 0:
@@ -29,32 +65,114 @@ def _nbgrader(course: Path, *args):
 
 def assignments(course: Path = HERE) -> list[str]:
     """The assignments of the course: the folders under source/."""
-    return sorted(p.name for p in (course / "source").iterdir() if p.is_dir())
+    source = Path(course) / "source"
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such folder; a course keeps each assignment's notebooks in "
+                                "source/<assignment>/ (nbgrader's layout)")
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def release(course: Path = HERE) -> Path:
     """Student versions of every assignment into ``<course>/release/`` (solutions and hidden tests removed)."""
-    for a in assignments(course):
+    names = assignments(course)
+    empty = [a for a in names if not list((Path(course) / "source" / a).glob("*.ipynb"))]
+    if not names or empty:
+        what = f"the assignments {empty} hold no notebook" if names else "it holds no assignment folder"
+        raise ValueError(f"{Path(course) / 'source'}: {what}; nothing would be released. Put each assignment's "
+                         "notebooks in source/<assignment>/*.ipynb (`make notebooks` writes them from the .py sources)")
+    for a in names:
         _nbgrader(course, "generate_assignment", a, "--force")
-    return course / "release"
+    return Path(course) / "release"
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Is ``a`` the folder ``b`` or inside it?"""
+    return a == b or b in a.parents
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    cmp = filecmp.dircmp(a, b)
+    if cmp.left_only or cmp.right_only or cmp.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    return not mismatch and not errors and all(_same_tree(a / d, b / d) for d in cmp.common_dirs)
+
+
+def _collect(course: Path, submissions: Path) -> list[tuple[str, str]]:
+    """Copy ``submissions/<student>/<assignment>/`` into ``<course>/submitted/`` without losing anything;
+    returns the (student, assignment) pairs given. Refused (before anything is copied) when the folders
+    nest, when ``submissions`` is missing or holds no notebook in nbgrader's layout."""
+    submissions = Path(submissions).resolve()
+    target = (Path(course) / "submitted").resolve()
+    if not submissions.is_dir():
+        what = "is a file, not a folder" if submissions.exists() else "no such folder"
+        raise FileNotFoundError(f"submissions={str(submissions)!r}: {what}; give the folder that holds "
+                                "<student>/<assignment>/<notebook>.ipynb")
+    if submissions != target and (_inside(submissions, target) or _inside(target, submissions)):
+        raise ValueError(f"submissions={str(submissions)!r} and the collect folder {target} lie inside one another: "
+                         "copying one into the other could overwrite what it copies. Give the collect folder "
+                         f"itself ({target}, graded where it is) or a folder outside it")
+    pairs = sorted({(p.parent.parent.name, p.parent.name) for p in submissions.glob("*/*/*.ipynb")})
+    if not pairs:
+        raise ValueError(f"submissions={str(submissions)!r} holds no notebook in nbgrader's layout "
+                         "<student>/<assignment>/<notebook>.ipynb; nothing to grade")
+    if submissions == target:
+        return pairs
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for student, a in pairs:
+        src, dst = submissions / student / a, target / student / a
+        if dst.exists():
+            if _same_tree(src, dst):
+                continue
+            keep = Path(course).resolve() / "submitted.replaced" / stamp / student / a
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(dst), str(keep))
+            print(f"note: the earlier copy of {student}/{a} in {target} differs; it was moved to {keep}",
+                  file=sys.stderr)
+        tmp = dst.with_name(f".{a}.incoming-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)  # only a half copy of this very process can be there
+        shutil.copytree(src, tmp)
+        os.replace(tmp, dst)
+    return pairs
 
 
 def grade(course: Path, submissions: Path) -> dict:
-    """Autograde ``submissions/<student>/<assignment>/*.ipynb``; returns {(student, assignment): (score, max)}."""
-    from nbgrader.api import Gradebook
+    """Autograde ``submissions/<student>/<assignment>/*.ipynb``; returns {(student, assignment): Grade}.
 
-    target = course / "submitted"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(submissions, target)
-    done = sorted({p.parent.name for p in target.glob("*/*/*.ipynb")})
-    for a in done:
-        _nbgrader(course, "autograde", a, "--force")
-    scores = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for p in sorted(target.glob("*/*")):
-            sub = gb.find_submission(p.name, p.parent.name)
-            scores[(p.parent.name, p.name)] = (sub.score, sub.max_score)
-    return scores
+    A submission of an assignment the course does not have, or one nbgrader cannot grade (a notebook
+    that is not valid JSON, a kernel that dies), gets ``Grade(None, None, cause)``; the rest are graded."""
+    from nbgrader.api import MissingEntry
+
+    course = Path(course)
+    known = set(assignments(course))
+    pairs = _collect(course, submissions)
+    with _gradebook(course) as gb:
+        released = {x.name for x in gb.assignments}
+    out: dict = {}
+    for student, a in pairs:
+        if a not in known:
+            out[(student, a)] = Grade(None, None, f"the course has no assignment {a!r} (it has {sorted(known)})")
+            continue
+        if a not in released:
+            out[(student, a)] = Grade(None, None, f"{a!r} was never released, so nbgrader has no answer key: run "
+                                                  "`python assignments/course.py release` first")
+            continue
+        try:
+            _nbgrader(course, "autograde", a, "--student", student, "--force")
+        except RuntimeError as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            out[(student, a)] = Grade(None, None, " | ".join(lines[-3:])[-400:])
+    with _gradebook(course) as gb:
+        for student, a in pairs:
+            if (student, a) in out:
+                continue
+            try:
+                sub = gb.find_submission(a, student)
+                out[(student, a)] = Grade(sub.score, sub.max_score)
+            except MissingEntry:
+                out[(student, a)] = Grade(None, None, "nbgrader graded nothing (see its log above): is the "
+                                                      "notebook named as in the release?")
+    return dict(sorted(out.items()))
 
 
 def main(argv=None):
@@ -62,14 +180,22 @@ def main(argv=None):
     ap.add_argument("what", choices=["release", "grade"])
     ap.add_argument("submissions", nargs="?", help="grade: a folder <student>/<assignment>/<notebook>.ipynb")
     args = ap.parse_args(argv)
-    if args.what == "release":
-        print("student versions in", release())
-        return 0
-    if not args.submissions:
-        ap.error("grade needs the folder of submissions")
-    for (student, a), (score, top) in grade(HERE, Path(args.submissions).resolve()).items():
-        print(f"{student:20s} {a:30s} {score:5.1f} / {top:.0f}")
-    return 0
+    try:
+        if args.what == "release":
+            print("student versions in", release())
+            return 0
+        if not args.submissions:
+            ap.error("grade needs the folder of submissions")
+        grades = grade(HERE, Path(args.submissions))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for (student, a), g in grades.items():
+        if g.error is None:
+            print(f"{student:20s} {a:30s} {g.score:5.1f} / {g.max_score:.0f}")
+        else:
+            print(f"{student:20s} {a:30s} not graded: {g.error}")
+    return 1 if any(g.error for g in grades.values()) else 0
 
 
 if __name__ == "__main__":

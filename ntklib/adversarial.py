@@ -94,6 +94,11 @@ def kernel_predictor(kernel, X, y, ridge: float = 0.0, t: float | None = None, l
         if ridge:
             raise ValueError("ridge applies to t = None only; the finite-time predictor f_t has no ridge")
         mu, V = np.linalg.eigh(K)
+        s = abs(_reg.shift_for(K, 0.0, jitter))
+        if mu[0] < -s:  # the t = None path's rule: not positive semi-definite even with the jitter
+            raise _reg.NotPositiveDefiniteError(
+                f"the kernel matrix of X has eigenvalue {mu[0]:.3g} < 0 beyond the jitter ({s:.3g}): it is not a "
+                "kernel matrix (check its sign and how it was computed), or compute it in float64")
         mu = np.maximum(mu, 0.0)
         # (1 - exp(-lr mu t)) / mu, with its limit lr t at mu = 0
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -239,9 +244,21 @@ def feature_attack_shares(features: EigenFeatures, X, y, X_adv, k: int | None = 
     y f(x) from X to X_adv splits exactly over the features (f = sum_i f_i), and feature i's
     share is its part of the total drop, summed over the images: (k,), summing to the share of
     the first k features (1 for all of them)."""
-    y = _val.check_labels(y, "y", len(_val.as_array(X, "X")))
+    if not isinstance(features, EigenFeatures):
+        raise TypeError(f"features={_val.describe(features)} is invalid: must be the EigenFeatures of "
+                        "eigen_features(kernel, X, y)")
+    X = _check_test(X, features.X)
+    X_adv = _val.check_images(X_adv, "X_adv", X.shape[1:])
+    if len(X_adv) != len(X):
+        raise ValueError(f"X_adv holds {len(X_adv)} images for the {len(X)} of X: one attacked image per image")
+    y = _val.check_labels(y, "y", len(X))
     drop = ((features.values(X) - features.values(X_adv)) * y[:, None]).sum(axis=0)  # (n,)
-    shares = drop / drop.sum()
+    total = float(drop.sum())
+    if not abs(total) > 1e-12 * max(1.0, float(np.abs(drop).sum())):
+        raise ValueError("X_adv did not change the predictor's margins (total drop "
+                         f"{total:.3g}): there is no attack to split into shares. Is X_adv the attacked X "
+                         "(eps > 0)?")
+    shares = drop / total
     return shares if k is None else shares[:_val.check_int(k, "k", min=1, max=len(shares))]
 
 
@@ -250,16 +267,18 @@ def relative_kernel_change(K_t, K_0) -> float:
     """||K_t - K_0||_F / ||K_0||_F: how far a network's empirical NTK moved from its start."""
     K_t = _val.check_array(K_t, "K_t", ndim=2, dtype=np.float64)
     K_0 = _val.check_array(K_0, "K_0", shape=K_t.shape, dtype=np.float64)
+    if not np.any(K_0):
+        raise ValueError("K_0 is all zeros: the change relative to it is undefined (is it the kernel at the start?)")
     return float(np.linalg.norm(K_t - K_0) / np.linalg.norm(K_0))
 
 
 def label_alignment(K, y, k: int) -> float:
     """||V_k^T y||^2 / ||y||^2 for the top-k eigenvectors V_k of K: the share of the labels
     that lies in the kernel's top-k eigenspace (1 when the labels are in it)."""
-    K = _val.check_array(K, "K", ndim=2, dtype=np.float64)
+    K = _val.check_gram(K, "K")
     y = _val.check_labels(y, "y", len(K), values=None)
     k = _val.check_int(k, "k", min=1, max=len(K))
-    mu, V = np.linalg.eigh((K + K.T) / 2)
+    mu, V = np.linalg.eigh(K)
     Vk = V[:, np.argsort(mu)[::-1][:k]]
     return float(np.sum((Vk.T @ y) ** 2) / np.sum(y ** 2))
 
@@ -268,6 +287,7 @@ def network_pgd(arch, eps: float, steps: int = 3, step_size: float | None = None
     """A JAX function ``perturb(params, x, y) -> x_adv``: PGD on a network's margin loss
     -y f(x; params), inside the eps-ball and [0, 1]; pass it as ``perturb`` to
     :func:`ntklib.train.train` for adversarial training (Madry et al. 2018)."""
+    _val.check_architecture(arch)
     _val.check_choice(norm, "norm", NORMS)
     eps = _val.check_float(eps, "eps", min=0, max=1)
     steps = _val.check_steps(steps, "steps")
@@ -302,8 +322,20 @@ def robustness_curve(predictor, X, y, eps_list, norm: str = "linf", pgd_steps: i
     rule), so that PGD can reach the border of every ball. Returns (rows, adversarial images):
     rows is a list of dicts (eps, clean, fgsm, pgd, noise), images {eps: FGSM images}
     (reused to measure transfer to networks)."""
-    y = _val.check_labels(y, "y", len(_val.as_array(X, "X")))
-    eps_list = [float(e) for e in eps_list]
+    if not isinstance(predictor, KernelPredictor):
+        raise TypeError(f"predictor={_val.describe(predictor)} is invalid: must be a KernelPredictor "
+                        "(kernel_predictor(...) or EigenFeatures.predictor(i))")
+    X = _check_test(X, predictor.X)
+    y = _val.check_labels(y, "y", len(X))
+    _val.check_choice(norm, "norm", NORMS)
+    top = 1.0 if norm == "linf" else float(np.sqrt(np.prod(X.shape[1:])))
+    eps_list = [_val.check_float(e, f"eps_list[{i}]", min=0, max=top) for i, e in
+                enumerate(np.ravel(_val.as_array(eps_list, "eps_list")).tolist())]
+    if not eps_list:
+        raise ValueError("eps_list is empty: give the radii to attack at, e.g. [0, 2/255, 8/255]")
+    pgd_steps = _val.check_int(pgd_steps, "pgd_steps", min=0, hint="0 skips PGD")
+    pgd_step = _val.check_float(pgd_step, "pgd_step", min=0, include_min=False)
+    seed = _val.check_seed(seed)
     clean = accuracy(predictor(X), y)
     rows, images = [], {}
     for e in eps_list:
@@ -325,8 +357,19 @@ def network_transfer(arch, params, y, images: dict, seed: int = 0) -> list[dict]
     at eps 0). Returns one dict per eps: eps, fgsm_from_kernel, noise."""
     from . import train as _train
 
+    _val.check_architecture(arch)
+    if not isinstance(images, dict) or not images:
+        raise TypeError(f"images={_val.describe(images)} is invalid: must be a dict {{eps: images}} such as "
+                        "robustness_curve's second result")
     eps_sorted = sorted(images)
-    clean = images[eps_sorted[0]]
+    clean = _val.check_images(images[eps_sorted[0]], f"images[{eps_sorted[0]}]")
+    y = _val.check_labels(y, "y", len(clean))
+    arch.check_fits(clean.shape[1:], params, who="images")
+    for e in eps_sorted:
+        _val.check_float(e, "eps (a key of images)", min=0)
+        if np.shape(images[e]) != clean.shape:
+            raise ValueError(f"images[{e}] has shape {np.shape(images[e])}, the clean images {clean.shape}: "
+                             "one attacked image per clean image")
     if eps_sorted[0] != 0:
         raise ValueError("images must hold the clean images under eps = 0.0 (robustness_curve does when 0 is in "
                          "eps_list)")
@@ -367,8 +410,13 @@ def kernel_trajectory(arch, X, y, config, X_probe, y_probe, perturb=None, k: int
     from . import kernels as _kernels
     from . import train as _train
 
-    X_probe = _val.check_images(X_probe, "X_probe")
+    _val.check_architecture(arch)
+    config = _val.check_config(config)
+    X = _val.check_images(X, "X")
+    y = _val.check_labels(y, "y", len(X))
+    X_probe = _val.check_images(X_probe, "X_probe", X.shape[1:])
     y_probe = _val.check_labels(y_probe, "y_probe", len(X_probe))
+    k = _val.check_int(k, "k", min=1, max=len(X_probe), hint=f"the probe holds {len(X_probe)} images")
     params0 = arch.init(config.seed, np.shape(X)[1:])
 
     def ntk(p):

@@ -488,9 +488,13 @@ def _fingerprint(problem, X_p0, settings) -> dict:
 
 def _save_checkpoint(path: Path, fp, state: dict):
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, __fingerprint__=np.array(json.dumps(fp)),
-             **{k: np.asarray(v) for k, v in state.items()})
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, __fingerprint__=np.array(json.dumps(fp)),
+                 **{k: np.asarray(v) for k, v in state.items()})
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written checkpoint behind
+        raise
 
 
 _CHECKPOINT_KEYS = ("x", "step", "converged", "adam_m", "adam_v", "hist_step", "hist_loss", "hist_asr",
@@ -524,7 +528,7 @@ def _load_checkpoint(path: Path, fp, size: int):
 @_profiling.profiled("optimization")
 def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", steps: int = 100,
                      lr: float = 0.01, memory: int = 100, checkpoint=None, checkpoint_every: int = 25,
-                     resume: bool = True, progress: bool = True) -> OptimizeResult:
+                     resume: bool = True, progress: bool = True, bad_checkpoint: str = "raise") -> OptimizeResult:
     """Minimize L(X_p) over the pixel box [0, 1] starting from ``X_p0``.
 
     ``method="lbfgsb"``: scipy's L-BFGS-B with box bounds and ``memory``
@@ -538,6 +542,10 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     steps; with ``resume=True`` an existing checkpoint from the same problem and
     settings is continued (``CheckpointMismatchError`` otherwise). ``steps`` is
     the total iteration budget, so rerunning with a larger one continues.
+    ``bad_checkpoint``: what to do with a checkpoint that cannot be read or belongs to
+    other settings: ``"raise"`` (the default: the file is the caller's, left as it is) or
+    ``"set_aside"`` (renamed to ``<name>.damaged``, with a warning, and the optimization
+    starts afresh; for checkpoints whose path the caller did not choose, e.g. the cache's).
     """
     _check_problem(problem)
     _val.check_choice(method, "method", ("lbfgsb", "adam"))
@@ -549,6 +557,7 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
         memory = _val.check_int(memory, "memory", min=1, hint="L-BFGS-B's number of correction pairs (the "
                                 "reference uses 100)")
     resume = _val.check_bool(resume, "resume")
+    _val.check_choice(bad_checkpoint, "bad_checkpoint", ("raise", "set_aside"))
     if checkpoint is not None:
         checkpoint = _val.check_path(checkpoint, "checkpoint", suffixes=(".npz",), writable=True)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)  # now, not after the first segment's work
@@ -565,8 +574,18 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     x, step, converged, message = X_p0.ravel().copy(), 0, False, ""
     hist = {"step": [0], "loss": [start.loss], "asr": [start.asr], "clean_acc": [start.clean_acc]}
     adam = {"m": np.zeros_like(x), "v": np.zeros_like(x)}
+    st = None
     if ckpt is not None and resume and ckpt.exists():
-        st = _load_checkpoint(ckpt, fp, x.size)
+        try:
+            st = _load_checkpoint(ckpt, fp, x.size)
+        except (CheckpointReadError, CheckpointMismatchError) as e:
+            if bad_checkpoint == "raise":
+                raise
+            aside = ckpt.with_name(ckpt.name + ".damaged")
+            os.replace(ckpt, aside)
+            warnings.warn(f"{str(e).split('; ')[0].split(' (')[0]} could not be resumed ({type(e).__name__}); it was "
+                          f"moved to {aside} and the optimization starts afresh", stacklevel=2)
+    if st is not None:
         x, step, converged = st["x"].astype(np.float64), int(st["step"]), bool(st["converged"])
         message = str(st["message"]) if "message" in st else ""
         hist = {k: list(st[f"hist_{k}"]) for k in hist}

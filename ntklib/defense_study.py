@@ -40,11 +40,21 @@ DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre"
              "after_kernel")
 
 
+def _check_exp(exp, needs=("task", "arch", "train_config")):
+    """The experiment of :func:`ntklib.pipeline.prepare` (anything with the attributes a study reads)."""
+    missing = [a for a in needs if not hasattr(exp, a)]
+    if missing:
+        raise TypeError(f"exp={_val.describe(exp)} is invalid: must be the Experiment of pipeline.prepare(...) "
+                        f"(it lacks {', '.join(missing)})")
+    return exp
+
+
 def poison_sets(exp, ntba_budget: int = 3, sampling_budgets=(3, 10), seeds=(0, 1, 2), opt_steps: int = 30,
                 progress: bool = False) -> list[dict]:
     """The poison sets of the study: NTBA's (designed once on ``exp``'s kernel, greedy + L-BFGS-B)
     and sampling's (one random subset per seed), each with the seed of the victim it poisons:
     dicts with attack, budget, seed and X_p."""
+    _check_exp(exp, ("task", "problem"))
     m = len(exp.task.X_cand)
     ntba_budget = _val.check_budget(ntba_budget, "ntba_budget", m)
     sampling_budgets = _val.check_budgets(sampling_budgets, "sampling_budgets", m)
@@ -62,18 +72,48 @@ def _gram(kernel, X, X2=None):
     return np.asarray(kernel(X) if X2 is None else kernel(X, X2), dtype=np.float64)
 
 
-def detect(arch, params, X, y, n_poison: int, detectors=DETECTORS, X_query=None, infinite=None,
+def check_detectors(detectors, has_infinite: bool, has_query: bool = True) -> list[str]:
+    """The detectors to run: ``None`` means every one of :data:`DETECTORS` that applies
+    (``spectral_inf`` only with an infinite kernel); a list is checked name by name, and a
+    detector named there that cannot run is refused (never skipped in silence)."""
+    if detectors is None:
+        return [d for d in DETECTORS if (d != "spectral_inf" or has_infinite) and (d != "after_kernel" or has_query)]
+    if isinstance(detectors, str):
+        detectors = [detectors]
+    detectors = list(detectors)
+    if not detectors:
+        raise ValueError(f"detectors=[] is invalid: name at least one of {list(DETECTORS)} (None: all that apply)")
+    for i, d in enumerate(detectors):
+        _val.check_choice(d, f"detectors[{i}]", DETECTORS)
+    if "spectral_inf" in detectors and not has_infinite:
+        raise ValueError("detectors names spectral_inf, but there is no infinite-width kernel (infinite=None, or an "
+                         "architecture without one such as the plain-JAX networks): pass one, use a stax "
+                         "architecture, or leave spectral_inf out")
+    if "after_kernel" in detectors and not has_query:
+        raise ValueError("the after_kernel detector needs X_query (triggered images whose predictions it "
+                         "attributes); pass them or leave after_kernel out of detectors")
+    return detectors
+
+
+def detect(arch, params, X, y, n_poison: int, detectors=None, X_query=None, infinite=None,
            n_subsets: int = 1000, seed: int = 0) -> list[dict]:
     """Every detector on one poisoned training set X (n, H, W, C), y (n,) (poisons labelled +1)
     and the victim ``params`` trained on it. Returns one dict per detector: scores (n,) (-inf
     outside the target class for the class detectors), removed (n,) bool, seconds.
+    ``detectors``: names from :data:`DETECTORS` (None: all that apply, see :func:`check_detectors`);
     ``X_query``: triggered images for ``after_kernel``; ``infinite``: the infinite-NTK kernel
-    for ``spectral_inf`` (None skips it)."""
-    for i, d in enumerate(detectors):
-        _val.check_choice(d, f"detectors[{i}]", DETECTORS)
-    if "after_kernel" in detectors and X_query is None:
-        raise ValueError("the after_kernel detector needs X_query (triggered images whose predictions it "
-                         "attributes); pass them or leave after_kernel out of detectors")
+    for ``spectral_inf``."""
+    _val.check_architecture(arch)
+    X = _val.check_images(X, "X")
+    y = _val.check_labels(y, "y", len(X))
+    arch.check_fits(X.shape[1:], params, who="X")
+    if X_query is not None:
+        X_query = _val.check_images(X_query, "X_query", X.shape[1:])
+    if infinite is not None:
+        _val.check_kernel(infinite, "infinite")
+    detectors = check_detectors(detectors, infinite is not None, X_query is not None)
+    n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
+    seed = _val.check_seed(seed)
     rows = _def.class_rows(y, 1.0)
     n_remove = _def.removal_count(n_poison, len(rows))
     empirical = _kernels.empirical_ntk(arch.apply_fn, params)
@@ -91,8 +131,6 @@ def detect(arch, params, X, y, n_poison: int, detectors=DETECTORS, X_query=None,
 
     out = []
     for name in detectors:
-        if name == "spectral_inf" and infinite is None:
-            continue
         t0 = time.perf_counter()
         cls = None  # scores of the target class only
         full = None
@@ -130,7 +168,25 @@ def detect(arch, params, X, y, n_poison: int, detectors=DETECTORS, X_query=None,
     return out
 
 
-def detection_study(exp, sets, detectors=DETECTORS, retrain: bool = True, n_subsets: int = 1000,
+def _check_sets(exp, sets) -> list:
+    """Poison sets as :func:`poison_sets` makes them, checked before any victim is trained."""
+    _check_exp(exp)
+    if isinstance(sets, dict) or not isinstance(sets, (list, tuple)) or not sets:
+        raise TypeError(f"sets={_val.describe(sets)} is invalid: must be the non-empty list of poison_sets(...)")
+    for i, s in enumerate(sets):
+        if not isinstance(s, dict):
+            raise TypeError(f"sets[{i}]={_val.describe(s)} is invalid: each poison set is a dict with attack, "
+                            "budget, seed and X_p (poison_sets makes them)")
+        missing = [k for k in ("attack", "budget", "seed", "X_p") if k not in s]
+        if missing:
+            raise ValueError(f"sets[{i}] lacks {missing}: each poison set is a dict with attack, budget, seed and "
+                             "X_p (poison_sets makes them)")
+        _val.check_images(s["X_p"], f"sets[{i}]['X_p']", exp.task.X_d.shape[1:])
+        _val.check_seed(s["seed"], f"sets[{i}]['seed']")
+    return list(sets)
+
+
+def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 1000,
                     progress: bool = True) -> tuple[pd.DataFrame, list]:
     """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
@@ -139,6 +195,10 @@ def detection_study(exp, sets, detectors=DETECTORS, retrain: bool = True, n_subs
     removed, precision, recall, seconds, net_asr, net_ca; ``victims`` holds the poisoned
     victims' params in the order of ``sets`` (for :func:`ibau_study`)."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
+    sets = _check_sets(exp, sets)  # everything checked before the first victim trains
+    detectors = check_detectors(detectors, arch.kernel_fn is not None)
+    retrain = _val.check_bool(retrain, "retrain")
+    n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
     data = [_eval._victim_data(task, s["X_p"]) for s in sets]
     cfgs = [dataclasses.replace(cfg, seed=int(s["seed"])) for s in sets]
     victims = _train.train_many(arch, data, cfgs, progress=progress, desc=f"poisoned victims ({len(sets)})")
@@ -174,6 +234,7 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progre
     Columns: attack, budget, seed, n_clean, round, net_asr, net_ca, seconds (the whole run's
     wall time)."""
     task, arch = exp.task, exp.arch
+    sets = _check_sets(exp, sets)
     spare = len(task.X_spare) > 0
     X_pool, y_pool = (task.X_spare, task.y_spare) if spare else (task.X_t, task.y_t)
     pool = len(X_pool)

@@ -92,10 +92,9 @@ def class_rows(y, label: float = 1.0) -> np.ndarray:
 
 
 def _check_gram(K, name="K"):
-    K = _val.check_array(K, name, ndim=2, dtype=np.float64)
-    if K.shape[0] != K.shape[1] or len(K) < 2:
-        raise ValueError(f"{name} has shape {K.shape}: a Gram matrix of the target class is square (n, n), n >= 2")
-    return (K + K.T) / 2
+    """A Gram matrix of at least two points: square, symmetric, positive semi-definite
+    (:func:`ntklib.validation.check_gram`)."""
+    return _val.check_gram(K, name, min_size=2)
 
 
 def removal_count(n_poison: int, n: int, factor: float = REMOVAL_FACTOR) -> int:
@@ -279,6 +278,9 @@ def robust_covariance(Y, eps: float, limit: int, tau: float = 0.1, max_iter: int
     Y = check_reps(Y, "Y")
     eps = _val.check_fraction(eps, "eps")
     limit = _val.check_int(limit, "limit", min=0, max=len(Y) - 2)
+    tau = _val.check_float(tau, "tau", min=0, max=1, include_min=False, include_max=False,
+                           hint="the filter's failure probability (SPECTRE uses 0.1)")
+    max_iter = _val.check_steps(max_iter, "max_iter")
     idx = np.arange(len(Y))
     for _ in range(max_iter):
         if limit == 0:
@@ -337,6 +339,12 @@ def spectre(R, n_poison: int, alpha: float = 4.0, tau: float = 0.1, max_dim: int
     n_poison = _val.check_int(n_poison, "n_poison", min=1, max=n // 2,
                               hint=f"SPECTRE assumes a minority of poisons among the class's {n} points")
     alpha = _val.check_float(alpha, "alpha", min=0, include_min=False)
+    tau = _val.check_float(tau, "tau", min=0, max=1, include_min=False, include_max=False,
+                           hint="the filter's failure probability (SPECTRE uses 0.1)")
+    limit1 = _val.check_float(limit1, "limit1", min=0, include_min=False,
+                              hint="the robust filter removes at most limit1 * n_poison points (SPECTRE uses 2)")
+    limit2 = _val.check_float(limit2, "limit2", min=0, include_min=False,
+                              hint="the final removal is limit2 * n_poison points (the papers use 1.5)")
     rank = int(np.linalg.matrix_rank(R - R.mean(0)))
     top = max(1, min(_val.check_int(max_dim, "max_dim", min=1), n - 2, rank))
     Y100 = _pca(R, top)
@@ -369,11 +377,16 @@ def kernel_datamodels(K, y, n_subsets: int = 2000, frac: float = 0.5, shift: flo
     n = len(K)
     y = _val.check_labels(y, "y", n)
     n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
-    frac = _val.check_fraction(frac, "frac")
+    frac = _val.check_float(frac, "frac", min=0, max=1, include_min=False, include_max=False,
+                            hint="each subset holds this fraction of the points (the papers use 0.5); with all of "
+                            "them every subset is the same and no effect can be estimated")
+    size = max(1, int(round(frac * n)))
+    if size >= n:
+        raise ValueError(f"frac={frac} is invalid for {n} points: the subsets would hold all {n} of them (the same "
+                         "set every time, so no effect can be estimated); use a smaller fraction such as 0.5")
     shift = _val.check_float(shift, "shift", min=0, include_min=False) * float(np.mean(np.diag(K)))
     ridge = _val.check_float(ridge, "ridge", min=0)
     rng = np.random.default_rng(_val.check_seed(seed))
-    size = max(1, int(round(frac * n)))
     masks = np.zeros((n_subsets, n))
     margins = np.zeros((n_subsets, n))
     ridge_diag = shift * np.eye(size)
@@ -483,15 +496,11 @@ def detection_metrics(scores, is_poison, removed=None) -> dict:
     from sklearn.metrics import roc_auc_score
 
     scores = _val.check_array(scores, "scores", ndim=1, dtype=np.float64)
-    truth = np.asarray(is_poison, bool)
-    if truth.shape != scores.shape:
-        raise ValueError(f"is_poison has shape {truth.shape} but scores {scores.shape}: one flag per scored point")
+    truth = _val.check_mask(is_poison, "is_poison", len(scores), "scores")
     out = dict(auc=float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
                n_poison=int(truth.sum()))
     if removed is not None:
-        removed = np.asarray(removed, bool)
-        if removed.shape != scores.shape:
-            raise ValueError(f"removed has shape {removed.shape} but scores {scores.shape}")
+        removed = _val.check_mask(removed, "removed", len(scores), "scores")
         caught = int((removed & truth).sum())
         out.update(caught=caught, removed=int(removed.sum()),
                    precision=caught / int(removed.sum()) if removed.any() else float("nan"),

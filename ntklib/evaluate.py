@@ -105,7 +105,8 @@ def ntba_poisons(problem, X_cand, budgets, opt_steps: int = 0, opt_method: str =
     largest budget) then, if ``opt_steps`` > 0, optimization from the greedy start.
     With ``checkpoint_dir``, each budget's optimization checkpoints to
     ``checkpoint_dir/budget_<b>.npz`` and an interrupted call resumes there
-    (:func:`ntklib.attack.optimize_poisons`).
+    (:func:`ntklib.attack.optimize_poisons`; its ``resume`` and ``bad_checkpoint``
+    pass through ``opt_kw``).
     Returns {budget: dict(X_p, indices, greedy_asr, ...)}."""
     budgets = _val.check_budgets(budgets, "budgets", len(X_cand))
     if checkpoint_dir is not None:

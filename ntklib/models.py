@@ -93,6 +93,49 @@ class Architecture:
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.spec.items())
 
+    def check_fits(self, shape, params=None, who: str = "X", name: str = "params"):
+        """The network takes images of ``shape`` (H, W, C), and ``params``, if given, are finite
+        parameters of this architecture for them (structure and every leaf's shape): traced with
+        shapes only, no computation. Raises ValueError naming both shapes (not JAX's
+        ``dot_general`` error from deep inside the network). ``name``: the parameters' name in messages."""
+        shape = tuple(int(s) for s in shape)
+        if params is not None:
+            _val.check_params_tree(params, name)
+        try:
+            template = jax.eval_shape(lambda: self.init(0, (1,) + shape))
+            if params is not None:
+                jax.eval_shape(self.apply_fn, params, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
+        except (TypeError, ValueError) as e:
+            what = "these parameters" if params is not None else "this architecture"
+            if params is not None and self._other_network(params, template):
+                self._check_same_tree(params, template, shape, name)  # names the leaf, not JAX's shapes
+            raise ValueError(f"{who}: images of shape {shape} do not fit {what} ({self.describe()}): "
+                             f"{str(e).splitlines()[0][:200].rstrip('.')}. Check the image shape, or the parameters' "
+                             "network") from None
+        if params is not None:
+            self._check_same_tree(params, template, shape, name)
+
+    @staticmethod
+    def _other_network(params, template) -> bool:
+        """Do ``params`` differ from the template beyond the input layer (whose shape follows the
+        images)? Then they belong to another network, rather than the images to another task."""
+        got, want = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template):
+            return True
+        return any(tuple(np.shape(g)) != tuple(w.shape) for g, w in list(zip(got, want, strict=True))[2:])
+
+    def _check_same_tree(self, params, template, shape, name="params"):
+        got, want = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template) or len(got) != len(want):
+            raise ValueError(f"{name} do not have the structure of {self.describe()} ({len(got)} arrays given, "
+                             f"{len(want)} expected); pass parameters of this architecture (arch.init or a trained "
+                             "one)")
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            if tuple(np.shape(g)) != tuple(w.shape):
+                raise ValueError(f"{name} (leaf {i}) has shape {tuple(np.shape(g))}, but {self.describe()} on images "
+                                 f"of shape {shape} has {tuple(w.shape)} there: these are another network's "
+                                 "parameters")
+
 
 class NeuralTangentsMissing(ImportError):
     """A stax architecture was asked for where neural-tangents does not import (a current JAX)."""

@@ -74,6 +74,16 @@ def _choice_list(choices):
     return check
 
 
+def _number_list(check):
+    """A rule for a non-empty list of numbers (a single number is a list of one), each by ``check(x, name)``."""
+    def rule(v, k):
+        values = v if isinstance(v, (list, tuple)) else [v]
+        if not values:
+            raise ValueError(f"{k}=[] is invalid: give at least one value")
+        return [check(x, f"{k}[{i}]") for i, x in enumerate(values)]
+    return rule
+
+
 def _task_kw(v, k):
     if not isinstance(v, dict):
         raise TypeError(f"{k}={v!r} is invalid: must be a dict of ntklib.data.make_task sizes")
@@ -139,12 +149,10 @@ PARAMETER_RULES = dict(
     victim_variants=_variants,
     # notebook 08 (adversarial examples from the kernel)
     eps=lambda v, k: _val.check_float(v, k, min=0, max=1, hint="an L-infinity radius in pixel units"),
-    eps_list=lambda v, k: [_val.check_float(e, f"{k}[{i}]", min=0, max=1) for i, e in enumerate(
-        v if isinstance(v, (list, tuple)) else [v])],
+    eps_list=_number_list(lambda x, k: _val.check_float(x, k, min=0, max=1)),
     pgd_steps=lambda v, k: _val.check_int(v, k, min=0, hint="0 skips PGD"),
     pgd_step=lambda v, k: _val.check_float(v, k, min=0, include_min=False),
-    transfer_lrs=lambda v, k: [_val.check_lr(x, f"{k}[{i}]") for i, x in enumerate(
-        v if isinstance(v, (list, tuple)) else [v])],
+    transfer_lrs=_number_list(_val.check_lr),
     n_features=_positive_int, dynamics_width=_positive_int, dynamics_steps=_positive_int,
     dynamics_every=_positive_int, n_probe=_positive_int,
     # notebook 07 (defenses)
@@ -183,6 +191,20 @@ def check_params(**params) -> dict:
                 raise ValueError(f"parameter {key}: {e}") from None
     if "source" in params and "target" in params and params["source"] == params["target"]:
         raise ValueError(f"parameters source and target must differ (both {params['source']!r})")
+    if "distill_pair" in params:  # notebook 09's classes: checked here, not at part 3 of the notebook
+        pair = params["distill_pair"]
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"parameter distill_pair={pair!r} is invalid: two different classes, e.g. [3, 8]")
+        for c in pair:
+            try:
+                _data._class_index(ds, c)
+            except ValueError as e:
+                raise ValueError(f"parameter distill_pair: {e}") from None
+    arch = params.get("architecture", "")
+    if "spectral_inf" in (params.get("detectors") or ()) and str(arch).startswith("plain_"):
+        raise ValueError(f"parameter detectors names spectral_inf, which needs an infinite-width kernel, but "
+                         f"architecture={arch!r} (plain JAX) has none: use {arch.removeprefix('plain_')!r} or "
+                         "leave spectral_inf out of detectors")
     return params
 
 
@@ -326,7 +348,9 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
     parameters, the candidates, budgets and optimizer settings), so notebooks that design
     the same poisons share them. While the cache is on, each budget's optimization also
     checkpoints under the cache (``poisons/<key>.ckpt/``), so a design cut off (a time
-    limit) resumes where it stopped when called again.
+    limit) resumes where it stopped when called again; a damaged checkpoint there is set
+    aside (``.damaged``) and that budget redone, and a cache that cannot be written only
+    means no checkpoints.
     Returns {budget: dict(X_p, indices, greedy_loss, greedy_asr[, history])}.
     """
     if not isinstance(exp, Experiment):
@@ -336,7 +360,10 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
     _val.check_choice(opt_method, "opt_method", CHOICES["opt_method"])
     key = _cache.key("ntba", exp.problem.fingerprint(), exp.kernel_key, exp.task.X_cand, budgets, int(opt_steps),
                      opt_method)
-    z = _cache.load("poisons", key)
+    shape = exp.task.X_cand.shape[1:]
+    expect = {n: s for b in budgets for n, s in ((f"X_p_{b}", (b, *shape)), (f"indices_{b}", (b,)),
+                                                 (f"greedy_loss_{b}", ()), (f"greedy_asr_{b}", ()))}
+    z = _cache.load("poisons", key, expect=expect)
     if z is not None:
         out = {}
         for b in budgets:
@@ -347,17 +374,16 @@ def design_poisons(exp: Experiment, budgets, opt_steps: int = 30, opt_method: st
                 e["history"] = hist
             out[b] = e
         return out
-    root = _cache.directory()  # optimization checkpoints, so that an interrupted design resumes (GPU steps)
+    ckpt = _cache.scratch("poisons", key)  # optimization checkpoints, so that an interrupted design resumes
     out = _evaluate.ntba_poisons(exp.problem, exp.task.X_cand, budgets, opt_steps, opt_method, progress=progress,
-                                 checkpoint_dir=None if root is None else root / "poisons" / f"{key}.ckpt")
+                                 checkpoint_dir=ckpt, bad_checkpoint="set_aside")
     arrays = {}
     for b, e in out.items():
         arrays.update({f"X_p_{b}": e["X_p"], f"indices_{b}": e["indices"], f"greedy_loss_{b}": e["greedy_loss"],
                        f"greedy_asr_{b}": e["greedy_asr"]})
         arrays.update({f"hist_{b}_{k}": np.asarray(v) for k, v in e.get("history", {}).items()})
-    _cache.save("poisons", key, arrays)
-    if root is not None:  # the finished design is cached: its checkpoints are no longer needed
-        shutil.rmtree(root / "poisons" / f"{key}.ckpt", ignore_errors=True)
+    if _cache.save("poisons", key, arrays) is not None and ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the finished design is cached: its checkpoints are not needed
     return out
 
 

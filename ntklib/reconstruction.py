@@ -161,16 +161,26 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     _check_mlp(arch)
     delta = param_delta(params_final, params_init)
     n_candidates = _val.check_int(n_candidates, "n_candidates", min=1, hint="the paper uses 2N for N training images")
-    shape = tuple(_val.check_int_list(list(shape), "shape", min=1))
-    _train._check_fits(arch, np.zeros((1, *shape), np.float32), params_final, who=f"shape={shape}")
+    shape = _val.check_image_shape(shape, "shape")
+    arch.check_fits(shape, params_final, who=f"shape={shape}")
+    if grad_params is not None:
+        arch.check_fits(shape, grad_params, who="grad_params", name="grad_params")
+    if init_mean is not None:
+        init_mean = _val.check_array(init_mean, "init_mean", dtype=np.float32)
+        try:
+            fits = np.broadcast_shapes(init_mean.shape, shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"init_mean has shape {init_mean.shape}, which does not broadcast to the image shape "
+                             f"{shape}: give one value or one image") from None
     steps = _val.check_steps(steps, "steps")
     lr = _val.check_lr(lr)
     range_weight = _val.check_float(range_weight, "range_weight", min=0)
     tv_weight = _val.check_float(tv_weight, "tv_weight", min=0)
     log_every = _val.check_steps(log_every, "log_every")
-    gp = params_final if grad_params is None else grad_params
-    _val.check_params_tree(gp, "grad_params")
-    gp = _f32(gp)  # networks trained in float64 are attacked in float32 (ntklib never enables x64 globally)
+    # networks trained in float64 are attacked in float32 (ntklib never enables x64 globally)
+    gp = _f32(params_final if grad_params is None else grad_params)
     apply = mlp_apply(arch, beta)
     rng = np.random.default_rng(_val.check_seed(seed))
     mean = 0.5 if init_mean is None else np.asarray(init_mean, np.float32)
@@ -199,13 +209,16 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     state = tx.init(z)
     keep = set(_val.check_int_list(list(snapshots), "snapshots", min=0, max=steps, allow_empty=True))
     hist = {"step": [], "loss": [], "match": [], "snapshots": {0: np.clip(X0, 0, 1)} if 0 in keep else {}}
+    start, hint = None, f"lower lr (now {lr:g}; the authors use 0.02)"
     for t in tqdm(range(1, steps + 1), desc="reconstruction", disable=not progress):
         z, state, loss, m = step(z, state)
+        if t == 1:  # the loss at the start (step() returns the loss before its update)
+            start = _val.check_loss(loss, "the reconstruction", 0, hint)
         if t in keep:
             hist["snapshots"][t] = np.clip(np.asarray(z[0]), 0.0, 1.0)
         if t % log_every == 0 or t == steps:
             hist["step"].append(t)
-            hist["loss"].append(float(loss))
+            hist["loss"].append(_val.check_loss(loss, "the reconstruction", t, hint, start=start))
             hist["match"].append(float(m))
     return ReconstructionResult(np.clip(np.asarray(z[0]), 0.0, 1.0), np.asarray(z[1]), hist)
 
@@ -241,6 +254,8 @@ def ssim(a, b, win: int | None = None, data_range: float = 1.0) -> np.ndarray:
         raise ValueError(f"a holds {len(a)} images and b {len(b)}: SSIM compares pairs")
     side = min(a.shape[1], a.shape[2])
     win = (7 if side >= 16 else 3) if win is None else _val.check_int(win, "win", min=1, max=side)
+    data_range = _val.check_float(data_range, "data_range", min=0, include_min=False,
+                                  hint="the images' value range (1 for [0, 1] images)")
     w = _gauss_window(win)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     vals = []
@@ -308,6 +323,7 @@ def quality(X_train, X_rec, threshold: float = 0.6, X_unseen=None) -> dict:
     never trained on) ``beats_unseen``: the fraction of training images whose matched
     reconstruction is closer (L2) than every unseen image, i.e. that the weights told the attacker
     more about than the data distribution does. With the per-image arrays under "per_image"."""
+    threshold = _val.check_float(threshold, "threshold", min=-1, max=1, hint="an SSIM level (SSIM is in [-1, 1])")
     m = match(X_train, X_rec)
     out = dict(l2=float(m["l2"].mean()), ssim=float(m["ssim"].mean()),
                recovered=float(np.mean(m["ssim"] > threshold)), per_image=m)
@@ -344,6 +360,17 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     arch = _models.plain_mlp(_val.check_int(width, "width", min=1), _val.check_int(depth, "depth", min=1))
+    # everything the attack and the measurement need, checked before the victim trains
+    _val.check_bool(linear, "linear")
+    config = None if config is None else _val.check_config(config)
+    steps, lr, seed = _val.check_steps(steps, "steps"), _val.check_lr(lr), _val.check_seed(seed)
+    mlp_apply(arch, beta)
+    threshold = _val.check_float(threshold, "threshold", min=-1, max=1, hint="an SSIM level (SSIM is in [-1, 1])")
+    if X_unseen is not None:
+        X_unseen = _val.check_images(X_unseen, "X_unseen", X.shape[1:])
+        if len(X_unseen) < 2 * len(X):
+            raise ValueError(f"X_unseen holds {len(X_unseen)} images: the baseline draws 2N = {2 * len(X)} unseen "
+                             f"images for the N = {len(X)} training images; give at least that many (or None)")
     cfg = config or _train.TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, steps=3000, target_loss=1e-5)
     p0, r, net = train_victim(arch, X, y, cfg, seed=seed, linear=linear)
     t0 = time.perf_counter()

@@ -5,6 +5,10 @@ notebook under the output folder and executed by papermill with its
 default parameters, overridden by ``--params file.yaml`` and ``--smoke``. The
 executed copies (with outputs) go to ``build/notebooks/``; the figures go where
 each notebook's ``fig_dir`` parameter says (default ``figures/<notebook>/``).
+A notebook executes into ``NN_name.running.ipynb`` and takes its final name
+``NN_name.ipynb`` only when every cell has run; one that fails or is interrupted
+is left as ``NN_name.failed.ipynb`` (and an older ``NN_name.ipynb`` is removed, so
+that ``build/notebooks/`` shows what the last run of each notebook did).
 
     python -m ntklib.runner                       # all notebooks, defaults
     python -m ntklib.runner --smoke 03 05         # a quick run of two of them
@@ -211,6 +215,8 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
         quiet: bool = True) -> tuple[Path, dict]:
     """Execute one notebook; return the executed copy and its profile (seconds per kind of
     work, :mod:`ntklib.profiling`, written by the notebook's kernel to ``$NTKLIB_PROFILE``).
+    The copy is ``<out_dir>/<notebook>.ipynb`` once it finished (see the module notes; a
+    failure or an interruption leaves ``<notebook>.failed.ipynb``).
 
     With ``quiet`` the kernel's stderr (third-party start-up noise) goes to
     ``<out_dir>/<notebook>.log``; when the notebook fails, the end of that log is printed with
@@ -223,16 +229,24 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     ipynb = source_notebook(path, out_dir)
     out = out_dir / f"{path.stem}.ipynb"
+    running, failed = (out_dir / f"{path.stem}.{state}.ipynb" for state in ("running", "failed"))
     prof = out_dir / f"{path.stem}.profile.json"
     log = out_dir / f"{path.stem}.log"
     prof.unlink(missing_ok=True)
     os.environ["NTKLIB_PROFILE"] = str(prof)  # inherited by the kernel process
     try:
         with _stderr_to(log) if quiet else contextlib.nullcontext():
-            pm.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
+            pm.execute_notebook(str(ipynb), str(running), parameters=parameters, cwd=str(NOTEBOOKS),
                                 kernel_name="python3", progress_bar=False if quiet else sys.stderr.isatty(),
                                 log_output=False, execution_timeout=timeout)
-    except Exception:
+        os.replace(running, out)
+        failed.unlink(missing_ok=True)
+    except BaseException as e:  # a failure or Ctrl-C: never under the final name
+        out.unlink(missing_ok=True)
+        if running.exists():
+            os.replace(running, failed)
+        if not isinstance(e, Exception):
+            raise
         if quiet and log.exists():
             tail = log.read_text(errors="replace").splitlines()[-25:]
             print(f"{path.stem} failed; the end of its log ({log}):", *tail, sep="\n", file=sys.stderr)

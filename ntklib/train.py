@@ -156,34 +156,9 @@ def _check_data(X, y, who="X"):
     return X, _val.check_labels(y, f"{who} (labels)", len(X))
 
 
-def _check_same_tree(arch, params, template, shape):
-    """``params`` have the structure and shapes of ``arch``'s parameters for images of ``shape``."""
-    got, want = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)
-    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template) or len(got) != len(want):
-        raise ValueError(f"params do not have the structure of {arch.describe()} ({len(got)} arrays given, "
-                         f"{len(want)} expected); pass parameters of this architecture (arch.init or a trained one)")
-    for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        if tuple(np.shape(g)) != tuple(w.shape):
-            raise ValueError(f"params (leaf {i}) has shape {tuple(np.shape(g))}, but {arch.describe()} on images of "
-                             f"shape {shape} has {tuple(w.shape)} there: these are another network's parameters")
-
-
 def _check_fits(arch, X, params, who="X"):
-    """The network accepts images of X's shape (and ``params``, if given, are its parameters
-    for them): traced with shapes only, no computation."""
-    shape = tuple(X.shape[1:])
-    if params is not None:
-        _val.check_params_tree(params, "params")
-    try:
-        template = jax.eval_shape(lambda: arch.init(0, (1,) + shape))
-        if params is not None:
-            jax.eval_shape(arch.apply_fn, params, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
-    except (TypeError, ValueError) as e:
-        what = "these parameters" if params is not None else "this architecture"
-        raise ValueError(f"{who}: images of shape {shape} do not fit {what} ({arch.describe()}): "
-                         f"{str(e).splitlines()[0][:200]}. Check the image shape, or the parameters' network") from None
-    if params is not None:
-        _check_same_tree(arch, params, template, shape)
+    """:meth:`ntklib.models.Architecture.check_fits` for the images of the batch X."""
+    arch.check_fits(X.shape[1:], params, who)
 
 
 def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: bool = True,
@@ -465,10 +440,27 @@ def _cache_key(arch, job):
                       None if job.params is None else jax.tree_util.tree_leaves(job.params))
 
 
-def _from_cache(job, treedef):
-    z = _cache.load("victims", job.key)
+def _cached_layout(template):
+    """What a cached victim of this architecture holds (:func:`ntklib.cache.load`'s ``expect``):
+    its metadata, one array per parameter leaf of the template's shapes, the training history."""
+    shapes = [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(template)]
+
+    def expect(z):
+        meta = json.loads(str(z["meta"]))
+        if meta["n_leaves"] != len(shapes):
+            raise ValueError(f"it holds {meta['n_leaves']} parameter arrays, the network has {len(shapes)}")
+        for k in ("final_loss", "steps", "converged"):
+            meta[k]  # noqa: B018  (a KeyError here: another layout)
+        return dict(meta=(), **{f"leaf_{i}": s for i, s in enumerate(shapes)},
+                    **{f"hist_{k}": (None,) for k in ("step", "loss", "acc", "max_residual")})
+    return expect
+
+
+def _from_cache(job, template):
+    z = _cache.load("victims", job.key, expect=_cached_layout(template))
     if z is None:
         return None
+    treedef = jax.tree_util.tree_structure(template)
     meta = json.loads(str(z["meta"]))
     leaves = [jnp.asarray(z[f"leaf_{i}"]) for i in range(meta["n_leaves"])]
     hist = {k: [float(v) for v in z[f"hist_{k}"]] for k in ("step", "loss", "acc", "max_residual")}
@@ -548,10 +540,10 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     _check_xla()
     results: list = [None] * V
     if cache and _cache.directory() is not None:
-        treedef = jax.tree_util.tree_structure(jax.eval_shape(lambda: arch.init(0, (1,) + shape)))
+        template = jax.eval_shape(lambda: arch.init(0, (1,) + shape))
         for j in jobs:
             j.key = _cache_key(arch, j)
-            results[j.index] = _from_cache(j, treedef)
+            results[j.index] = _from_cache(j, template)
     todo = [j for j in jobs if results[j.index] is None]
     devices = jax.local_devices()
     groups: dict = {}

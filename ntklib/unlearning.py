@@ -43,7 +43,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from . import train as _train
 from . import validation as _val
 
 __all__ = ["implicit_hypergradient", "IBAUResult", "ibau", "universal_perturbation"]
@@ -84,10 +83,25 @@ def _project(delta, radius):
     return delta * jnp.minimum(1.0, radius / jnp.maximum(n, 1e-12))
 
 
+def _check_inputs(arch, params, X, y, who: str):
+    _val.check_architecture(arch)
+    X = _val.check_images(X, f"{who} (the defender's clean images)", allow_empty=True).astype(np.float32)
+    if len(X) == 0:
+        raise ValueError(f"{who} is empty: I-BAU needs clean images to unlearn with (the paper uses 100 to 5000)")
+    y = _val.check_labels(y, f"{who.replace('X', 'y', 1)} (labels)", len(X))
+    arch.check_fits(X.shape[1:], params, who=who)
+    return X, y
+
+
 def universal_perturbation(arch, params, X, y, radius: float, steps: int = 50, lr: float = 0.1):
     """The inner maximization: argmax over ||delta||_2 <= radius of the mean squared loss of the
     network on X + delta, by ``steps`` normalized ascent steps of length lr * radius. Returns
     delta (H, W, C)."""
+    X, y = _check_inputs(arch, params, X, y, "X")
+    radius = _val.check_float(radius, "radius", min=0, include_min=False,
+                              hint="the L2 bound of the universal perturbation (the reference uses 10 on CIFAR-10)")
+    steps = _val.check_steps(steps, "steps")
+    lr = _val.check_lr(lr, "lr")
     X = jnp.asarray(X)
     y = jnp.asarray(y, X.dtype)
     grad = jax.jit(jax.grad(lambda d: _loss(arch, params, X, y, d)))
@@ -123,13 +137,10 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     measure the network as the rounds go.
     Cost per outer step: K + 3 forward-backward passes on a minibatch.
     """
-    _val.check_architecture(arch)
-    X = _val.check_images(X_clean, "X_clean (the defender's clean images)",
-                          allow_empty=True).astype(np.float32)
-    if len(X) == 0:
-        raise ValueError("X_clean is empty: I-BAU needs clean images to unlearn with (the paper uses 100 to 5000)")
-    y = _val.check_labels(y_clean, "y_clean", len(X))
-    _train._check_fits(arch, X[:1], params, who="X_clean")
+    X, y = _check_inputs(arch, params, X_clean, y_clean, "X_clean")
+    if on_round is not None and not callable(on_round):
+        raise TypeError(f"on_round={_val.describe(on_round)} is invalid: must be a function on_round(r, params) "
+                        "or None")
     rounds = _val.check_steps(rounds, "rounds")
     size = int(np.prod(X.shape[1:]))
     radius = 10.0 * float(np.sqrt(size / 3072)) if radius is None else \
@@ -154,7 +165,8 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
         g = implicit_hypergradient(lambda th, d: _loss(arch, th, xb, yb, d, mb),
                                    lambda th, d: inner_map(th, d, xb, yb), theta, delta, K)
         updates, opt_state = tx.update(g, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
+        new = optax.apply_updates(theta, updates)
+        return new, opt_state, _loss(arch, new, xb, yb, delta, mb)
 
     tx = optax.adam(outer_lr)
     opt_state = tx.init(params)
@@ -166,14 +178,18 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
         delta = universal_perturbation(arch, params, X, y, radius, inner_steps, inner_lr)
         deltas.append(np.asarray(delta))
         hist["round"].append(r)
-        hist["inner_loss"].append(float(_loss(arch, params, jnp.asarray(X), jnp.asarray(y, X.dtype), delta)))
+        hist["inner_loss"].append(_val.check_loss(
+            _loss(arch, params, jnp.asarray(X), jnp.asarray(y, X.dtype), delta), f"I-BAU's inner maximization "
+            f"(round {r + 1})", r * outer_steps, f"lower inner_lr (now {inner_lr:g}) or radius (now {radius:g})"))
         hist["delta_norm"].append(float(jnp.sqrt(jnp.sum(delta ** 2))))
-        for _ in range(outer_steps):
+        for o in range(outer_steps):
             idx = rng.choice(len(X), bs, replace=False)
             mb = np.zeros(bs, np.float32)
             mb[rng.choice(bs, n_patched, replace=False)] = 1.0
-            params, opt_state = step(params, opt_state, delta, jnp.asarray(X[idx]), jnp.asarray(y[idx], X.dtype),
-                                     jnp.asarray(mb))
+            params, opt_state, loss = step(params, opt_state, delta, jnp.asarray(X[idx]),
+                                           jnp.asarray(y[idx], X.dtype), jnp.asarray(mb))
+            _val.check_loss(loss, f"I-BAU (round {r + 1}, outer step {o + 1})", r * outer_steps + o + 1,
+                            f"lower outer_lr (now {outer_lr:g}); the reference uses Adam at 1e-3")
         if on_round is not None:
             on_round(r + 1, params)
     return IBAUResult(params, hist, deltas)

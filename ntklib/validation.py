@@ -9,6 +9,9 @@ a Python int or float, a :class:`~pathlib.Path`) and otherwise raises
   list of lists of different lengths for an image batch),
 - ``ValueError`` when it is of the right kind but outside what is allowed,
 - ``FileNotFoundError`` for a file that is not there,
+- :class:`DivergenceError` (a ``FloatingPointError``) when an iterative method's loss
+  becomes NaN or infinite or explodes: it names the step, the value and the setting to lower,
+  instead of returning NaN results,
 
 with a message in one form: ``"<name>=<value received> is invalid: <rule>. <what to do>"``.
 Every public entry point of ntklib calls these first, before any expensive
@@ -32,8 +35,13 @@ __all__ = [
     "describe", "closest", "check_scalar", "check_int", "check_float", "check_bool", "check_seed", "check_lr",
     "check_steps", "check_fraction", "check_choice", "check_images", "check_array", "check_labels", "check_budget",
     "check_budgets", "check_int_list", "check_kernel", "check_architecture", "check_config", "check_path",
-    "check_params_tree", "check_keys", "file_error", "as_array",
+    "check_params_tree", "check_keys", "file_error", "as_array", "check_mask", "check_gram", "check_image_shape",
+    "check_loss", "DivergenceError",
 ]
+
+
+class DivergenceError(FloatingPointError):
+    """An iterative method diverged: its loss became NaN or infinite, or grew by orders of magnitude."""
 
 
 # ---------------------------------------------------------------------------- messages
@@ -261,6 +269,71 @@ def check_budget(budget, name: str, pool: int, *, min: int = 1) -> int:
                          "give a larger pool (more source images in d, or a larger n_pool)")
     return check_int(budget, name, min=min, max=pool,
                      hint=f"a budget counts poisons taken from the pool of {pool} candidates")
+
+
+def check_mask(mask, name: str, n: int | None = None, of: str = "points") -> np.ndarray:
+    """A boolean mask (n,), one flag per one of ``n`` ``of``: True/False, or 0/1 integers. Labels
+    in {-1, +1} are refused (as a mask, every -1 would count as True)."""
+    a = as_array(mask, name)
+    if a.ndim != 1:
+        _fail(ValueError, name, a, f"must be a boolean mask (n,), got {a.ndim} dimensions")
+    if n is not None and len(a) != n:
+        _fail(ValueError, name, a, f"holds {len(a)} flags for {n} {of}", f"give one flag per one of the {of}")
+    if a.dtype != np.bool_:
+        values = np.unique(a)
+        if not np.all(np.isin(values, (0, 1))):
+            _fail(ValueError, name, a, f"must be a boolean mask, got the values {values[:5].tolist()}",
+                  "for labels in {-1, +1} pass labels == 1 (or the comparison you mean)")
+    return a.astype(bool)
+
+
+def check_gram(K, name: str = "K", n: int | None = None, *, tol: float = 1e-4, min_size: int = 1) -> np.ndarray:
+    """A kernel (Gram) matrix: square (n, n), finite, symmetric and positive semi-definite up to
+    ``tol`` relative to its largest diagonal entry. Returns it as float64, symmetrized.
+    Cost: one Cholesky factorization, O(n^3 / 3), the order of the work that uses the matrix."""
+    a = check_array(K, name, ndim=2, dtype=np.float64)
+    if a.shape[0] != a.shape[1] or len(a) < min_size:
+        _fail(ValueError, name, a, f"must be a square kernel matrix (n, n) with n >= {min_size}")
+    if n is not None and len(a) != n:
+        _fail(ValueError, name, a, f"must be ({n}, {n}), one row and column per point")
+    scale = float(np.max(np.abs(np.diag(a)))) if len(a) else 0.0
+    scale = scale if scale > 0 else float(np.max(np.abs(a)) or 1.0)
+    asym = float(np.max(np.abs(a - a.T))) if len(a) else 0.0
+    if asym > tol * scale:
+        _fail(ValueError, name, a, f"is not symmetric (largest |K - K^T| = {asym:.3g}, diagonal scale {scale:.3g})",
+              "a kernel matrix is K(X, X) of one set of points; pass that, not a cross block K(X1, X2)")
+    a = (a + a.T) / 2
+    try:
+        np.linalg.cholesky(a + tol * scale * np.eye(len(a)))
+    except np.linalg.LinAlgError:
+        low = float(np.linalg.eigvalsh(a)[0])
+        _fail(ValueError, name, a, f"is not positive semi-definite (smallest eigenvalue {low:.3g}, diagonal scale "
+              f"{scale:.3g})", "a kernel matrix has no negative eigenvalues; check its sign and how it was computed")
+    return a
+
+
+def check_image_shape(shape, name: str = "shape") -> tuple:
+    """The shape of one image: (H, W, C), three integers >= 1."""
+    if isinstance(shape, (str, bytes, dict)) or not isinstance(shape, Iterable):
+        _fail(TypeError, name, shape, "must be the shape of one image, (height, width, channels)",
+              "e.g. (8, 8, 1) for digits, (32, 32, 3) for CIFAR-10; X.shape[1:] for a batch X")
+    values = check_int_list(list(shape), name, min=1)
+    if len(values) != 3:
+        _fail(ValueError, name, shape, f"must be (height, width, channels), got {len(values)} numbers",
+              "e.g. (8, 8, 1) for digits, (32, 32, 3) for CIFAR-10; X.shape[1:] for a batch X")
+    return tuple(values)
+
+
+def check_loss(value, what: str, step: int, hint: str, start: float | None = None, growth: float = 1e6) -> float:
+    """A loss met at ``step`` of ``what``: finite, and (when the loss at the start is given) at most
+    ``growth`` times that start. Otherwise :class:`DivergenceError` naming the step, the value and
+    ``hint`` (the setting to change). Returns the value as a float."""
+    v = float(value)
+    if not np.isfinite(v):
+        raise DivergenceError(f"{what} diverged at step {step}: the loss is {v}; {hint}")
+    if start is not None and np.isfinite(start) and start > 0 and v > growth * start:
+        raise DivergenceError(f"{what} diverged at step {step}: the loss grew from {start:.3g} to {v:.3g}; {hint}")
+    return v
 
 
 def check_int_list(values, name: str, *, min=None, max=None, allow_empty: bool = False, hint: str = "") -> list[int]:

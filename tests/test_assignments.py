@@ -1,5 +1,6 @@
 """The course assignments (nbgrader): the student versions are generated, the solutions get full
-marks and the unanswered student versions zero on the autograded parts, without a crash."""
+marks and the unanswered student versions zero on the autograded parts, without a crash; grading
+never loses a submission, and a notebook that cannot be graded is reported while the rest are graded."""
 import shutil
 import sys
 from pathlib import Path
@@ -11,11 +12,16 @@ sys.path.insert(0, str(ROOT / "assignments"))
 import course  # noqa: E402
 
 
-@pytest.mark.slow
-def test_solutions_get_full_marks_and_blank_versions_zero(tmp_path):
+def _course(tmp_path):
     work = tmp_path / "course"
     shutil.copytree(ROOT / "assignments", work, ignore=shutil.ignore_patterns("release", "submitted", "autograded",
                                                                                 "feedback", "gradebook.db"))
+    return work
+
+
+@pytest.mark.slow
+def test_solutions_get_full_marks_and_blank_versions_zero(tmp_path):
+    work = _course(tmp_path)
     names = course.assignments(work)
     assert len(names) >= 1
     release = course.release(work)
@@ -32,6 +38,65 @@ def test_solutions_get_full_marks_and_blank_versions_zero(tmp_path):
             shutil.copy(released, subs / "blank" / a / nb.name)
     scores = course.grade(work, subs)
     for a in names:
-        score, top = scores[("solution", a)]
-        assert top > 0 and score == top, f"{a}: the solution scored {score} of {top}"
-        assert scores[("blank", a)][0] == 0, f"{a}: an unanswered notebook scored points"
+        g = scores[("solution", a)]
+        assert g.error is None and g.max_score > 0 and g.score == g.max_score, f"{a}: the solution scored {g}"
+        assert scores[("blank", a)].score == 0, f"{a}: an unanswered notebook scored points"
+
+
+@pytest.mark.slow
+def test_grading_loses_no_submission_and_reports_the_ungradable(tmp_path):
+    """Grading the collect folder itself keeps it; a second folder adds to it (an earlier, different copy
+    of the same submission is moved aside, not deleted); a damaged notebook is reported by student and
+    cause while the others are graded."""
+    work = _course(tmp_path)
+    a = course.assignments(work)[0]
+    nb = next((work / "source" / a).glob("*.ipynb"))
+    collect = work / "submitted"
+    (collect / "ann" / a).mkdir(parents=True)
+    shutil.copy(nb, collect / "ann" / a / nb.name)
+    (collect / "bob" / a).mkdir(parents=True)
+    (collect / "bob" / a / nb.name).write_text("{ this is not a notebook")
+    before = {p.relative_to(collect): p.read_bytes() for p in collect.rglob("*") if p.is_file()}
+    assert "never released" in course.grade(work, collect)[("ann", a)].error
+    course.release(work)
+    grades = course.grade(work, collect)  # nbgrader's own collect folder, graded where it is
+    assert {p.relative_to(collect): p.read_bytes() for p in collect.rglob("*") if p.is_file()} == before
+    assert grades[("ann", a)].error is None and grades[("ann", a)].score == grades[("ann", a)].max_score
+    assert grades[("bob", a)].score is None and grades[("bob", a)].error
+    # a second batch: ann resubmits (different file), cid is new; bob's earlier copy stays
+    more = tmp_path / "more"
+    (more / "ann" / a).mkdir(parents=True)
+    (more / "ann" / a / nb.name).write_text(nb.read_text().replace("NTK", "NTK "))
+    (more / "cid" / a).mkdir(parents=True)
+    shutil.copy(nb, more / "cid" / a / nb.name)
+    grades = course.grade(work, more)
+    assert set(grades) == {("ann", a), ("cid", a)}
+    assert (collect / "bob" / a / nb.name).read_text() == "{ this is not a notebook"
+    kept = list((work / "submitted.replaced").glob(f"*/ann/{a}/{nb.name}"))
+    assert len(kept) == 1 and kept[0].read_bytes() == before[Path("ann") / a / nb.name]
+
+
+def test_grading_refuses_folders_that_nest_and_empty_ones(tmp_path):
+    work = _course(tmp_path)
+    (work / "submitted" / "ann").mkdir(parents=True)
+    with pytest.raises(ValueError, match="lie inside one another"):
+        course.grade(work, work / "submitted" / "ann")
+    with pytest.raises(ValueError, match="lie inside one another"):
+        course.grade(work, work)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        course.grade(work, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no notebook in nbgrader's layout"):
+        course.grade(work, tmp_path / "empty")
+    assert course.main(["grade", str(tmp_path / "empty")]) == 2
+
+
+def test_release_refuses_an_empty_source(tmp_path):
+    (tmp_path / "source").mkdir()
+    with pytest.raises(ValueError, match="holds no assignment folder; nothing would be released"):
+        course.release(tmp_path)
+    (tmp_path / "source" / "01_x").mkdir()
+    with pytest.raises(ValueError, match=r"the assignments \['01_x'\] hold no notebook"):
+        course.release(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        course.release(tmp_path / "nothing")

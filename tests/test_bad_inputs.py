@@ -3,11 +3,31 @@ message that names what was wrong (and, where it helps, what to do), before any 
 work. One table per module; the runner's refusals at the end."""
 import json
 import tarfile
+from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
-from ntklib import artifacts, attack, data, evaluate, kernels, models, pipeline, regression, runner, train, triggers
+from ntklib import (
+    adversarial,
+    artifacts,
+    attack,
+    data,
+    defense_study,
+    defenses,
+    evaluate,
+    kernels,
+    models,
+    pipeline,
+    reconstruction,
+    regression,
+    runner,
+    train,
+    triggers,
+    unlearning,
+    validation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +50,17 @@ def env(tmp_path_factory):
     (tmp / "badjson.json").write_text("{not json")
     np.savez(tmp / "mismatch.npz", X_p=task.X_cand[:3], indices=np.array([0, 1, 2]))
     (tmp / "mismatch.json").write_text(json.dumps({"params": {}, "n_poisons": 2, "image_shape": [8, 8, 1]}))
+    # the newer modules: a kernel matrix, representations, a moved network, a predictor, a study's inputs
+    K = np.asarray(k(X), np.float64)
+    params1 = jax.tree_util.tree_map(lambda a: a + 0.01, params)
+    flat = lambda a, b: -(a.reshape(len(a), -1) @ b.reshape(len(b), -1).T)  # noqa: E731
+    exp = SimpleNamespace(task=task, arch=arch, train_config=train.TrainConfig(steps=5))
+    sets = [dict(attack="ntba", budget=2, seed=0, X_p=task.X_cand[:2])]
     return dict(task=task, k=k, problem=problem, arch=arch, params=params, X=X, y=y, nan=nan, tmp=tmp,
-                X_p=task.X_cand[:2], df=_table())
+                X_p=task.X_cand[:2], df=_table(), K=K, R=X.reshape(len(X), -1)[:, :20] + 0.0,
+                other=models.plain_mlp(4).init(0, (8, 8, 1)), params0=params, params1=params1,
+                neg_kernel=kernels.user_kernel(flat), features=adversarial.eigen_features(k, X, y),
+                predictor=adversarial.kernel_predictor(k, X, y), exp=exp, sets=sets)
 
 
 def _table():
@@ -281,6 +310,135 @@ CASES = [
      "kernel_dtype='half' is invalid"),
     ("design-not-experiment", lambda e: pipeline.design_poisons("exp", [1]), TypeError,
      "must be the Experiment of pipeline.prepare"),
+    # ------------------------------------------------------------------ defenses
+    ("defenses-datamodels-frac-1", lambda e: defenses.kernel_datamodels(e["K"], e["y"], frac=1.0), ValueError,
+     "frac=1.0 is invalid: must be > 0 and < 1"),
+    ("defenses-datamodels-frac-all", lambda e: defenses.kernel_datamodels(e["K"][:6, :6], e["y"][:6], frac=0.95),
+     ValueError, "the subsets would hold all 6 of them"),
+    ("defenses-spectral-not-symmetric", lambda e: defenses.kernel_spectral_scores(np.triu(e["K"])), ValueError,
+     "is not symmetric"),
+    ("defenses-spectral-negative", lambda e: defenses.kernel_spectral_scores(-e["K"]), ValueError,
+     "is not positive semi-definite"),
+    ("defenses-hat-cross-block", lambda e: defenses.hat_datamodels(e["K"][:, :5], e["y"]), ValueError,
+     "must be a square kernel matrix"),
+    ("defenses-after-kernel-negative", lambda e: defenses.after_kernel_scores(-e["K"], e["y"], e["K"][:3]),
+     ValueError, "K_train=an array of shape (24, 24) and dtype float64 is invalid: is not positive semi-definite"),
+    ("defenses-metrics-pm1-labels", lambda e: defenses.detection_metrics(np.arange(24.0), e["y"]), ValueError,
+     "for labels in {-1, +1} pass labels == 1"),
+    ("defenses-metrics-short-mask", lambda e: defenses.detection_metrics(np.arange(24.0), e["y"][:20] > 0),
+     ValueError, "holds 20 flags for 24 scores"),
+    ("defenses-spectre-limit1", lambda e: defenses.spectre(e["R"], 2, limit1=-1), ValueError,
+     "limit1=-1 is invalid: must be > 0"),
+    ("defenses-spectre-tau", lambda e: defenses.spectre(e["R"], 2, tau=2.0), ValueError, "tau=2.0 is invalid"),
+    ("defenses-robust-cov-max-iter", lambda e: defenses.robust_covariance(e["R"], 0.1, 2, max_iter=0), ValueError,
+     "max_iter=0 is invalid"),
+    # ------------------------------------------------------------------ defense_study
+    ("study-detect-short-labels", lambda e: defense_study.detect(e["arch"], e["params"], e["X"], e["y"][:-2], 2),
+     ValueError, "holds 22 labels for 24 images"),
+    ("study-detect-spectral-inf-without-kernel", lambda e: defense_study.detect(
+        e["arch"], e["params"], e["X"], e["y"], 2, detectors=["spectral_inf"]), ValueError,
+     "there is no infinite-width kernel"),
+    ("study-detect-unknown", lambda e: defense_study.detect(e["arch"], e["params"], e["X"], e["y"], 2,
+                                                            detectors=["spectrall"]), ValueError,
+     "detectors[0]='spectrall' is invalid"),
+    ("study-detect-none", lambda e: defense_study.detect(e["arch"], e["params"], e["X"], e["y"], 2, detectors=[]),
+     ValueError, "name at least one of"),
+    ("study-detect-other-network", lambda e: defense_study.detect(e["arch"], e["other"], e["X"], e["y"], 2),
+     ValueError, "these are another network's parameters"),
+    ("study-detect-after-kernel-no-query", lambda e: defense_study.detect(e["arch"], e["params"], e["X"], e["y"], 2,
+                                                                          detectors=["after_kernel"]), ValueError,
+     "needs X_query"),
+    ("study-sets-one-dict", lambda e: defense_study.detection_study(e["exp"], e["sets"][0]), TypeError,
+     "must be the non-empty list of poison_sets"),
+    ("study-sets-missing-field", lambda e: defense_study.detection_study(e["exp"], [{"attack": "ntba"}]), ValueError,
+     "sets[0] lacks ['budget', 'seed', 'X_p']"),
+    ("study-sets-other-shape", lambda e: defense_study.detection_study(
+        e["exp"], [dict(e["sets"][0], X_p=e["X_p"][:, :4])]), ValueError, "expected (8, 8, 1)"),
+    ("study-ibau-few-victims", lambda e: defense_study.ibau_study(e["exp"], e["sets"], [], n_clean=[5]), ValueError,
+     "but 0 victims"),
+    # ------------------------------------------------------------------ unlearning
+    ("ibau-outer-lr-diverges", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], rounds=1,
+                                                         inner_steps=2, outer_steps=20, outer_lr=1e4, batch_size=8,
+                                                         progress=False),
+     validation.DivergenceError, "lower outer_lr (now 10000)"),
+    ("ibau-negative-radius", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], radius=-1,
+                                                       progress=False), ValueError, "radius=-1 is invalid"),
+    ("ibau-portion-zero", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], portion=0,
+                                                    progress=False), ValueError, "portion=0 is invalid"),
+    ("ibau-on-round-not-callable", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], on_round=3,
+                                                             progress=False), TypeError, "on_round=3 is invalid"),
+    ("ibau-other-network", lambda e: unlearning.ibau(e["arch"], e["other"], e["X"], e["y"], progress=False),
+     ValueError, "these are another network's parameters"),
+    ("universal-negative-radius", lambda e: unlearning.universal_perturbation(e["arch"], e["params"], e["X"], e["y"],
+                                                                              radius=-1.0), ValueError,
+     "radius=-1.0 is invalid: must be > 0"),
+    ("universal-labels-01", lambda e: unlearning.universal_perturbation(e["arch"], e["params"], e["X"],
+                                                                        (e["y"] > 0).astype(int), 1.0), ValueError,
+     "map 0/1 labels"),
+    ("neumann-negative-terms", lambda e: unlearning.implicit_hypergradient(None, None, None, None, K=-1), ValueError,
+     "K=-1 is invalid"),
+    # ------------------------------------------------------------------ adversarial
+    ("predictor-finite-t-not-psd", lambda e: adversarial.kernel_predictor(e["neg_kernel"], e["X"], e["y"], t=1.0),
+     regression.NotPositiveDefiniteError, "beyond the jitter"),
+    ("predictor-infinite-t-not-psd", lambda e: adversarial.kernel_predictor(e["neg_kernel"], e["X"], e["y"]),
+     regression.NotPositiveDefiniteError, "so this is not a kernel matrix"),
+    ("shares-unchanged-images", lambda e: adversarial.feature_attack_shares(e["features"], e["X"], e["y"], e["X"]),
+     ValueError, "X_adv did not change the predictor's margins"),
+    ("shares-other-count", lambda e: adversarial.feature_attack_shares(e["features"], e["X"], e["y"], e["X"][:3]),
+     ValueError, "X_adv holds 3 images for the 24 of X"),
+    ("robustness-negative-eps", lambda e: adversarial.robustness_curve(e["predictor"], e["X"], e["y"], [0, -0.1]),
+     ValueError, "eps_list[1]=-0.1 is invalid"),
+    ("robustness-not-a-predictor", lambda e: adversarial.robustness_curve(e["k"], e["X"], e["y"], [0.1]), TypeError,
+     "must be a KernelPredictor"),
+    ("attack-eps-over-box", lambda e: adversarial.fgsm(e["predictor"], e["X"], e["y"], 2.0), ValueError,
+     "eps=2.0 is invalid: must be >= 0 and <= 1.0"),
+    ("transfer-images-list", lambda e: adversarial.network_transfer(e["arch"], e["params"], e["y"], [e["X"]]),
+     TypeError, "must be a dict {eps: images}"),
+    ("transfer-other-network", lambda e: adversarial.network_transfer(e["arch"], e["other"], e["y"], {0.0: e["X"]}),
+     ValueError, "these are another network's parameters"),
+    ("kernel-change-from-zero", lambda e: adversarial.relative_kernel_change(e["K"], 0 * e["K"]), ValueError,
+     "K_0 is all zeros"),
+    ("trajectory-probe-shape", lambda e: adversarial.kernel_trajectory(e["arch"], e["X"], e["y"], None,
+                                                                       e["X"][:, :4], e["y"]), ValueError,
+     "expected (8, 8, 1)"),
+    # ------------------------------------------------------------------ reconstruction
+    ("reconstruct-shape-int", lambda e: reconstruction.reconstruct(e["arch"], e["params0"], e["params1"], 4, 8),
+     TypeError, "must be the shape of one image, (height, width, channels)"),
+    ("reconstruct-shape-2d", lambda e: reconstruction.reconstruct(e["arch"], e["params0"], e["params1"], 4, (8, 8)),
+     ValueError, "got 2 numbers"),
+    ("reconstruct-nan-start", lambda e: reconstruction.reconstruct(e["arch"], e["params0"], e["params1"], 4, (8, 8, 1),
+                                                                   init_mean=_nan(np.zeros((8, 8, 1)))), ValueError,
+     "init_mean=an array of shape (8, 8, 1) and dtype float64 is invalid: holds 1 NaN"),
+    ("reconstruct-start-shape", lambda e: reconstruction.reconstruct(e["arch"], e["params0"], e["params1"], 4,
+                                                                     (8, 8, 1), init_mean=np.zeros(5)), ValueError,
+     "does not broadcast to the image shape"),
+    ("reconstruct-lr-diverges", lambda e: reconstruction.reconstruct(e["arch"], e["params0"], e["params1"], 4,
+                                                                     (8, 8, 1), steps=40, lr=1e6, log_every=10,
+                                                                     progress=False),
+     validation.DivergenceError, "lower lr (now 1e+06; the authors use 0.02)"),
+    ("reconstruct-grad-params-other-width", lambda e: reconstruction.reconstruct(
+        e["arch"], e["params0"], e["params1"], 4, (8, 8, 1), grad_params=e["other"]), ValueError,
+     "grad_params"),
+    ("reconstruct-init-other-width", lambda e: reconstruction.reconstruct(e["arch"], e["other"], e["params1"], 4,
+                                                                          (8, 8, 1)), ValueError,
+     "are not parameters of one network"),
+    ("reconstruction-run-few-unseen", lambda e: reconstruction.run(e["X"], e["y"], 8, X_unseen=e["X"][:3]),
+     ValueError, "X_unseen holds 3 images: the baseline draws 2N = 48"),
+    ("reconstruction-quality-threshold", lambda e: reconstruction.quality(e["X"], e["X"], threshold=5), ValueError,
+     "threshold=5 is invalid"),
+    # ------------------------------------------------------------------ validators of the newer modules
+    ("gram-cross-block", lambda e: validation.check_gram(np.ones((3, 4))), ValueError,
+     "must be a square kernel matrix"),
+    ("mask-float-values", lambda e: validation.check_mask([0.5, 1.0], "mask"), ValueError,
+     "must be a boolean mask, got the values [0.5, 1.0]"),
+    # ------------------------------------------------------------------ parameter files of notebooks 07-09
+    ("params-distill-pair-class", lambda e: pipeline.check_params(distill_pair=[3, 12]), ValueError,
+     "parameter distill_pair: "),
+    ("params-distill-pair-same", lambda e: pipeline.check_params(distill_pair=[3, 3]), ValueError,
+     "two different classes"),
+    ("params-spectral-inf-plain", lambda e: pipeline.check_params(architecture="plain_mlp",
+                                                                  detectors=["spectral", "spectral_inf"]), ValueError,
+     "needs an infinite-width kernel"),
 ]
 
 
@@ -392,9 +550,9 @@ def test_validation_happens_before_expensive_work(env, monkeypatch):
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) + len(RUNNER_CASES) >= 40
+    assert len(CASES) + len(RUNNER_CASES) >= 180
     modules = {c[0].split("-")[0] for c in CASES}
-    assert len(modules) >= 15
+    assert len(modules) >= 30
 
 
 @pytest.mark.parametrize("path", sorted(runner.ROOT.glob("params/*.yaml")), ids=lambda p: p.name)
@@ -409,3 +567,150 @@ def test_committed_parameter_files_pass_the_runners_checks(path):
                        path.read_text())
     selection = sorted({n for group in names for n in group.split()})
     runner.check_parameters(runner.notebook_sources(selection), {}, yaml.safe_load(path.read_text()))
+
+
+# ---------------------------------------------------------------------------- faults: the cache
+def _digits_experiment():
+    """An experiment that needs no training (the empirical NTK at initialization)."""
+    return pipeline.prepare(architecture="plain_mlp", width=16, kernel="empirical_init", smoke=True, progress=False)
+
+
+@pytest.mark.parametrize("value", ["disabled", "on", "yes", "TRUE", "1"])
+def test_cache_switch_that_is_not_a_folder_is_refused(monkeypatch, value, tmp_path):
+    from ntklib import cache
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", value)
+    with pytest.raises(ValueError, match=r"looks like a switch, not a folder.*\['0', 'off', 'none', 'false'\]"):
+        cache.directory()
+    assert not list(tmp_path.iterdir()), "no folder may be created for a switch"
+    for off in ("off", "0", "none", "False", ""):
+        monkeypatch.setenv("NTKLIB_CACHE_DIR", off)
+        assert cache.directory() is None
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", "./disabled")  # a folder of that name, asked for as a path
+    assert cache.directory().name == "disabled"
+
+
+def test_a_cache_that_cannot_be_written_costs_no_result(monkeypatch, tmp_path):
+    """A file where the cache folder should be (what a read-only folder is to a non-root user):
+    the design runs, without checkpoints, with one warning, and gives what an uncached run gives."""
+    exp = _digits_experiment()
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", "off")
+    want = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path / "blocker" / "cache"))
+    with pytest.warns(UserWarning, match="results are not cached"):
+        got = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    for b in (1, 2):
+        np.testing.assert_array_equal(got[b]["X_p"], want[b]["X_p"])
+
+
+def test_a_damaged_cache_checkpoint_is_set_aside_and_the_budget_redone(monkeypatch, tmp_path):
+    from ntklib import cache
+
+    exp = _digits_experiment()
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", "off")
+    want = pipeline.design_poisons(exp, [2], opt_steps=3, progress=False)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "budget_2.npz").write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(cache, "scratch", lambda kind, key: folder)
+    with pytest.warns(UserWarning, match=r"could not be resumed.*moved to .*budget_2.npz.damaged"):
+        got = pipeline.design_poisons(exp, [2], opt_steps=3, progress=False)
+    np.testing.assert_array_equal(got[2]["X_p"], want[2]["X_p"])
+    assert (folder / "budget_2.npz.damaged").read_bytes() == b"\x00" * 64
+
+
+def test_foreign_and_misshapen_cache_entries_are_ignored_and_rewritten(monkeypatch, tmp_path):
+    """An entry of another layout (a valid .npz without 'meta') or with arrays of the wrong shape is
+    a miss: warned about, trained afresh, rewritten; the victim equals the uncached one."""
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    arch = models.plain_mlp(8)
+    task = data.make_task("digits", n_train_per_class=10, n_eval_per_class=3, n_test_per_class=3, seed=0)
+    cfg = train.TrainConfig(steps=20, lr=0.5)
+    first = train.train_many(arch, [(task.X_d, task.y_d)], cfg, progress=False)[0]
+    (entry,) = (tmp_path / "victims").glob("*.npz")
+    good = dict(np.load(entry))
+    for bad in (dict(x=np.zeros(3)), dict(good, leaf_0=np.zeros((3, 3))), dict(good, meta=np.array("{not json"))):
+        np.savez(entry, **bad)
+        with pytest.warns(UserWarning, match="does not hold what this request expects"):
+            again = train.train_many(arch, [(task.X_d, task.y_d)], cfg, progress=False)[0]
+        for a, b in zip(jax.tree_util.tree_leaves(first.params), jax.tree_util.tree_leaves(again.params), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert set(np.load(entry).files) == set(good), "the entry is rewritten"
+
+
+def test_a_full_disk_leaves_no_temporary_file(monkeypatch, tmp_path):
+    from ntklib import cache
+
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path))
+    real = np.savez
+
+    def full(path, **arrays):
+        real(path, **arrays)  # half a file on disk, then the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", full)
+    with pytest.warns(UserWarning, match="No space left on device"):
+        assert cache.save("victims", "k", {"a": np.zeros(3)}) is None
+    assert not list(tmp_path.rglob("*.npz")), "no .tmp.npz may stay behind"
+
+
+# ---------------------------------------------------------------------------- faults: runs and the book
+def test_a_notebook_that_did_not_finish_never_has_the_final_name(tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "executed"
+    out.mkdir()
+    (out / "02_backdoor_loss.ipynb").write_text("{}")  # an earlier run's copy
+    with pytest.raises(pm.PapermillExecutionError):
+        runner.run(runner.notebook_sources(["02"])[0], {"kernel": "magic", "fig_dir": str(tmp_path)}, out,
+                   timeout=120)
+    assert (out / "02_backdoor_loss.failed.ipynb").exists()
+    assert not (out / "02_backdoor_loss.ipynb").exists() and not (out / "02_backdoor_loss.running.ipynb").exists()
+
+
+def test_the_book_marks_failed_runs_and_leaves_out_unfinished_ones(tmp_path, capsys):
+    import nbformat
+
+    from ntklib import book
+
+    src = tmp_path / "executed"
+    src.mkdir()
+    names = [p.stem for p in runner.notebook_sources()]
+
+    def executed(title):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n**What this shows.** It ran."),
+                    nbformat.v4.new_code_cell("1 + 1", outputs=[nbformat.v4.new_output(
+                        "execute_result", {"text/plain": "2"}, execution_count=1)])]
+        return nb
+
+    nbformat.write(executed("First"), src / f"{names[0]}.ipynb")
+    nbformat.write(executed("Second"), src / f"{names[1]}.failed.ipynb")
+    nbformat.write(executed("Third"), src / f"{names[2]}.running.ipynb")
+    index = book.build(src, tmp_path / "book").read_text()
+    assert f'href="{names[0]}.html"' in index and f'href="{names[1]}.html"' in index
+    assert f'href="{names[2]}.html"' not in index and "the last run was cut off" in index
+    assert "[failed in the last run]" in index and index.count("not executed yet") == len(names) - 3
+    assert "did not finish in the last run" in (tmp_path / "book" / f"{names[1]}.html").read_text()
+    assert "did not finish" not in (tmp_path / "book" / f"{names[0]}.html").read_text()
+    printed = capsys.readouterr().out
+    assert f"failed: {names[1]} (page marked)" in printed and f"unfinished: {names[2]} (no page)" in printed
+
+
+# ---------------------------------------------------------------------------- refused before the expensive work
+def test_study_inputs_are_refused_before_any_victim_trains(env, monkeypatch):
+    def no_training(*a, **kw):
+        raise AssertionError("trained before the inputs were checked")
+
+    monkeypatch.setattr(train, "train_many", no_training)
+    monkeypatch.setattr(reconstruction, "train_victim", no_training)
+    with pytest.raises(ValueError, match="detectors\\[1\\]='spectrall' is invalid"):
+        defense_study.detection_study(env["exp"], env["sets"], ["spectral", "spectrall"])
+    with pytest.raises(ValueError, match="there is no infinite-width kernel"):
+        defense_study.detection_study(env["exp"], env["sets"], ["spectral_inf"])
+    with pytest.raises(ValueError, match="X_unseen holds 3 images"):
+        reconstruction.run(env["X"], env["y"], 8, X_unseen=env["X"][:3])
+    with pytest.raises(ValueError, match="threshold=2 is invalid"):
+        reconstruction.run(env["X"], env["y"], 8, threshold=2)

@@ -79,6 +79,35 @@ def test_check_budgets_is_sorted_distinct_and_inside_the_pool(budgets, pool):
             V.check_budgets(budgets, "budgets", pool)
 
 
+@FAST
+@given(n=st.integers(1, 8), m=st.integers(1, 8), seed=st.integers(0, 10**6), scale=st.floats(1e-3, 1e3))
+def test_check_gram_accepts_every_gram_matrix_and_refuses_its_negative(n, m, seed, scale):
+    """Any R R^T (also singular: m < n) is a kernel matrix; -R R^T is not, and neither is a matrix
+    made asymmetric by more than rounding."""
+    R = np.random.default_rng(seed).standard_normal((n, m)) * scale
+    K = R @ R.T
+    np.testing.assert_allclose(V.check_gram(K, "K"), K)
+    assume(np.linalg.eigvalsh(K)[-1] > 1e-3 * np.max(np.diag(K)))
+    with pytest.raises(ValueError, match="is not positive semi-definite"):
+        V.check_gram(-K, "K")
+    if n > 1:
+        A = K.copy()
+        A[0, -1] += 0.01 * np.max(np.diag(K))
+        with pytest.raises(ValueError, match="is not symmetric"):
+            V.check_gram(A, "K")
+
+
+@FAST
+@given(values=hnp.arrays(np.int64, st.integers(1, 12), elements=st.integers(-2, 2)))
+def test_check_mask_takes_booleans_and_0_1_and_refuses_other_labels(values):
+    if np.all(np.isin(values, (0, 1))):
+        np.testing.assert_array_equal(V.check_mask(values, "m"), values == 1)
+        np.testing.assert_array_equal(V.check_mask(values == 1, "m"), values == 1)
+    else:
+        with pytest.raises(ValueError, match="must be a boolean mask"):
+            V.check_mask(values, "m")
+
+
 # ---------------------------------------------------------------------------- triggers
 @FAST
 @given(shape=shapes, amplitude=st.floats(1e-3, 1.0), periods=st.floats(0.1, 8), vertical=st.booleans(),
