@@ -97,7 +97,7 @@ smoke = False
 fig_dir = "figures"
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
+pipeline.check_params(notebook="06_what_transfers", dataset=dataset, source=source, target=target, trigger=trigger,
                       trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
                       depth=depth, readout=readout, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel,
                       budgets=budgets, sampling_budgets=sampling_budgets,
@@ -106,11 +106,6 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
                       variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
                       asr_level=asr_level, ridge=ridge, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if kernel not in kernels:
-    raise ValueError(f"kernel={kernel!r} must be one of kernels={kernels}")
-if victim_variants and not set(variant_budgets) <= set(budgets):
-    raise ValueError(f"variant_budgets={variant_budgets} must be a subset of budgets={budgets} "
-                     "(the variants reuse the poisons designed for those budgets)")
 if smoke:
     budgets, sampling_budgets, seeds, opt_steps = [1, 3], [1, 3, 10], seeds[:1], min(opt_steps, 3)
     train_steps, width = 300, min(width, 128)

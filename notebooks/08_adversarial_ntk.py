@@ -84,16 +84,13 @@ smoke = False
 fig_dir = "figures"
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, architecture=architecture, depth=depth,
+pipeline.check_params(notebook="08_adversarial_ntk", dataset=dataset, source=source, target=target, kernel=kernel,
+                      architecture=architecture, depth=depth,
                       n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class, eps=eps,
                       eps_list=eps_list, pgd_steps=pgd_steps, pgd_step=pgd_step, widths=widths,
                       train_steps=train_steps, lr=lr, transfer_lrs=transfer_lrs, n_features=n_features,
                       dynamics_width=dynamics_width, dynamics_steps=dynamics_steps, dynamics_every=dynamics_every,
                       n_probe=n_probe, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if kernel not in ("infinite", "empirical_init"):
-    raise ValueError(f"kernel={kernel!r} is invalid here: choose 'infinite' or 'empirical_init'")
-if architecture != "mlp":
-    raise ValueError(f"architecture={architecture!r} is invalid here: the reference kernel is an MLP's ('mlp')")
 if smoke:
     n_train_per_class, n_test_per_class = min(n_train_per_class or 30, 30), min(n_test_per_class or 20, 20)
     eps_list, widths, train_steps, n_features = eps_list[:3], widths[:2], 200, 8

@@ -79,16 +79,11 @@ smoke = False
 fig_dir = "figures"
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger, architecture=architecture,
+pipeline.check_params(notebook="09_reconstruction", dataset=dataset, source=source, target=target, trigger=trigger,
+                      architecture=architecture,
                       depth=depth, width=width, n_train=n_train, widths=widths, n_trains=n_trains, steps=steps,
                       lr=lr, kernel=kernel, distill_pair=distill_pair, ntba_budget=ntba_budget, seeds=seeds,
                       opt_steps=opt_steps, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if len(distill_pair) != 2 or distill_pair[0] == distill_pair[1]:
-    raise ValueError(f"distill_pair={distill_pair} is invalid: two different classes, e.g. [3, 8]")
-if architecture != "plain_mlp":
-    raise ValueError(f"architecture={architecture!r} is invalid here: the attack needs 'plain_mlp'")
-if kernel not in ("infinite", "empirical"):
-    raise ValueError(f"kernel={kernel!r} is invalid here: choose 'infinite' (no weights) or 'empirical' (the victim's)")
 if smoke:
     n_train, widths, n_trains, steps, width, opt_steps, seeds = 10, [32, 64], [6, 10], 200, 64, 5, seeds[:1]
 NB = "09_reconstruction"

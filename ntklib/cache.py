@@ -99,6 +99,9 @@ def key(*parts) -> str:
 
 
 def _path(kind: str, k: str) -> Path | None:
+    if not (isinstance(kind, str) and kind.isidentifier() and isinstance(k, str) and k.isalnum()):
+        raise ValueError(f"cache entry ({kind!r}, {k!r}) is invalid: kind is a plain name (e.g. 'victims') and the key "
+                         "the hex digest of cache.key(...)")
     d = directory()
     return None if d is None else d / kind / f"{k}.npz"
 

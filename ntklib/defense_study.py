@@ -20,6 +20,7 @@ poisons (the papers' eps). ROC AUC is computed on the target class, where the po
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 
 import numpy as np
@@ -235,6 +236,9 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progre
     wall time)."""
     task, arch = exp.task, exp.arch
     sets = _check_sets(exp, sets)
+    _val.check_keys(ibau_kw, [n for n in inspect.signature(_unl.ibau).parameters
+                              if n not in ("arch", "params", "X_clean", "y_clean", "rounds", "seed", "progress",
+                                           "on_round")], "setting(s) of unlearning.ibau")
     spare = len(task.X_spare) > 0
     X_pool, y_pool = (task.X_spare, task.y_spare) if spare else (task.X_t, task.y_t)
     pool = len(X_pool)

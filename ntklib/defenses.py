@@ -497,6 +497,9 @@ def detection_metrics(scores, is_poison, removed=None) -> dict:
 
     scores = _val.check_array(scores, "scores", ndim=1, dtype=np.float64)
     truth = _val.check_mask(is_poison, "is_poison", len(scores), "scores")
+    if truth.all() or not truth.any():
+        raise ValueError(f"is_poison marks {'all' if truth.any() else 'none'} of the {len(truth)} scored points as "
+                         "poisons: detection is measured on a set that holds both poisons and clean points")
     out = dict(auc=float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
                n_poison=int(truth.sum()))
     if removed is not None:

@@ -165,7 +165,39 @@ PARAMETER_RULES = dict(
 )
 
 
-def check_params(**params) -> dict:
+def _check_06(p):
+    kernels, kernel = p.get("kernels", ()), p.get("kernel")
+    if kernel not in kernels:
+        raise ValueError(f"parameter kernel={kernel!r} must be one of kernels={list(kernels)} (the victim variants "
+                         "use the poisons designed with it)")
+    if p.get("victim_variants") and not set(p.get("variant_budgets", ())) <= set(p.get("budgets", ())):
+        raise ValueError(f"parameter variant_budgets={p.get('variant_budgets')} must be a subset of "
+                         f"budgets={p.get('budgets')} (the variants reuse the poisons designed for those budgets)")
+
+
+def _check_08(p):
+    if p.get("kernel") not in ("infinite", "empirical_init"):
+        raise ValueError(f"parameter kernel={p.get('kernel')!r} is invalid in notebook 08: choose 'infinite' or "
+                         "'empirical_init' (the reference attacks the infinite NTK of an MLP)")
+    if p.get("architecture") != "mlp":
+        raise ValueError(f"parameter architecture={p.get('architecture')!r} is invalid in notebook 08: the reference "
+                         "kernel is an MLP's ('mlp')")
+
+
+def _check_09(p):
+    if p.get("architecture") != "plain_mlp":
+        raise ValueError(f"parameter architecture={p.get('architecture')!r} is invalid in notebook 09: the "
+                         "reconstruction attack needs 'plain_mlp'")
+    if p.get("kernel") not in ("infinite", "empirical"):
+        raise ValueError(f"parameter kernel={p.get('kernel')!r} is invalid in notebook 09: choose 'infinite' (no "
+                         "weights) or 'empirical' (the victim's)")
+
+
+# Rules between the parameters of one notebook (the runner applies them before the notebook runs).
+NOTEBOOK_CHECKS = {"06_what_transfers": _check_06, "08_adversarial_ntk": _check_08, "09_reconstruction": _check_09}
+
+
+def check_params(notebook: str | None = None, **params) -> dict:
     """Validate notebook parameters; raise ``ValueError`` / ``TypeError`` naming the bad one.
 
     Each parameter named in :data:`PARAMETER_RULES` is checked by its rule (choices from
@@ -173,6 +205,8 @@ def check_params(**params) -> dict:
     name is plural; seeds non-negative integers; rates, levels and amplitudes in range);
     class labels are checked for the dataset, and source and target must differ. Names
     without a rule pass unchecked (the runner refuses names a notebook does not have).
+    With ``notebook`` (its file stem), the rules that tie that notebook's parameters together
+    (:data:`NOTEBOOK_CHECKS`) apply too: the runner checks them before anything runs.
     """
     for key, value in params.items():
         rule = PARAMETER_RULES.get(key)
@@ -200,6 +234,8 @@ def check_params(**params) -> dict:
                 _data._class_index(ds, c)
             except ValueError as e:
                 raise ValueError(f"parameter distill_pair: {e}") from None
+    if notebook is not None and notebook in NOTEBOOK_CHECKS:
+        NOTEBOOK_CHECKS[notebook](params)
     arch = params.get("architecture", "")
     if "spectral_inf" in (params.get("detectors") or ()) and str(arch).startswith("plain_"):
         raise ValueError(f"parameter detectors names spectral_inf, which needs an infinite-width kernel, but "

@@ -130,7 +130,7 @@ def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
                 raise ParameterError(f"parameter {k}={v!r} for {stem} is invalid: must be {_kind(defaults[k])} "
                                      f"(the default is {defaults[k]!r})")
         try:
-            pipeline.check_params(**{**defaults, **given})
+            pipeline.check_params(notebook=stem, **{**defaults, **given})
         except (TypeError, ValueError) as e:
             raise ParameterError(f"{stem}: {e}") from None
         plan[stem] = given

@@ -58,6 +58,9 @@ def implicit_hypergradient(outer, inner_map, theta, delta, K: int = 5):
     are JAX functions of pytrees; returns a pytree like ``theta``. Cost: K + 1 VJPs through
     ``inner_map`` in delta, one in theta, and one gradient of ``outer``."""
     K = _val.check_int(K, "K", min=0, hint="the number of Neumann terms (the reference uses 5)")
+    for name, fn in (("outer", outer), ("inner_map", inner_map)):
+        if not callable(fn):
+            raise TypeError(f"{name}={_val.describe(fn)} is invalid: must be a JAX function of (theta, delta)")
     g_theta, g_delta = jax.grad(outer, argnums=(0, 1))(theta, delta)
     _, vjp_delta = jax.vjp(lambda d: inner_map(theta, d), delta)
     v, total = g_delta, g_delta
@@ -93,13 +96,21 @@ def _check_inputs(arch, params, X, y, who: str):
     return X, y
 
 
+def _check_radius(radius, shape) -> float:
+    """The L2 bound of delta: > 0 and at most the diagonal sqrt(H W C) of the image box (a larger
+    perturbation leaves every image's range; the reference uses 10 on CIFAR-10, diagonal 55)."""
+    top = float(np.sqrt(np.prod(shape)))
+    return _val.check_float(radius, "radius", min=0, max=top, include_min=False,
+                            hint=f"the L2 bound of the universal perturbation, at most the image box's diagonal "
+                            f"{top:.3g} (the reference uses 10 on CIFAR-10)")
+
+
 def universal_perturbation(arch, params, X, y, radius: float, steps: int = 50, lr: float = 0.1):
     """The inner maximization: argmax over ||delta||_2 <= radius of the mean squared loss of the
     network on X + delta, by ``steps`` normalized ascent steps of length lr * radius. Returns
     delta (H, W, C)."""
     X, y = _check_inputs(arch, params, X, y, "X")
-    radius = _val.check_float(radius, "radius", min=0, include_min=False,
-                              hint="the L2 bound of the universal perturbation (the reference uses 10 on CIFAR-10)")
+    radius = _check_radius(radius, X.shape[1:])
     steps = _val.check_steps(steps, "steps")
     lr = _val.check_lr(lr, "lr")
     X = jnp.asarray(X)
@@ -143,8 +154,7 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
                         "or None")
     rounds = _val.check_steps(rounds, "rounds")
     size = int(np.prod(X.shape[1:]))
-    radius = 10.0 * float(np.sqrt(size / 3072)) if radius is None else \
-        _val.check_float(radius, "radius", min=0, include_min=False, hint="the L2 bound of the universal perturbation")
+    radius = 10.0 * float(np.sqrt(size / 3072)) if radius is None else _check_radius(radius, X.shape[1:])
     inner_steps = _val.check_steps(inner_steps, "inner_steps")
     inner_lr = _val.check_lr(inner_lr, "inner_lr")
     fixed_point_lr = _val.check_lr(fixed_point_lr, "fixed_point_lr")

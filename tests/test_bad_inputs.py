@@ -363,6 +363,9 @@ CASES = [
      validation.DivergenceError, "lower outer_lr (now 10000)"),
     ("ibau-negative-radius", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], radius=-1,
                                                        progress=False), ValueError, "radius=-1 is invalid"),
+    ("ibau-radius-beyond-box", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], radius=1e30,
+                                                         progress=False), ValueError,
+     "at most the image box's diagonal 8"),
     ("ibau-portion-zero", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], portion=0,
                                                     progress=False), ValueError, "portion=0 is invalid"),
     ("ibau-on-round-not-callable", lambda e: unlearning.ibau(e["arch"], e["params"], e["X"], e["y"], on_round=3,
@@ -426,6 +429,17 @@ CASES = [
      ValueError, "X_unseen holds 3 images: the baseline draws 2N = 48"),
     ("reconstruction-quality-threshold", lambda e: reconstruction.quality(e["X"], e["X"], threshold=5), ValueError,
      "threshold=5 is invalid"),
+    ("defenses-metrics-all-poisons", lambda e: defenses.detection_metrics(np.arange(24.0), np.ones(24, bool)),
+     ValueError, "marks all of the 24 scored points as poisons"),
+    ("neumann-not-callable", lambda e: unlearning.implicit_hypergradient(1, 2, e["params"], np.zeros(3)), TypeError,
+     "outer=1 is invalid: must be a JAX function of (theta, delta)"),
+    ("study-ibau-setting-typo", lambda e: defense_study.ibau_study(e["exp"], e["sets"], [e["params"]], n_clean=[5],
+                                                                   outer_lrr=1e-3), ValueError,
+     "did you mean 'outer_lr'"),
+    ("study-exp-dict", lambda e: defense_study.poison_sets({"task": e["task"]}), TypeError,
+     "must be the Experiment of pipeline.prepare(...) (it lacks task, problem)"),
+    ("cache-kind-path", lambda e: __import__("ntklib").cache.save("../x", "k", {"a": np.zeros(1)}), ValueError,
+     "kind is a plain name"),
     # ------------------------------------------------------------------ validators of the newer modules
     ("gram-cross-block", lambda e: validation.check_gram(np.ones((3, 4))), ValueError,
      "must be a square kernel matrix"),
@@ -558,13 +572,15 @@ def test_there_are_enough_cases():
 @pytest.mark.parametrize("path", sorted(runner.ROOT.glob("params/*.yaml")), ids=lambda p: p.name)
 def test_committed_parameter_files_pass_the_runners_checks(path):
     """Each params/*.yaml is accepted by the notebooks its own command line names (every notebook
-    when it names none): a file gone stale after a notebook changed fails here, not an hour into a run."""
+    when it names none), with the rules between each notebook's parameters (pipeline.NOTEBOOK_CHECKS):
+    a file gone stale after a notebook changed fails here, not an hour into a run."""
     import re
 
     import yaml
 
-    names = re.findall(r"ntklib\.runner ((?:\d\d\s+)+)--params " + re.escape(path.relative_to(runner.ROOT).as_posix()),
-                       path.read_text())
+    rel = re.escape(path.relative_to(runner.ROOT).as_posix())
+    names = re.findall(r"ntklib\.runner ((?:\d\d\s+)+)--params " + rel, path.read_text())
+    names += re.findall(r"make figures PARAMS=" + rel + r' NOTEBOOKS="([\d ]+)"', path.read_text())
     selection = sorted({n for group in names for n in group.split()})
     runner.check_parameters(runner.notebook_sources(selection), {}, yaml.safe_load(path.read_text()))
 
@@ -600,6 +616,40 @@ def test_a_cache_that_cannot_be_written_costs_no_result(monkeypatch, tmp_path):
     (tmp_path / "blocker").write_text("a file, not a folder")
     monkeypatch.setenv("NTKLIB_CACHE_DIR", str(tmp_path / "blocker" / "cache"))
     with pytest.warns(UserWarning, match="results are not cached"):
+        got = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    for b in (1, 2):
+        np.testing.assert_array_equal(got[b]["X_p"], want[b]["X_p"])
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only bind mount (read-only even for root, as CI runs); skipped where this
+    machine does not allow mounting."""
+    import subprocess
+
+    src, mnt = tmp_path / "src", tmp_path / "ro"
+    (src / "poisons").mkdir(parents=True)
+    mnt.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(src), str(mnt)], capture_output=True).returncode == 0
+    if ok and subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        ok = False
+    if not ok:
+        pytest.skip("cannot make a read-only bind mount here (needs root and mount rights)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_read_only_cache_folder_costs_no_result(monkeypatch, read_only_folder):
+    """The cache's promise on a read-only folder: notebooks 05 and 06 design poisons through it
+    (this raised PermissionError on a checkpoint path the cache chose itself)."""
+    exp = _digits_experiment()
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", "off")
+    want = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
+    monkeypatch.setenv("NTKLIB_CACHE_DIR", str(read_only_folder))
+    with pytest.warns(UserWarning, match="Read-only file system"):
         got = pipeline.design_poisons(exp, [1, 2], opt_steps=3, progress=False)
     for b in (1, 2):
         np.testing.assert_array_equal(got[b]["X_p"], want[b]["X_p"])
