@@ -708,7 +708,7 @@ def test_a_full_disk_leaves_no_temporary_file(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------------------- faults: runs and the book
 def test_a_notebook_that_did_not_finish_never_has_the_final_name(tmp_path):
-    import papermill as pm
+    pm = pytest.importorskip("papermill", reason="the notebooks need the Jupyter stack (make test has it)")
 
     out = tmp_path / "executed"
     out.mkdir()
@@ -721,8 +721,8 @@ def test_a_notebook_that_did_not_finish_never_has_the_final_name(tmp_path):
 
 
 def test_the_book_marks_failed_runs_and_leaves_out_unfinished_ones(tmp_path, capsys):
-    import nbformat
-
+    nbformat = pytest.importorskip("nbformat", reason="the book needs the Jupyter stack (make test has it)")
+    pytest.importorskip("nbconvert", reason="the book needs the Jupyter stack (make test has it)")
     from ntklib import book
 
     src = tmp_path / "executed"
