@@ -16,7 +16,7 @@ NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean
+.PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean cifar-pair
 
 install: $(STAMP)
 
@@ -54,6 +54,9 @@ book: $(STAMP)  # the executed notebooks of the last `make figures` as a static 
 
 assignments: $(STAMP)  # student versions of the course assignments (nbgrader) into assignments/release/
 	$(PY) assignments/course.py release
+
+cifar-pair: $(STAMP)  # CIFAR-10 truck and deer (both splits) as data/cifar-10-subset.npz + .json, to carry to a GPU
+	$(PY) -m ntklib.data subset --classes 9 4
 
 notebooks: $(STAMP)
 	$(PY) -m jupytext --sync notebooks/*.py assignments/source/*/*.py

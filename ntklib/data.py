@@ -5,7 +5,10 @@
 - :func:`load_cifar10`: CIFAR-10 from the standard ``cifar-10-python.tar.gz``
   layout, found in ``data/`` then in ``$NTKLIB_DATA_DIR``, extracted once into
   ``data/`` and checked file by file against the md5 values torchvision uses.
-  Images are float32 in [0, 1], NHWC (n, 32, 32, 3).
+  Images are float32 in [0, 1], NHWC (n, 32, 32, 3). Where the archive is not at
+  hand, a subset written by :func:`export_cifar10_subset` (``make cifar-pair``:
+  the classes a study needs, both splits, uint8, in the archive's order, 37 MB for
+  two classes instead of 163 MB) serves the same images to the same code.
 - :func:`make_task`: the sets of DESIGN.md section 2 for a (source, target)
   pair: clean training set ``d``, the poison candidate pool (triggered copies of
   the source images of ``d``, labelled +1), the held-out evaluation sets ``t``
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -32,7 +36,7 @@ from . import validation as _val
 __all__ = [
     "load_digits", "load_cifar10", "load_dataset", "download_cifar10", "find_cifar10",
     "verify_cifar10", "make_task", "BackdoorTask", "CIFAR10_CLASSES", "DATASETS",
-    "default_trigger", "project_data_dir",
+    "default_trigger", "project_data_dir", "export_cifar10_subset", "find_cifar10_subset", "CIFAR10_SUBSET",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -50,6 +54,7 @@ CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # the official cifar-1
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 DATASETS = ("digits", "cifar10")
+CIFAR10_SUBSET = "cifar-10-subset.npz"  # export_cifar10_subset's file (with a .json beside it)
 
 # Digits has no official test split: a fixed, seed-independent 25% per class.
 DIGITS_TEST_FRACTION = 0.25
@@ -213,15 +218,99 @@ def _read_batch(path: Path):
                               f"it again from {CIFAR10_ARCHIVE}") from e
 
 
+def _subset_arrays(path: Path) -> tuple[dict, dict]:
+    """The arrays and the provenance of a subset file, checked against the provenance's sha256."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} has no provenance file {meta_path.name} beside it; write both again with "
+                                "`make cifar-pair` (ntklib.data.export_cifar10_subset)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("X_train", "y_train", "X_test", "y_test")}
+    except Exception as e:
+        raise _val.file_error(path, "a CIFAR-10 subset", e, "Write it again with `make cifar-pair`") from e
+    for k, a in arrays.items():
+        if hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() != meta.get("sha256", {}).get(k):
+            raise ValueError(f"{path}: the array {k} does not match the sha256 in {meta_path.name}: the file is "
+                             "damaged or was changed. Write it again with `make cifar-pair`")
+    return arrays, meta
+
+
+def find_cifar10_subset(classes, data_dir=None) -> Path | None:
+    """The subset file (:data:`CIFAR10_SUBSET`) in the data folders that holds every one of
+    ``classes`` (all ten when None), or None. A subset that lacks some of them is named in the
+    error of :func:`load_cifar10`, not used."""
+    want = set(range(10)) if classes is None else {_class_index("cifar10", c) for c in _class_list(classes)}
+    for d in _search_dirs(data_dir):
+        meta = d / Path(CIFAR10_SUBSET).with_suffix(".json")
+        if (d / CIFAR10_SUBSET).is_file() and meta.is_file():
+            try:
+                held = set(json.loads(meta.read_text())["classes"])
+            except (ValueError, KeyError, TypeError):
+                held = set()
+            if want <= held:
+                return d / CIFAR10_SUBSET
+    return None
+
+
+def export_cifar10_subset(classes=(9, 4), out=None, data_dir=None) -> Path:
+    """Write the images of ``classes`` (ints or names; default truck and deer, the paper's pair) from
+    the CIFAR-10 archive as one compressed ``.npz`` of uint8 (X_train (n, 32, 32, 3), y_train (n,),
+    X_test, y_test; the archive's order, so :func:`make_task` draws the same images from it) and a
+    JSON beside it: the classes, the counts, the md5 of every batch of the archive it came from
+    (:data:`CIFAR10_MD5`) and the sha256 of every array (checked when it is read). ``out``: the
+    ``.npz`` path (default ``data/cifar-10-subset.npz``). Two classes: 12,000 images, 37 MB raw.
+    Returns the path of the ``.npz``."""
+    keep = [_class_index("cifar10", c) for c in _class_list(classes)]
+    out = _val.check_path(out if out is not None else project_data_dir() / CIFAR10_SUBSET, "out",
+                          suffixes=(".npz",), writable=True)
+    folder = find_cifar10(data_dir)
+    arrays = {}
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        xs, ys = [], []
+        for name in names:
+            x, y = _read_batch(folder / name)
+            m = np.isin(y, keep)
+            xs.append(x[m])
+            ys.append(y[m])
+        arrays[f"X_{split}"] = np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.uint8)
+        arrays[f"y_{split}"] = np.concatenate(ys).astype(np.uint8)
+    meta = dict(classes=sorted(keep), class_names=[CIFAR10_CLASSES[c] for c in sorted(keep)],
+                counts={k: int(len(v)) for k, v in arrays.items() if k.startswith("y_")},
+                batch_md5=CIFAR10_MD5, source=CIFAR10_ARCHIVE, layout="uint8 NHWC, the archive's order",
+                sha256={k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in arrays.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
 def load_cifar10(classes=None, data_dir=None):
     """CIFAR-10 as (X_train, y_train, X_test, y_test).
 
     Images are float32 in [0, 1], NHWC (n, 32, 32, 3); labels are ints 0-9.
     ``classes`` (ints or names) keeps only those classes before conversion, which
-    saves memory (all of CIFAR-10 in float32 is 737 MB).
+    saves memory (all of CIFAR-10 in float32 is 737 MB). Without the archive, a subset
+    file of :func:`export_cifar10_subset` that holds the classes gives the same arrays.
     """
     keep = None if classes is None else [_class_index("cifar10", c) for c in _class_list(classes)]
-    folder = find_cifar10(data_dir)
+    try:
+        folder = find_cifar10(data_dir)
+    except FileNotFoundError as e:
+        subset = find_cifar10_subset(keep, data_dir)
+        if subset is None:
+            raise FileNotFoundError(f"{e} A subset file {CIFAR10_SUBSET} (`make cifar-pair`) holding classes "
+                                    f"{keep if keep is not None else 'all'} serves too.") from None
+        arrays, _ = _subset_arrays(subset)
+        out = []
+        for split in ("train", "test"):
+            x, y = arrays[f"X_{split}"], arrays[f"y_{split}"].astype(np.int64)
+            m = np.ones(len(y), bool) if keep is None else np.isin(y, keep)
+            out += [x[m].astype(np.float32) / 255.0, y[m]]
+        return tuple(out)
 
     def load(names):
         xs, ys = [], []
@@ -439,3 +528,29 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
         X_test=Xte[te_idx], y_test=lab(yte[te_idx]),
         X_test_trig=trig(X_src_test),
         trigger=trig, spec=spec, X_spare=Xtr[sp_idx], y_spare=lab(ytr[sp_idx]))
+
+
+def main(argv=None):
+    """``python -m ntklib.data subset [--classes 9 4] [--out data/cifar-10-subset.npz]`` (``make cifar-pair``)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Write the CIFAR-10 images of a few classes as one compact file "
+                                 "(export_cifar10_subset), to carry to a machine without the archive.")
+    ap.add_argument("what", choices=["subset"])
+    ap.add_argument("--classes", nargs="+", default=["9", "4"], help="class indices or names (default: 9 4)")
+    ap.add_argument("--out", default=None, help=f"the .npz (default data/{CIFAR10_SUBSET})")
+    args = ap.parse_args(argv)
+    classes = [int(c) if c.isdigit() else c for c in args.classes]
+    try:
+        out = export_cifar10_subset(classes, args.out)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = json.loads(out.with_suffix(".json").read_text())
+    print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB): classes {meta['class_names']}, {meta['counts']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -159,7 +159,14 @@ def _check_data(plan: dict):
 
         try:
             data.find_cifar10()
-        except (FileNotFoundError, ValueError) as e:
+        except FileNotFoundError as e:  # a subset (make cifar-pair) serves the classes it holds
+            for stem, p in plan.items():
+                if p.get("dataset") == "cifar10":
+                    defaults = notebook_parameters(NOTEBOOKS / f"{stem}.py")
+                    classes = [p.get(k, defaults.get(k)) for k in ("source", "target")]
+                    if data.find_cifar10_subset(classes) is None:
+                        raise ParameterError(f"dataset=cifar10: {e}") from None
+        except ValueError as e:
             raise ParameterError(f"dataset=cifar10: {e}") from None
 
 

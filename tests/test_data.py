@@ -109,3 +109,45 @@ def test_default_trigger_amplitude_override():
     np.testing.assert_allclose(weak(x) - x, (default(x) - x) * 0.05 / 0.15, atol=1e-7)
     with pytest.raises(ValueError, match="only the periodic trigger"):
         data.default_trigger("digits", "patch", amplitude=0.1)
+
+
+@pytest.mark.cifar
+def test_cifar10_subset_serves_the_same_images_as_the_archive(tmp_path, monkeypatch):
+    """make cifar-pair: truck and deer in one compact file (< 40 MB) that, without the archive,
+    gives load_cifar10 and make_task exactly what the archive gives; checked by its sha256."""
+    import json
+
+    out = data.export_cifar10_subset((9, 4), tmp_path / "carry" / data.CIFAR10_SUBSET)
+    assert out.stat().st_size < 40e6
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["classes"] == [4, 9] and meta["counts"] == {"y_train": 10000, "y_test": 2000}
+    assert meta["batch_md5"] == data.CIFAR10_MD5
+    want = data.load_cifar10(classes=["truck", "deer"])
+    task_kw = dict(source=9, target=4, n_train_per_class=50, n_eval_per_class=10, n_test_per_class=20, seed=1)
+    task = data.make_task("cifar10", **task_kw)
+    monkeypatch.setattr(data, "project_data_dir", lambda: tmp_path / "empty")  # no archive here, only the subset
+    monkeypatch.setenv("NTKLIB_DATA_DIR", str(out.parent))
+    got = data.load_cifar10(classes=[9, 4])
+    for a, b in zip(want, got, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(data.make_task("cifar10", **task_kw).X_d, task.X_d)
+    with pytest.raises(FileNotFoundError, match="holding classes \\[0\\] serves too"):
+        data.load_cifar10(classes=[0])
+
+
+def test_a_damaged_cifar10_subset_is_refused(tmp_path, monkeypatch):
+    """A subset whose arrays do not match the sha256 of its provenance is named, not used."""
+    import hashlib
+    import json
+
+    arrays = dict(X_train=np.zeros((2, 32, 32, 3), np.uint8), y_train=np.array([4, 9], np.uint8),
+                  X_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.array([4, 9], np.uint8))
+    meta = dict(classes=[4, 9], sha256={k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()})
+    np.savez_compressed(tmp_path / data.CIFAR10_SUBSET, **arrays)
+    (tmp_path / data.CIFAR10_SUBSET).with_suffix(".json").write_text(json.dumps(meta))
+    Xtr, ytr, _, _ = data.load_cifar10(classes=[4], data_dir=tmp_path)
+    assert Xtr.shape == (1, 32, 32, 3) and Xtr.dtype == np.float32 and ytr.tolist() == [4]
+    np.savez_compressed(tmp_path / data.CIFAR10_SUBSET, **dict(arrays, X_test=np.ones((2, 32, 32, 3), np.uint8)))
+    with pytest.raises(ValueError, match="X_test does not match the sha256"):
+        data.load_cifar10(classes=[4], data_dir=tmp_path)
