@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/adversarial.py
 	$(PY) bench/defenses.py
 	$(PY) bench/reconstruction.py
+	$(PY) bench/cost.py
 	$(PY) bench/report.py
 
 bench-quick: $(STAMP)
@@ -81,6 +82,7 @@ bench-quick: $(STAMP)
 	$(PY) bench/adversarial.py --quick
 	$(PY) bench/defenses.py --quick
 	$(PY) bench/reconstruction.py --quick
+	$(PY) bench/cost.py --quick
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

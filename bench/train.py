@@ -9,7 +9,7 @@ CIFAR-10-sized MLP when the archive is found) it trains the same victims
 
 for a fixed number of steps (no early stop, so both do the same work), and reports
 victims per second, ``speedup`` (new / old), and effective training GFLOP/s:
-3 x the forward pass's FLOPs (counted from its jaxpr: every dot and convolution)
+3 x the forward pass's FLOPs (:func:`ntklib.cost.forward_flops`, counted from its jaxpr)
 per victim-step. Beside them, in the same run: the throughput of a jitted matrix
 product of the victim's own shape (the hidden dense layer, or a convolution's
 im2col product) and of a large one (2048^3). A last row times a realistic sweep
@@ -38,25 +38,7 @@ import numpy as np  # noqa: E402
 import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
 from kernels import machine  # noqa: E402
 from ntklib import attack, data, models, pipeline, train  # noqa: E402
-
-
-def forward_flops(arch, input_shape, n):
-    """FLOPs of one forward pass over n images: 2 x (multiply-adds of every dot and convolution)."""
-    p = jax.eval_shape(lambda: arch.init(0, (1,) + tuple(input_shape)))
-    x = jax.ShapeDtypeStruct((n,) + tuple(input_shape), jnp.float32)
-    total = 0
-    for eqn in jax.make_jaxpr(arch.apply_fn)(p, x).jaxpr.eqns:
-        out = eqn.outvars[0].aval.shape
-        if eqn.primitive.name == "dot_general":
-            (lc, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2 * int(np.prod(out)) * int(np.prod([lhs[i] for i in lc]))
-        elif eqn.primitive.name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape  # (out, in, kh, kw) in stax's OIHW or HWIO: all but out
-            dn = eqn.params["dimension_numbers"]
-            o_dim = dn.rhs_spec[0]
-            total += 2 * int(np.prod(out)) * int(np.prod(rhs)) // rhs[o_dim]
-    return total
+from ntklib.cost import forward_flops  # noqa: E402  (2 FLOPs per valid multiply-add, from the jaxpr)
 
 
 def matmul_gflops(m, k, n, repeat=None):

@@ -83,3 +83,10 @@ def test_reconstruction_benchmark_quick(tmp_path):
     res = _run("reconstruction.py", tmp_path / "r.json")
     assert len(res["rows"]) == 3 and all(r["train_loss"] < 1e-10 for r in res["rows"])
     assert res["step_cost"]["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_cost_benchmark_quick(tmp_path):
+    res = _run("cost.py", tmp_path / "c.json")
+    assert [r["stage"] for r in res["rows"]] == ["victim training", "kernel blocks", "greedy", "optimization"]
+    assert all(r["seconds"][1] > 0 and r["gflop"][1] > r["gflop"][0] for r in res["rows"])

@@ -46,3 +46,47 @@ def test_dense_network_flops_by_hand():
     total = cost.forward_flops(arch, (8, 8, 1))
     assert 2 * d * 32 + 2 * 32 <= total <= 2 * d * 32 + 2 * 32 + 10 * (32 + d)
     assert cost.n_params(arch, (8, 8, 1)) == d * 32 + 32 + 32 + 1
+
+
+def test_study_cost_stages_follow_their_formulas():
+    """The study's stages add up the per-stage formulas; doubling the victims' steps doubles their
+    training FLOPs (up to the fit checks); the greedy term against a hand-summed count."""
+    arch = models.plain_cnn(8, 1, readout="pool")
+    kw = dict(n_train_per_class=20, n_eval_per_class=5, n_test_per_class=10, n_pool=None, budgets=[1, 3],
+              sampling_budgets=[2], seeds=[0, 1], clean_steps=100, victim_steps=100, batch_size=16, opt_steps=4)
+    st = {s.name: s for s in cost.study_cost(arch, (8, 8, 1), **kw)}
+    F, P = cost.per_image_flops(arch, (8, 8, 1)), cost.n_params(arch, (8, 8, 1))
+    assert st["clean network(s)"].flops == cost.training_flops(F, 100, 16, 40)
+    assert st["victims"].flops == 6 * cost.training_flops(F, 100, 16, 43)  # 2 seeds x 3 budgets (both attacks)
+    n, n_x, m = 40, 15, 20
+    by_hand = n ** 3 / 3 + sum(2 * (m - b) * ((n + b) ** 2 + n_x * (n + b)) for b in range(3))
+    assert st["greedy"].flops == by_hand
+    assert st["optimization"].flops == cost.optimization_flops(F, P, n, n_x, 1, 4) + \
+        cost.optimization_flops(F, P, n, n_x, 3, 4)
+    doubled = {s.name: s for s in cost.study_cost(arch, (8, 8, 1), **dict(kw, victim_steps=200))}
+    assert 1.9 < doubled["victims"].flops / st["victims"].flops <= 2.0
+
+
+def test_estimate_is_a_roofline_and_refuses_what_does_not_fit():
+    dev = cost.Device("toy", fp32=1e9, tf32=2e9, bf16=4e9, fp64=5e8, bandwidth=1e9, memory=1e6)
+    compute = cost.Stage("c", flops=4e9, bytes=1e6, memory=1e3, precision="tf32", programs=1, formula="")
+    memory = cost.Stage("m", flops=1e6, bytes=3e9, memory=1e3, precision="fp32", programs=0, formula="")
+    rows = cost.estimate([compute, memory], dev, efficiency=0.5, compile_seconds=10)
+    assert rows[0]["seconds"] == pytest.approx(4e9 / (2e9 * 0.5) + 10) and rows[0]["bound"] == "compute"
+    assert rows[1]["seconds"] == pytest.approx(3.0) and rows[1]["bound"] == "memory"
+    big = cost.Stage("big", flops=1, bytes=1, memory=2e6, precision="fp64", programs=0, formula="")
+    with pytest.raises(ValueError, match="needs 0.0 GB at once, more than the toy's"):
+        cost.estimate([big], dev)
+    with pytest.raises(ValueError, match="efficiency=0 is invalid"):
+        cost.estimate([compute], dev, efficiency=0)
+
+
+def test_the_estimate_command_reads_a_parameter_file(capsys):
+    """python -m ntklib.cost --params params/cifar10_gpu.yaml: one line per stage and the total, before
+    anything trains; a file it cannot read is an error with exit status 2."""
+    root = cost.__file__.rsplit("/ntklib/", 1)[0]
+    assert cost.main(["--params", f"{root}/params/cifar10_gpu.yaml", "--device", "h100"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("clean network(s)", "kernel blocks", "greedy", "optimization", "victims", "evaluation", "total"):
+        assert stage in out
+    assert cost.main(["--params", f"{root}/params/no_such.yaml"]) == 2
