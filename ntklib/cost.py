@@ -261,8 +261,11 @@ def study_cost(arch, shape, *, n_train_per_class: int, n_eval_per_class: int, n_
     stages.append(Stage("optimization", members * steps * per_step, members * steps * sum(4 * p * P for p in budgets),
                         4 * (n_d + n_x) * P, "fp32", len(budgets),
                         "per step and budget p: p 9F (gradients, VJPs) + 4 p (n + n_x) P + 2 n_d^2 p"))
-    training("victims", n_victims, _val.check_int(victim_steps, "victim_steps", min=1), n_d + b_max)
-    stages.append(Stage("evaluation", n_victims * n_test * F, n_victims * n_test * img, n_test * img, "tf32", 1,
+    victim_steps = _val.check_int(victim_steps, "victim_steps", min=1)
+    training("victims", n_victims, victim_steps, n_d + b_max)
+    training("clean victims", len(seeds), victim_steps, n_d)  # the clean baseline, one per seed
+    n_eval_nets = n_victims + len(seeds)
+    stages.append(Stage("evaluation", n_eval_nets * n_test * F, n_eval_nets * n_test * img, n_test * img, "tf32", 1,
                         "victims x (clean + triggered test images) F"))
     return stages
 

@@ -11,7 +11,9 @@ A :class:`Kernel` evaluates large blocks tile by tile (bounded memory; the tile
 shape is a parameter with an automatic default), assembling the result on the
 host as a NumPy array in the kernel's dtype (float32 by default, float64 on
 request). When several local devices are present, each tile's rows are sharded
-across all of them (JAX sharding); one device needs nothing special, so the same
+across all of them (JAX sharding), except the empirical NTK's, which runs on the
+first device (XLA computes per-example convolution gradients of a sharded batch
+wrongly; see :func:`empirical_ntk`); one device needs nothing special, so the same
 code runs on CPU and GPU.
 
 :meth:`Kernel.vjp` gives the gradient of a scalar function of
@@ -81,7 +83,7 @@ class Kernel:
     def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
                  bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
                  spec: dict | None = None, features: Callable | None = None, feature_dim: int = 0,
-                 feature_dot: Callable | None = None):
+                 feature_dot: Callable | None = None, shard: bool = True):
         if not callable(pair):
             raise TypeError(f"pair={_val.describe(pair)} is invalid: must be a JAX function pair(x1, x2) -> (n1, n2)")
         try:
@@ -122,7 +124,9 @@ class Kernel:
             self._feat_fwd = jax.jit(lambda a, F, *args: features(a, *args) @ F.T)
             self._feat_bwd = jax.jit(directional_grad)
             self._gram = jax.jit(lambda A, B: A @ B.T)
-        self._devices = jax.local_devices()
+        # shard=False keeps every tile on the first device (see empirical_ntk: XLA partitions the
+        # per-example gradients of a convolution wrongly when their batch is sharded)
+        self._devices = jax.local_devices() if shard else jax.local_devices()[:1]
         self._on_cpu = self._devices[0].platform == "cpu"
         self._sharding = None
         if len(self._devices) > 1:
@@ -401,9 +405,14 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
         return jax.vmap(one)(x, v)
 
     n_params = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params))
+    # One device, even when several are present: with the rows of a tile sharded over devices, XLA's
+    # partitioning of vmap(grad) computes the per-example gradients of convolution kernels wrongly
+    # (measured on 2 host devices, JAX 0.4.25 and 0.10.2: K off by 34% of its largest entry for a
+    # CNN, 66% for a WRN; MLPs exact; tests/test_kernels.py holds the kernel to the one-device one).
     return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
                   bytes_per_row=4 * 3 * n_params, memory=memory, features=features, feature_dim=n_params,
-                  feature_dot=feature_dot, spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params))
+                  feature_dot=feature_dot, spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params),
+                  shard=False)
 
 
 def user_kernel(pair: Callable, dtype="float32", tile=None, name="user", **kw) -> Kernel:
