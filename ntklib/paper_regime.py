@@ -108,7 +108,7 @@ def _machine() -> dict:
     info = dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)), n_devices=jax.device_count(),
                 jax=jax.__version__, numpy=np.__version__, python=platform.python_version(),
                 matmul_precision=str(jax.config.jax_default_matmul_precision or "default (TF32 on NVIDIA tensor "
-                                     "cores for float32 training; the Gram blocks run at 'highest')"))
+                                     "cores for float32 training; the Gram blocks run at 'float32', full precision)"))
     try:
         import jaxlib
 
@@ -186,7 +186,7 @@ def run(cfg: dict, out, progress: bool = True) -> dict:
     done("clean network")
     m = len(exp.task.X_cand)
     budgets = [b for b in cfg["budgets"] if b <= m]
-    with jax.default_matmul_precision("highest"):  # the Gram blocks and their gradients in full float32
+    with jax.default_matmul_precision("float32"):  # the Gram blocks and their gradients in full float32
         poisons = _pipeline.design_poisons(exp, budgets, cfg["opt_steps"], progress=progress)
     done("poisons")
     table = _evaluate.sweep(exp.task, exp.problem, exp.arch, budgets=budgets, seeds=cfg["seeds"],
