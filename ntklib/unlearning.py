@@ -111,8 +111,11 @@ def universal_perturbation(arch, params, X, y, radius: float, steps: int = 50, l
     delta (H, W, C)."""
     X, y = _check_inputs(arch, params, X, y, "X")
     radius = _check_radius(radius, X.shape[1:])
-    steps = _val.check_steps(steps, "steps")
-    lr = _val.check_lr(lr, "lr")
+    return _ascent(arch, params, X, y, radius, _val.check_steps(steps, "steps"), _val.check_lr(lr, "lr"))
+
+
+def _ascent(arch, params, X, y, radius, steps, lr):
+    """:func:`universal_perturbation` on inputs already checked (I-BAU calls it every round)."""
     X = jnp.asarray(X)
     y = jnp.asarray(y, X.dtype)
     grad = jax.jit(jax.grad(lambda d: _loss(arch, params, X, y, d)))
@@ -187,7 +190,7 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     bs = min(batch_size, len(X))
     n_patched = max(1, int(round(portion * bs)))
     for r in tqdm(range(rounds), desc="I-BAU rounds", disable=not progress):
-        delta = universal_perturbation(arch, params, X, y, radius, inner_steps, inner_lr)
+        delta = _ascent(arch, params, X, y, radius, inner_steps, inner_lr)
         deltas.append(np.asarray(delta))
         hist["round"].append(r)
         hist["inner_loss"].append(_val.check_loss(
