@@ -63,7 +63,7 @@ def main(argv=None):
         "datamodel (1000 subsets) + search": lambda: defenses.strongest_feature_scores(
             defenses.kernel_datamodels(K_all, y, n_subsets=1000)),
         "leave-one-out proxy + search": lambda: defenses.strongest_feature_scores(defenses.hat_datamodels(K_all, y)),
-        "after-kernel attribution (100 queries)": lambda: defenses.after_kernel_scores(K_all, y, K_all[-100:]),
+        "after-kernel attribution (100 queries)": lambda: defenses.representer_scores(K_all, y, K_all[-100:]),
     }
     out_rows = []
     for name, fn in runs.items():

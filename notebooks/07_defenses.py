@@ -75,7 +75,7 @@ sampling_budgets = [3, 10]  # sampling poisons: the same budget, and one that re
 opt_steps = 30              # L-BFGS-B iterations of NTBA
 seeds = [0, 1, 2]           # one poisoned victim per seed (and one sampling subset per seed)
 detectors = ["spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
-             "after_kernel"]
+             "representer"]
 n_subsets = 1000            # random half subsets of the kernel datamodel
 retrain = True              # retrain without each detector's flagged points
 n_clean = [20, 40, 60]      # I-BAU's clean images (spare clean images if task_kw asks for them, else t: 60 on digits)

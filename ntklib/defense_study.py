@@ -11,8 +11,8 @@ Where the detectors look (``DESIGN.md`` section 8): the representation detectors
 signatures, activation clustering, SPECTRE) score the target class, the class the poisons are
 labelled with, in the victim's penultimate activations; ``spectral_ntk`` and ``spectral_inf``
 score the same class in the victim's empirical NTK and the architecture's infinite NTK;
-``datamodel``, ``loo`` and ``after_kernel`` score every training point through the victim's
-empirical NTK (the kernel model of the trained network). ``after_kernel`` attributes the
+``datamodel``, ``loo`` and ``representer`` score every training point through the victim's
+empirical NTK (the kernel model of the trained network). ``representer`` attributes the
 predictions on triggered test images, so it assumes the defender has seen a few attacked
 inputs; the others see the training set only. Every detector is told the true number of
 poisons (the papers' eps). ROC AUC is computed on the target class, where the poisons are.
@@ -35,10 +35,10 @@ from . import train as _train
 from . import unlearning as _unl
 from . import validation as _val
 
-__all__ = ["DETECTORS", "poison_sets", "detect", "detection_study", "ibau_study"]
+__all__ = ["DETECTORS", "IBAU_VARIANTS", "poison_sets", "detect", "detection_study", "ibau_study"]
 
 DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
-             "after_kernel")
+             "representer")
 
 
 def _check_exp(exp, needs=("task", "arch", "train_config")):
@@ -78,7 +78,7 @@ def check_detectors(detectors, has_infinite: bool, has_query: bool = True) -> li
     (``spectral_inf`` only with an infinite kernel); a list is checked name by name, and a
     detector named there that cannot run is refused (never skipped in silence)."""
     if detectors is None:
-        return [d for d in DETECTORS if (d != "spectral_inf" or has_infinite) and (d != "after_kernel" or has_query)]
+        return [d for d in DETECTORS if (d != "spectral_inf" or has_infinite) and (d != "representer" or has_query)]
     if isinstance(detectors, str):
         detectors = [detectors]
     detectors = list(detectors)
@@ -90,9 +90,9 @@ def check_detectors(detectors, has_infinite: bool, has_query: bool = True) -> li
         raise ValueError("detectors names spectral_inf, but there is no infinite-width kernel (infinite=None, or an "
                          "architecture without one such as the plain-JAX networks): pass one, use a stax "
                          "architecture, or leave spectral_inf out")
-    if "after_kernel" in detectors and not has_query:
-        raise ValueError("the after_kernel detector needs X_query (triggered images whose predictions it "
-                         "attributes); pass them or leave after_kernel out of detectors")
+    if "representer" in detectors and not has_query:
+        raise ValueError("the representer detector needs X_query (triggered images whose predictions it "
+                         "attributes); pass them or leave representer out of detectors")
     return detectors
 
 
@@ -102,7 +102,7 @@ def detect(arch, params, X, y, n_poison: int, detectors=None, X_query=None, infi
     and the victim ``params`` trained on it. Returns one dict per detector: scores (n,) (-inf
     outside the target class for the class detectors), removed (n,) bool, seconds.
     ``detectors``: names from :data:`DETECTORS` (None: all that apply, see :func:`check_detectors`);
-    ``X_query``: triggered images for ``after_kernel``; ``infinite``: the infinite-NTK kernel
+    ``X_query``: triggered images for ``representer``; ``infinite``: the infinite-NTK kernel
     for ``spectral_inf``."""
     _val.check_architecture(arch)
     X = _val.check_images(X, "X")
@@ -158,7 +158,7 @@ def detect(arch, params, X, y, n_poison: int, detectors=None, X_query=None, infi
         elif name == "loo":
             full = _def.strongest_feature_scores(_def.hat_datamodels(K_all(), y), seed=seed)
         else:
-            full = _def.after_kernel_scores(K_all(), y, _gram(empirical, X_query, X))
+            full = _def.representer_scores(K_all(), y, _gram(empirical, X_query, X))
         if full is None:
             full = np.full(len(X), -np.inf)
             full[rows] = cls
@@ -227,18 +227,36 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     return pd.DataFrame(rows), [v.params for v in victims]
 
 
-def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progress: bool = True,
+IBAU_VARIANTS = {"I-BAU": {}, "no indirect term": {"K": 0}, "fine-tuning": {"portion": 0.0}}
+"""I-BAU and its two ablations (notebook 07): the hypergradient's indirect term left out (K = 0:
+adversarial fine-tuning with the same delta*), and plain fine-tuning on the clean images (no delta)."""
+
+
+def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, variants=None, progress: bool = True,
                **ibau_kw) -> pd.DataFrame:
     """I-BAU on each poisoned victim with the first ``n_clean`` images of a shuffled clean pool
     (the task's spare clean images ``X_spare`` when it has them, else its held-out set t; the
     same subset for every victim of a size), measured after every round (round 0: before).
-    Columns: attack, budget, seed, n_clean, round, net_asr, net_ca, seconds (the whole run's
-    wall time)."""
+    ``variants``: {name: settings of :func:`ntklib.unlearning.ibau`} run side by side on the same
+    victims, clean images and seed (default {"I-BAU": {}}; :data:`IBAU_VARIANTS` adds the two
+    ablations); ``ibau_kw``: settings shared by all. Columns: variant, attack, budget, seed,
+    n_clean, round, net_asr, net_ca, seconds (the whole run's wall time) and, with
+    ``diagnostics=True``, the fixed-point residual and spectral radius of d_delta Phi at each
+    round's delta*."""
     task, arch = exp.task, exp.arch
     sets = _check_sets(exp, sets)
-    _val.check_keys(ibau_kw, [n for n in inspect.signature(_unl.ibau).parameters
-                              if n not in ("arch", "params", "X_clean", "y_clean", "rounds", "seed", "progress",
-                                           "on_round")], "setting(s) of unlearning.ibau")
+    allowed = [n for n in inspect.signature(_unl.ibau).parameters
+               if n not in ("arch", "params", "X_clean", "y_clean", "rounds", "seed", "progress", "on_round")]
+    _val.check_keys(ibau_kw, allowed, "setting(s) of unlearning.ibau")
+    variants = {"I-BAU": {}} if variants is None else variants
+    if not isinstance(variants, dict) or not variants:
+        raise TypeError(f"variants={_val.describe(variants)} is invalid: must be a non-empty dict {{name: settings "
+                        "of unlearning.ibau}} such as defense_study.IBAU_VARIANTS")
+    for name, kw in variants.items():
+        if not isinstance(kw, dict):
+            raise TypeError(f"variants[{name!r}]={_val.describe(kw)} is invalid: must be a dict of settings of "
+                            "unlearning.ibau")
+        _val.check_keys(kw, allowed, f"setting(s) of unlearning.ibau in variants[{name!r}]")
     spare = len(task.X_spare) > 0
     X_pool, y_pool = (task.X_spare, task.y_spare) if spare else (task.X_t, task.y_t)
     pool = len(X_pool)
@@ -251,9 +269,9 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progre
         raise ValueError(f"{len(sets)} poison sets but {len(victims)} victims: pass detection_study's victims")
     order = np.random.default_rng(0).permutation(pool)
     rows = []
-    jobs = [(s, p, n) for s, p in zip(sets, victims, strict=True) for n in n_clean]
-    for s, params, n in tqdm(jobs, desc="I-BAU", disable=not progress):
-        base = dict(attack=s["attack"], budget=s["budget"], seed=s["seed"], n_clean=n)
+    jobs = [(v, s, p, n) for v in variants for s, p in zip(sets, victims, strict=True) for n in n_clean]
+    for v, s, params, n in tqdm(jobs, desc="I-BAU", disable=not progress):
+        base = dict(variant=v, attack=s["attack"], budget=s["budget"], seed=s["seed"], n_clean=n)
         rows.append(dict(base, round=0, **_eval.network_metrics(arch, params, task)))
         idx = order[:n]
         t0 = time.perf_counter()
@@ -261,8 +279,11 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, progre
         def on_round(r, p, base=base):
             rows.append(dict(base, round=r, **_eval.network_metrics(arch, p, task)))
 
-        _unl.ibau(arch, params, X_pool[idx], y_pool[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
-                  on_round=on_round, **ibau_kw)
-        for row in rows[-rounds:]:
+        res = _unl.ibau(arch, params, X_pool[idx], y_pool[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
+                        on_round=on_round, **{**ibau_kw, **variants[v]})
+        for k, row in enumerate(rows[-rounds:]):
             row["seconds"] = time.perf_counter() - t0
+            for key in ("residual", "spectral_radius"):
+                if key in res.history:
+                    row[key] = res.history[key][k]
     return pd.DataFrame(rows)

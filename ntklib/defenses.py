@@ -26,7 +26,9 @@ Detectors
   k dimensions, robust covariance by the iterative filter of Diakonikolas, Kamath, Kane et al.
   (2017) removing at most 2 eps points, whitening with it, QUantum Entropy scores
   tau_i = x_i^T M x_i with M = exp(alpha (S - I) / (||S||_2 - 1)) / tr(...) (alpha = 4), the
-  1.5 eps highest removed; k runs over {1, 4, 9, ..., 100} and the k whose whitened covariance
+  ceil(1.5 eps) highest removed (the rule of every detector here, so that they are compared at one
+  removal count; the authors' code rounds 1.5 eps to the nearest integer); k runs over
+  {1, 4, 9, ..., 100} and the k whose whitened covariance
   is largest along M (tr(S M) / tr(M)) wins.
 - **Backdoors as the strongest feature** (Khaddaj et al., ICML 2023, Sec. 4): the datamodel
   matrix A[i, j] (the effect of including point i on the margin of point j), here estimated
@@ -34,13 +36,17 @@ Detectors
   a least-squares regression of margins on the subset masks), or its closed-form proxy from the
   hat matrix (:func:`hat_datamodels`, the exact leave-one-out effects); then the search for the
   size-k set with the largest mutual support (:func:`strongest_feature_scores`).
-- **After-kernel attribution** (TRAK, Park et al., ICML 2023, Sec. 3): the attribution of
-  training point i to the prediction at z in the linear model of the network's after kernel,
-  tau_i(z) = phi(z)^T (Phi^T Phi + lam I)^-1 phi_i y_i = [K(z, X) (K + lam I)^-1]_i y_i,
-  averaged over victims and over the triggered test images z (:func:`after_kernel_scores`).
-  Departure: the authors project per-example gradients to 2048 random dimensions to afford
-  millions of parameters; our victims' exact empirical NTK is the limit of that projection
-  and is cheaper here. For squared loss the (1 - p) weighting becomes the label y_i.
+- **Representer attribution in the after kernel** (the kernel form of the representer-point
+  decomposition; TRAK, Park et al., ICML 2023, Sec. 3, uses the same kernel model): the kernel
+  ridge model of the trained network's empirical NTK ("after kernel") predicts
+  f(z) = K(z, X) (K + lam I)^-1 y = sum_i w_i(z) y_i, and training point i's share of the
+  predictions at the triggered test images z is tau_i = sum_z w_i(z) y_i
+  (:func:`representer_scores`). This is not TRAK's score: TRAK weights the per-example
+  gradients by the loss gradient, (1 - p_i) for logistic loss and the *residual* y_i - f(x_i)
+  for squared loss (near zero for a kernel model that interpolates d), projects them to random
+  low dimensions and averages several models. The representer weights w_i(z) y_i are what the
+  kernel model's prediction at z is made of, so they read off directly which points carry the
+  trigger's effect; the defender must hold a few triggered inputs z.
 
 Evaluation: :func:`detection_metrics` (ROC AUC of the scores against the truth, poisons among
 the removed set, precision at the removal size).
@@ -60,8 +66,8 @@ from . import validation as _val
 __all__ = ["check_reps", "class_rows", "removal_count", "removal_set", "spectral_signature_scores",
            "spectral_direction_scores", "kernel_spectral_scores", "ClusterResult", "activation_clustering",
            "SpectreResult", "spectre",
-           "robust_covariance", "kernel_datamodels", "hat_datamodels", "strongest_feature_scores",
-           "after_kernel_scores",
+           "robust_covariance", "kernel_datamodels", "datamodel_stability", "hat_datamodels",
+           "strongest_feature_scores", "representer_scores",
            "detection_metrics", "REMOVAL_FACTOR"]
 
 REMOVAL_FACTOR = 1.5  # the papers remove the 1.5 eps highest scores (eps: the assumed number of poisons)
@@ -324,7 +330,8 @@ def _spectre_at(R, n_poison, k, alpha, tau, limit1, limit2):
         S = np.cov(white.T)
     M = _que_matrix(S, alpha) if k > 1 else np.ones((1, 1))
     scores = ((white @ M) * white).sum(1)
-    return scores, removal_set(scores, min(round(limit2 * n_poison), n - 1))
+    # ceil(1.5 eps) like every other detector here (the authors' code rounds to nearest, 4 for eps = 3)
+    return scores, removal_set(scores, removal_count(n_poison, n, limit2))
 
 
 def spectre(R, n_poison: int, alpha: float = 4.0, tau: float = 0.1, max_dim: int = 100,
@@ -402,6 +409,22 @@ def kernel_datamodels(K, y, n_subsets: int = 2000, frac: float = 0.5, shift: flo
     return np.linalg.solve(G, Mc.T @ (margins - margins.mean(0)))
 
 
+def datamodel_stability(K, y, n_subsets: int = 2000, seed: int = 0, **kw) -> dict:
+    """How well :func:`kernel_datamodels` with ``n_subsets`` subsets agrees with itself: two
+    independent estimates (``n_subsets`` subsets each, seeds ``seed`` and ``seed + 1``), the Pearson
+    correlation of their off-diagonal entries (``r``: 1 means the estimate no longer depends on
+    which subsets were drawn) and of the rows' sums (``r_rowsum``: each point's total effect, what
+    the strongest-feature search weighs most). ``kw``: the other settings of
+    :func:`kernel_datamodels`. Cost: two datamodel estimates."""
+    K = _check_gram(K)
+    seed = _val.check_seed(seed)
+    A1 = kernel_datamodels(K, y, n_subsets=n_subsets, seed=seed, **kw)
+    A2 = kernel_datamodels(K, y, n_subsets=n_subsets, seed=seed + 1, **kw)
+    off = ~np.eye(len(K), dtype=bool)
+    return dict(n_subsets=int(n_subsets), r=float(np.corrcoef(A1[off], A2[off])[0, 1]),
+                r_rowsum=float(np.corrcoef((A1 * off).sum(1), (A2 * off).sum(1))[0, 1]))
+
+
 def hat_datamodels(K, y, shift: float = 1e-3) -> np.ndarray:
     """The closed-form proxy of the datamodel matrix, from the hat matrix H = K (K + s I)^-1:
     A[i, j] = y_j H[j, i] alpha_i / G[i, i] (G = (K + s I)^-1, alpha = G y), the exact change of
@@ -462,11 +485,12 @@ def strongest_feature_scores(A, sizes=None, restarts: int = 20, seed: int = 0) -
     return scores
 
 
-# ---------------------------------------------------------------------------- after-kernel attribution
-def after_kernel_scores(K_train, y, K_query, ridge: float = 1e-3) -> np.ndarray:
-    """TRAK-style attribution in a (after-)kernel's linear model: tau[i] = sum_z [K(z, X) (K + lam I)^-1]_i y_i
-    summed over the query points z (rows of ``K_query`` (q, n)): how much training point i pushes the
-    predictions at the queries towards their value. ``K_train`` (n, n) may be a list of matrices (one per
+# ---------------------------------------------------------------------------- representer attribution
+def representer_scores(K_train, y, K_query, ridge: float = 1e-3) -> np.ndarray:
+    """Representer attribution in a kernel's ridge model (module notes): with the decomposition
+    f(z) = sum_i w_i(z) y_i, w(z) = (K + lam I)^-1 K(X, z), tau[i] = sum_z w_i(z) y_i summed over the
+    query points z (rows of ``K_query`` (q, n)): training point i's share of the predictions at the
+    queries. ``K_train`` (n, n) may be a list of matrices (one per
     victim) with the matching list of ``K_query``: scores are averaged. ``ridge`` lam is relative to
     mean(diag K). Cost per victim: one (n, n) Cholesky factorization and a (q, n) solve."""
     Ks = K_train if isinstance(K_train, (list, tuple)) else [K_train]

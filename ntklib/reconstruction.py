@@ -14,13 +14,21 @@ searches N_R candidate images X and weights alpha minimizing
     L(X, alpha) = || Delta theta - sum_j alpha_j grad_theta f~(x_j; theta_g) ||^2
                   + lambda_range N_R mean(relu(-X)^2 + relu(X - 1)^2) + lambda_tv TV(X),
 
-with theta_g = theta_f (the trained network; theta_0 for a linearized one), f~ the network with
+with theta_g = theta_f (the trained network, ``grad_at="final"``, our default for standard
+networks), theta_0 (``"init"``, the default for a linearized one, whose gradients do not move), or
+both (``"both"``, the authors' ``both_kernels``: sum_j alpha_j grad f~(x_j; theta_f) + sum_j
+alpha'_j grad f~(x_j; theta_0), a second set of weights alpha'), f~ the network with
 its ReLUs smoothed into softplus(beta u) / beta during the search (the authors' device: ReLU
 networks have piecewise-constant input gradients), TV the mean squared difference of
 neighbouring pixels (the high-frequency penalty). The gradient sum is one vector-Jacobian
 product of the batch output with cotangent alpha (:func:`gradient_sum`): per-example gradients
-are never formed. Defaults (``DESIGN.md`` section 8): N_R = 2N images initialized
-N(mean, 0.2^2), alpha ~ U[-0.5, 0.5], Adam lr 0.02, lambda_range = 0.1.
+are never formed. Defaults (``DESIGN.md`` section 8 and the authors' ``make_reconstruction.py``):
+N_R = 2N images, alpha ~ U[-0.5, 0.5], Adam lr 0.02, lambda_range = 0.1; the candidates start
+as a *flat* image plus noise, m + 0.2 N(0, 1) per pixel with m the training set's scalar
+(per-channel) mean: the authors centre the data by that mean and start from 0.2 N(0, 1) in the
+centred coordinates. ``init="grey"`` (m = 0.5) needs no statistic of the private data at all.
+Departure: our victims see uncentred [0, 1] images (the authors train on centred ones), so the
+mean enters the network through its first layer instead of being removed beforehand.
 
 Quality: reconstructions are matched one-to-one to the training images by the optimal
 assignment on L2 distance (:func:`match`), and scored by SSIM (Wang et al. 2004, :func:`ssim`).
@@ -47,7 +55,8 @@ from . import validation as _val
 
 __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
            "reconstruct",
-           "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy", "run"]
+           "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy",
+           "start_level", "run", "victim_labels", "distillation_study", "GRAD_AT", "INIT"]
 
 
 def _check_mlp(arch):
@@ -125,9 +134,19 @@ def _f32(tree):
 def match_loss(apply, delta, grad_params, X, alpha):
     """||Delta theta - sum_j alpha_j grad_theta f(x_j; grad_params)||^2 / ||Delta theta||^2: the share of
     the weight change the candidates X (n, H, W, C) with weights alpha (n,) leave unexplained (the
-    attack's data term, relative). A JAX function: differentiable in X and alpha."""
-    resid = jax.tree_util.tree_map(lambda d, g: d - g, delta, gradient_sum(apply, grad_params, X, alpha))
-    return _sq_norm(resid) / _sq_norm(delta)
+    attack's data term, relative). ``grad_params`` may be a tuple of parameter sets (the authors'
+    ``both_kernels``: theta_f and theta_0) with alpha (len(grad_params), n), one row each: the sum runs
+    over both. A JAX function: differentiable in X and alpha."""
+    points = grad_params if isinstance(grad_params, tuple) else (grad_params,)
+    alphas = alpha if isinstance(grad_params, tuple) else alpha[None]
+    total = delta
+    for p, a in zip(points, alphas, strict=True):
+        total = jax.tree_util.tree_map(lambda d, g: d - g, total, gradient_sum(apply, p, X, a))
+    return _sq_norm(total) / _sq_norm(delta)
+
+
+GRAD_AT = ("final", "init", "both")
+INIT = ("flat", "grey", "mean_image")
 
 
 def _sq_norm(tree):
@@ -150,21 +169,23 @@ class ReconstructionResult:
 
 def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps: int = 3000, lr: float = 0.02,
                 beta: float | None = 10.0, range_weight: float = 0.1, tv_weight: float = 1e-3,
-                grad_params=None, init_mean=None, seed: int = 0, log_every: int = 100, snapshots=(),
+                grad_at: str = "final", init_mean=None, seed: int = 0, log_every: int = 100, snapshots=(),
                 progress: bool = True) -> ReconstructionResult:
     """The reconstruction attack (module notes): ``n_candidates`` images of ``shape`` (H, W, C) and
-    their weights, fitted by Adam (``lr``, ``steps``) so that their weighted gradient sum at
-    ``grad_params`` (default ``params_final``; ``params_init`` for a linearized network) explains
-    theta_f - theta_0. ``beta``: softplus smoothing of the ReLUs (None: none); ``init_mean``: the
-    mean image the candidates start around (default 0.5); ``snapshots``: steps at which the candidates
-    are kept (``history["snapshots"]``: {step: X}, step 0 the start). Cost per step: module notes."""
+    their weights, fitted by Adam (``lr``, ``steps``) so that their weighted gradient sum explains
+    theta_f - theta_0, the gradients taken at ``grad_at``: "final" (theta_f), "init" (theta_0: the
+    linearized network's) or "both" (the authors' ``both_kernels``, a second set of weights).
+    ``beta``: softplus smoothing of the ReLUs (None: none); ``init_mean``: the level (one value, one
+    per channel, or an image) the candidates start around, plus 0.2 N(0, 1) noise (default 0.5,
+    mid-grey: no knowledge of the data); ``snapshots``: steps at which the candidates are kept
+    (``history["snapshots"]``: {step: X}, step 0 the start). Cost per step: module notes (twice the
+    VJPs with "both")."""
     _check_mlp(arch)
     delta = param_delta(params_final, params_init)
     n_candidates = _val.check_int(n_candidates, "n_candidates", min=1, hint="the paper uses 2N for N training images")
     shape = _val.check_image_shape(shape, "shape")
     arch.check_fits(shape, params_final, who=f"shape={shape}")
-    if grad_params is not None:
-        arch.check_fits(shape, grad_params, who="grad_params", name="grad_params")
+    _val.check_choice(grad_at, "grad_at", GRAD_AT)
     if init_mean is not None:
         init_mean = _val.check_array(init_mean, "init_mean", dtype=np.float32)
         try:
@@ -180,12 +201,13 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     tv_weight = _val.check_float(tv_weight, "tv_weight", min=0)
     log_every = _val.check_steps(log_every, "log_every")
     # networks trained in float64 are attacked in float32 (ntklib never enables x64 globally)
-    gp = _f32(params_final if grad_params is None else grad_params)
+    points = tuple(_f32(p) for p in ((params_final,) if grad_at == "final" else (params_init,) if grad_at == "init"
+                                     else (params_final, params_init)))
     apply = mlp_apply(arch, beta)
     rng = np.random.default_rng(_val.check_seed(seed))
     mean = 0.5 if init_mean is None else np.asarray(init_mean, np.float32)
     X0 = (mean + 0.2 * rng.standard_normal((n_candidates, *shape))).astype(np.float32)
-    a0 = rng.uniform(-0.5, 0.5, n_candidates).astype(np.float32)
+    a0 = rng.uniform(-0.5, 0.5, (len(points), n_candidates)).astype(np.float32)
     norm = float(_sq_norm(delta))
     if norm == 0:
         raise ValueError("params_final equals params_init: the network did not move, there is nothing to "
@@ -193,7 +215,7 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
 
     def losses(z):
         X, a = z
-        match_ = match_loss(apply, delta, gp, X, a)
+        match_ = match_loss(apply, delta, points, X, a)
         rng_pen = range_weight * n_candidates * jnp.mean(jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2)
         return match_ + rng_pen + tv_weight * _tv(X), match_
 
@@ -220,7 +242,8 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
             hist["step"].append(t)
             hist["loss"].append(_val.check_loss(loss, "the reconstruction", t, hint, start=start))
             hist["match"].append(float(m))
-    return ReconstructionResult(np.clip(np.asarray(z[0]), 0.0, 1.0), np.asarray(z[1]), hist)
+    alpha = np.asarray(z[1])
+    return ReconstructionResult(np.clip(np.asarray(z[0]), 0.0, 1.0), alpha[0] if len(alpha) == 1 else alpha, hist)
 
 
 # ---------------------------------------------------------------------------- quality
@@ -349,14 +372,30 @@ def distilled_accuracy(kernel, X_rec, labels, X_test, y_test, ridge: float = 1e-
     return _adv.accuracy(pred(X_test), y_test)
 
 
+def start_level(X, init: str = "flat"):
+    """The level the candidates start around (module notes): ``"flat"`` the training set's scalar mean
+    per channel (C,) (the authors' centring), ``"grey"`` 0.5 (data-free), ``"mean_image"`` the
+    per-pixel mean image (H, W, C) of the private training set: an outline of the answer no attacker
+    holding only the weights has, kept to measure how much it flatters the attack."""
+    X = _val.check_images(X, "X")
+    _val.check_choice(init, "init", INIT)
+    if init == "flat":
+        return X.mean(axis=(0, 1, 2)).astype(np.float32)
+    return np.float32(0.5) if init == "grey" else X.mean(0).astype(np.float32)
+
+
 def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, steps: int = 2000, lr: float = 0.02,
-        beta: float | None = 10.0, X_unseen=None, seed: int = 0, threshold: float = 0.6) -> dict:
+        beta: float | None = 10.0, X_unseen=None, seed: int = 0, threshold: float = 0.6, init: str = "flat",
+        grad_at: str | None = None) -> dict:
     """One measurement of notebook 09: a :func:`~ntklib.models.plain_mlp` of ``width`` (or its
     linearization) trained on (X, y) with ``config`` (default: full-batch SGD, momentum 0.9, lr 0.5,
-    to loss 1e-5 within 3000 steps), attacked with 2N candidates, matched to X; with ``X_unseen``,
-    the same quality for 2N unseen real images beside it. Returns a row (width, n, n_over_w,
-    linear, train_loss, match, l2, ssim, recovered, beats_unseen, baseline_l2, baseline_ssim, seconds) and, under
-    "result", the reconstruction and the victim ("params_init", "params_final", "arch")."""
+    to loss 1e-5 within 3000 steps), attacked with 2N candidates started at ``init``
+    (:func:`start_level`; default the authors' flat start), gradients at ``grad_at`` (default
+    "final" for a standard network, "init" for a linearized one; "both": the authors'
+    ``both_kernels``), matched to X; with ``X_unseen``, the same quality for 2N unseen real images
+    beside it. Returns a row (width, n, n_over_w, linear, init, grad_at, train_loss, match, l2, ssim,
+    start_ssim, recovered, beats_unseen, baseline_l2, baseline_ssim, seconds) and, under "result",
+    the reconstruction and the victim ("params_init", "params_final", "arch")."""
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     arch = _models.plain_mlp(_val.check_int(width, "width", min=1), _val.check_int(depth, "depth", min=1))
@@ -365,6 +404,8 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     config = None if config is None else _val.check_config(config)
     steps, lr, seed = _val.check_steps(steps, "steps"), _val.check_lr(lr), _val.check_seed(seed)
     mlp_apply(arch, beta)
+    level = start_level(X, init)
+    grad_at = ("init" if linear else "final") if grad_at is None else _val.check_choice(grad_at, "grad_at", GRAD_AT)
     threshold = _val.check_float(threshold, "threshold", min=-1, max=1, hint="an SSIM level (SSIM is in [-1, 1])")
     if X_unseen is not None:
         X_unseen = _val.check_images(X_unseen, "X_unseen", X.shape[1:])
@@ -374,16 +415,69 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     cfg = config or _train.TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, steps=3000, target_loss=1e-5)
     p0, r, net = train_victim(arch, X, y, cfg, seed=seed, linear=linear)
     t0 = time.perf_counter()
-    res = reconstruct(arch, p0, r.params, 2 * len(X), X.shape[1:], steps=steps, lr=lr, beta=beta,
-                      grad_params=p0 if linear else None, init_mean=X.mean(0), seed=seed, progress=False)
+    res = reconstruct(arch, p0, r.params, 2 * len(X), X.shape[1:], steps=steps, lr=lr, beta=beta, grad_at=grad_at,
+                      init_mean=level, seed=seed, progress=False, snapshots=(0,))
     seconds = time.perf_counter() - t0
     q = quality(X, res.X, threshold, X_unseen)
-    row = dict(width=width, n=len(X), n_over_w=len(X) / width, linear=linear, train_loss=r.final_loss,
-               match=res.history["match"][-1], l2=q["l2"], ssim=q["ssim"], recovered=q["recovered"],
+    row = dict(width=width, n=len(X), n_over_w=len(X) / width, linear=linear, init=init, grad_at=grad_at,
+               train_loss=r.final_loss, match=res.history["match"][-1], l2=q["l2"], ssim=q["ssim"],
+               start_ssim=quality(X, res.history["snapshots"][0], threshold)["ssim"], recovered=q["recovered"],
                seconds=seconds)
     if X_unseen is not None:
         row["beats_unseen"] = q["beats_unseen"]
-    if X_unseen is not None:
         b = quality(X, baseline_images(X_unseen, X, 2 * len(X), seed), threshold)
         row.update(baseline_l2=b["l2"], baseline_ssim=b["ssim"], baseline_recovered=b["recovered"])
     return dict(row=row, result=res, match=q["per_image"], params_init=p0, params_final=r.params, arch=net)
+
+
+def victim_labels(net, params, X) -> np.ndarray:
+    """The victim's own labels sign(f(x)) in {-1, +1} for images X: how an attacker holding the
+    weights labels its reconstructions."""
+    return np.where(np.asarray(net.predict(params, X)) >= 0, 1.0, -1.0)
+
+
+def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2, seeds=(0, 1, 2, 3, 4),
+                       steps: int = 2000, lr: float = 0.02, init: str = "flat", ridge: float = 1e-3,
+                       confidence: float = 0.95) -> tuple:
+    """Reconstructions as a distilled training set (Loo et al., Sec. 5), over ``seeds`` (a fresh
+    victim and attack per seed): per seed the test accuracy of a kernel model (``kernel``) trained on
+    the N real training images, on the 2N reconstructions and on the 2N starting images (both
+    labelled by the victim, as the attacker would), and the victim's own accuracy. Returns (rows,
+    summary): rows one per (seed, set); summary per set the mean, the t-interval at ``confidence``
+    over seeds, and the paired interval of the mean difference from the real images (a difference
+    is established only where that interval excludes 0). Cost: one victim, one attack and three
+    kernel solves per seed."""
+    from scipy import stats
+
+    X = _val.check_images(X, "X")
+    y = _val.check_labels(y, "y", len(X))
+    X_test = _val.check_images(X_test, "X_test", X.shape[1:])
+    y_test = _val.check_labels(y_test, "y_test", len(X_test))
+    _val.check_kernel(kernel, "kernel")
+    seeds = _val.check_int_list(seeds, "seeds", min=0)
+    if len(seeds) < 2:
+        raise ValueError(f"seeds={seeds} is invalid: an interval over seeds needs at least 2 of them")
+    confidence = _val.check_float(confidence, "confidence", min=0, max=1, include_min=False, include_max=False)
+    rows = []
+    for s in seeds:
+        r = run(X, y, width, depth, steps=steps, lr=lr, seed=s, init=init)
+        net, pf, R = r["arch"], r["params_final"], r["result"].X
+        start = r["result"].history["snapshots"][0]
+        rows.append(dict(seed=s, set="victim network itself", accuracy=_adv.accuracy(net.predict(pf, X_test), y_test)))
+        for name, Xs, ys in (("training images (N)", X, y), ("reconstructions (2N)", R, victim_labels(net, pf, R)),
+                             ("starting images (2N)", start, victim_labels(net, pf, start))):
+            rows.append(dict(seed=s, set=name, accuracy=distilled_accuracy(kernel, Xs, ys, X_test, y_test, ridge)))
+    table = {}
+    for row in rows:
+        table.setdefault(row["set"], {})[row["seed"]] = row["accuracy"]
+    ref = np.array([table["training images (N)"][s] for s in seeds])
+    q = stats.t.ppf(0.5 + confidence / 2, len(seeds) - 1)
+    summary = []
+    for name, acc in table.items():
+        a = np.array([acc[s] for s in seeds])
+        d = a - ref
+        half, half_d = q * a.std(ddof=1) / np.sqrt(len(a)), q * d.std(ddof=1) / np.sqrt(len(d))
+        summary.append(dict(set=name, mean=float(a.mean()), low=float(a.mean() - half), high=float(a.mean() + half),
+                            diff_vs_real=float(d.mean()), diff_low=float(d.mean() - half_d),
+                            diff_high=float(d.mean() + half_d), n_test=len(y_test), seeds=len(seeds)))
+    return rows, summary

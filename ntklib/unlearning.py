@@ -17,21 +17,29 @@ Phi(theta, delta) = delta + eta grad_delta L (eta = 0.1 in the reference), so by
 function theorem d delta*/d theta = (I - d_delta Phi)^-1 d_theta Phi, and
 
     dL/dtheta = d_theta L + d_theta Phi^T (I - d_delta Phi^T)^-1 d_delta L
-             ~ d_theta L + d_theta Phi^T sum_{k=0}^{K} (d_delta Phi^T)^k d_delta L,
+             ~ d_theta L + d_theta Phi^T sum_{k=0}^{K-1} (d_delta Phi^T)^k d_delta L,
 
-the Neumann series truncated at K = 5 terms (:func:`implicit_hypergradient`). Each term is one
-vector-Jacobian product through Phi (``jax.vjp``), never a Jacobian.
+the Neumann series truncated to its first K terms (:func:`implicit_hypergradient`; K = 5 as the
+reference's ``hypergrad.fixed_point``, whose loop v <- J^T v + g from v = 0 sums K terms; K = 0
+leaves the indirect term out: adversarial fine-tuning with delta*, the ablation of notebook 07).
+Each term is one vector-Jacobian product through Phi (``jax.vjp``), never a Jacobian. The series
+converges when the spectral radius of d_delta Phi = I - eta Hess_delta is below 1, and the
+identity holds where delta* is a fixed point of Phi; :func:`fixed_point_diagnostics` measures
+both (the paper's theory assumes them).
 
-Reference settings (``DESIGN.md`` section 8): inner SGD with lr 10 for 50 steps on delta, L2
-bound 10 on 32x32x3 CIFAR images; outer Adam lr 1e-3. Departures: the bound scales with the
-image's size (``radius`` default 10 sqrt(H W C / 3072)); the inner steps are normalized
-gradient ascent steps (their length ``inner_lr`` times the radius) because our squared loss
-and small images make the reference's raw lr 10 step size-dependent; that ascent leaves out the
-0.001 ||delta||^2 penalty (the projection on the L2 ball bounds delta already), which the
-fixed-point map Phi of the hypergradient keeps. The outer steps are
-minibatches of 100 like the reference, ``outer_steps`` of them per round (50: the reference's
-5000 images / 100). Measured on digits (sampling attack, 10 poisons, ASR 1.0, 60 clean images,
-5 rounds): ASR 0.02 at the reference's outer lr 1e-3 and 0.0 at 3e-3, clean accuracy 0.99 -> 1.0.
+Reference settings (``DESIGN.md`` section 8, and the authors' ``defense.py``): the inner
+maximization against the model's *own predictions* on the clean images (``inner_labels =
+"predicted"``), the fixed-point map Phi on the clean set's *first* minibatch with its true labels
+(``fixed_point_batch = "first"``), K = 5, eta = 0.1, outer Adam lr 1e-3 on minibatches of 100, a
+``portion`` of 1% of each minibatch carrying delta* (at least one image). Departures: the
+reference runs one SGD step of lr 10 per minibatch on delta (a whole pass over the clean set) and,
+in its released code, no projection (the L2 bound 10 is commented out); ours are ``inner_steps``
+normalized ascent steps of length ``inner_lr`` times the radius, projected on the L2 ball of
+``radius`` (default 10 sqrt(H W C / 3072), the paper's bound scaled with the image's size),
+because with squared loss and small images the raw step of lr 10 depends on the image size; that
+ascent leaves out the 0.001 ||delta||^2 penalty, which Phi keeps. ``outer_steps`` minibatches per
+round (50: the reference's 5000 images / 100). ``portion = 0`` gives plain fine-tuning on the
+clean minibatches (no delta at all), the second baseline of notebook 07.
 """
 from __future__ import annotations
 
@@ -45,7 +53,8 @@ from tqdm.auto import tqdm
 
 from . import validation as _val
 
-__all__ = ["implicit_hypergradient", "IBAUResult", "ibau", "universal_perturbation"]
+__all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation",
+           "predicted_labels"]
 
 
 def _tree_add(a, b, scale=1.0):
@@ -54,17 +63,21 @@ def _tree_add(a, b, scale=1.0):
 
 def implicit_hypergradient(outer, inner_map, theta, delta, K: int = 5):
     """d outer(theta, delta*(theta)) / d theta at a fixed point delta = inner_map(theta, delta), by the
-    Neumann series of K terms (K = 0: the direct gradient plus one term). ``outer`` and ``inner_map``
-    are JAX functions of pytrees; returns a pytree like ``theta``. Cost: K + 1 VJPs through
-    ``inner_map`` in delta, one in theta, and one gradient of ``outer``."""
-    K = _val.check_int(K, "K", min=0, hint="the number of Neumann terms (the reference uses 5)")
+    first K terms of the Neumann series (module notes; K = 0: the direct gradient d_theta outer alone).
+    ``outer`` and ``inner_map`` are JAX functions of pytrees; returns a pytree like ``theta``. Cost:
+    K - 1 VJPs through ``inner_map`` in delta, one in theta (none when K = 0), and one gradient of
+    ``outer``."""
+    K = _val.check_int(K, "K", min=0, hint="the number of Neumann terms (the reference uses 5; 0 leaves the "
+                       "indirect term out)")
     for name, fn in (("outer", outer), ("inner_map", inner_map)):
         if not callable(fn):
             raise TypeError(f"{name}={_val.describe(fn)} is invalid: must be a JAX function of (theta, delta)")
     g_theta, g_delta = jax.grad(outer, argnums=(0, 1))(theta, delta)
+    if K == 0:
+        return g_theta
     _, vjp_delta = jax.vjp(lambda d: inner_map(theta, d), delta)
     v, total = g_delta, g_delta
-    for _ in range(K):
+    for _ in range(K - 1):
         (v,) = vjp_delta(v)
         total = _tree_add(total, v)
     _, vjp_theta = jax.vjp(lambda th: inner_map(th, delta), theta)
@@ -126,10 +139,52 @@ def _ascent(arch, params, X, y, radius, steps, lr):
     return delta
 
 
+def predicted_labels(arch, params, X) -> np.ndarray:
+    """The network's own labels sign(f(x)) in {-1, +1} (0 counts as +1) for images X (n, H, W, C):
+    what the reference's inner maximization attacks (``argmax`` of its logits), no true label
+    needed."""
+    return np.where(np.asarray(arch.predict(params, jnp.asarray(X))) >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def _inner_map(arch, fixed_point_lr):
+    """Phi(theta, delta; x, y) = delta - eta grad_delta (-L(theta, delta) + 0.001 ||delta||^2)."""
+    def inner_map(theta, delta, xb, yb):
+        def inner(d):
+            return -_loss(arch, theta, xb, yb, d) + INNER_PENALTY * jnp.sum(d ** 2)
+        return delta - fixed_point_lr * jax.grad(inner)(delta)
+    return inner_map
+
+
+def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0.1) -> dict:
+    """What the hypergradient's derivation assumes, measured at ``delta`` (H, W, C) on (X, y) (the
+    batch Phi is evaluated on): ``residual`` = ||Phi(delta) - delta|| / ||delta|| (0 at a fixed
+    point of Phi), and ``spectral_radius`` = max |eig(d_delta Phi)| with d_delta Phi = I - eta
+    Hess_delta(-L + 0.001 ||delta||^2) (symmetric; the Neumann series converges iff it is < 1), and
+    the eigenvalues' range. Cost: the Hessian in delta, H W C Hessian-vector products on X (exact:
+    digits 64, CIFAR-10 3072 of them)."""
+    X, y = _check_inputs(arch, params, X, y, "X")
+    delta = _val.check_array(delta, "delta", dtype=np.float32)
+    if delta.shape != X.shape[1:]:
+        raise ValueError(f"delta has shape {delta.shape}, the images {X.shape[1:]}: the universal perturbation is "
+                         "one image")
+    eta = _val.check_lr(fixed_point_lr, "fixed_point_lr")
+    Xj, yj = jnp.asarray(X), jnp.asarray(y, X.dtype)
+    phi = _inner_map(arch, eta)
+    d = jnp.asarray(delta)
+    step = np.asarray(phi(params, d, Xj, yj) - d, np.float64)
+    flat = lambda v: phi(params, v.reshape(d.shape), Xj, yj).reshape(-1)  # noqa: E731
+    J = np.asarray(jax.jacfwd(flat)(d.reshape(-1)), np.float64)
+    eig = np.linalg.eigvalsh((J + J.T) / 2)
+    norm = float(np.linalg.norm(np.asarray(delta, np.float64)))
+    return dict(residual=float(np.linalg.norm(step)) / max(norm, 1e-12), spectral_radius=float(np.abs(eig).max()),
+                eig_min=float(eig.min()), eig_max=float(eig.max()))
+
+
 @dataclass
 class IBAUResult:
-    """The unlearned network ``params``; ``history``: per round the inner loss at delta* and the
-    norm of delta*; ``deltas``: the universal perturbation of each round (H, W, C)."""
+    """The unlearned network ``params``; ``history``: per round the inner loss at delta*, the norm
+    of delta* and (``diagnostics=True``) :func:`fixed_point_diagnostics` at delta*; ``deltas``: the
+    universal perturbation of each round (H, W, C)."""
 
     params: object
     history: dict = field(default_factory=dict)
@@ -138,18 +193,23 @@ class IBAUResult:
 
 def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None = None, inner_steps: int = 50,
          inner_lr: float = 0.1, fixed_point_lr: float = 0.1, K: int = 5, outer_lr: float = 1e-3,
-         outer_steps: int = 50, batch_size: int = 100, portion: float = 0.01, seed: int = 0,
-         progress: bool = True, on_round=None) -> IBAUResult:
+         outer_steps: int = 50, batch_size: int = 100, portion: float = 0.01, inner_labels: str = "predicted",
+         fixed_point_batch: str = "first", diagnostics: bool = False, seed: int = 0, progress: bool = True,
+         on_round=None) -> IBAUResult:
     """Unlearn a backdoor from ``params`` with clean images ``X_clean`` (n, H, W, C) and labels
     ``y_clean`` (n,) in {-1, +1} (module notes: the problem, the hypergradient, the settings).
 
-    Each of ``rounds`` rounds: delta* by :func:`universal_perturbation`, then ``outer_steps``
-    Adam steps (lr ``outer_lr``) on minibatches of ``batch_size`` with the implicit hypergradient
-    (K Neumann terms through Phi(theta, delta) = delta - ``fixed_point_lr`` grad_delta (-L + 0.001 ||delta||^2)),
-    the outer loss with delta* added to a ``portion`` of each minibatch (at least one image).
-    ``on_round(r, params)``, if given, is called after each round (r = 1, 2, ...), e.g. to
-    measure the network as the rounds go.
-    Cost per outer step: K + 3 forward-backward passes on a minibatch.
+    Each of ``rounds`` rounds: delta* by :func:`universal_perturbation` against the network's own
+    predictions (``inner_labels="predicted"``, the reference's) or the true labels (``"true"``),
+    then ``outer_steps`` Adam steps (lr ``outer_lr``) on minibatches of ``batch_size`` with the
+    implicit hypergradient (K Neumann terms through Phi(theta, delta) = delta - ``fixed_point_lr``
+    grad_delta (-L + 0.001 ||delta||^2) on the first minibatch of the clean set,
+    ``fixed_point_batch="first"`` as the reference, or on the current one, ``"current"``), the
+    outer loss with delta* added to a ``portion`` of each minibatch (at least one image).
+    Ablations: ``K=0`` (no indirect term: adversarial fine-tuning with delta*), ``portion=0``
+    (plain fine-tuning: no delta, no inner problem). ``on_round(r, params)``, if given, is called
+    after each round (r = 1, 2, ...), e.g. to measure the network as the rounds go.
+    Cost per outer step: K + 2 forward-backward passes on a minibatch (1 when K = 0).
     """
     X, y = _check_inputs(arch, params, X_clean, y_clean, "X_clean")
     if on_round is not None and not callable(on_round):
@@ -161,22 +221,25 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     inner_steps = _val.check_steps(inner_steps, "inner_steps")
     inner_lr = _val.check_lr(inner_lr, "inner_lr")
     fixed_point_lr = _val.check_lr(fixed_point_lr, "fixed_point_lr")
-    K = _val.check_int(K, "K", min=0)
+    K = _val.check_int(K, "K", min=0, hint="the number of Neumann terms (the reference uses 5; 0 leaves the "
+                       "indirect term out)")
     outer_lr = _val.check_lr(outer_lr, "outer_lr")
     outer_steps = _val.check_steps(outer_steps, "outer_steps")
     batch_size = _val.check_int(batch_size, "batch_size", min=1)
-    portion = _val.check_fraction(portion, "portion", include_zero=False)
+    portion = _val.check_fraction(portion, "portion", include_zero=True)
+    _val.check_choice(inner_labels, "inner_labels", ("predicted", "true"))
+    _val.check_choice(fixed_point_batch, "fixed_point_batch", ("first", "current"))
+    diagnostics = _val.check_bool(diagnostics, "diagnostics")
     rng = np.random.default_rng(_val.check_seed(seed))
-
-    def inner_map(theta, delta, xb, yb):
-        def inner(d):
-            return -_loss(arch, theta, xb, yb, d) + INNER_PENALTY * jnp.sum(d ** 2)
-        return delta - fixed_point_lr * jax.grad(inner)(delta)
+    inner_map = _inner_map(arch, fixed_point_lr)
+    bs = min(batch_size, len(X))
+    x_first, y_first = jnp.asarray(X[:bs]), jnp.asarray(y[:bs], X.dtype)  # the reference's images_list[0]
 
     @jax.jit
     def step(theta, opt_state, delta, xb, yb, mb):
+        xf, yf = (x_first, y_first) if fixed_point_batch == "first" else (xb, yb)
         g = implicit_hypergradient(lambda th, d: _loss(arch, th, xb, yb, d, mb),
-                                   lambda th, d: inner_map(th, d, xb, yb), theta, delta, K)
+                                   lambda th, d: inner_map(th, d, xf, yf), theta, delta, K)
         updates, opt_state = tx.update(g, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state
 
@@ -187,15 +250,24 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     opt_state = tx.init(params)
     hist = {"round": [], "inner_loss": [], "delta_norm": []}
     deltas = []
-    bs = min(batch_size, len(X))
-    n_patched = max(1, int(round(portion * bs)))
+    n_patched = 0 if portion == 0 else max(1, int(round(portion * bs)))
     for r in tqdm(range(rounds), desc="I-BAU rounds", disable=not progress):
-        delta = _ascent(arch, params, X, y, radius, inner_steps, inner_lr)
+        if n_patched:
+            y_inner = predicted_labels(arch, params, X) if inner_labels == "predicted" else y
+            delta = _ascent(arch, params, X, y_inner, radius, inner_steps, inner_lr)
+            hist["inner_loss"].append(_val.check_loss(
+                _loss(arch, params, jnp.asarray(X), jnp.asarray(y_inner, X.dtype), delta), f"I-BAU's inner "
+                f"maximization (round {r + 1})", r * outer_steps, f"lower inner_lr (now {inner_lr:g}) or radius "
+                f"(now {radius:g})"))
+            if diagnostics:
+                xf, yf = (X[:bs], y[:bs]) if fixed_point_batch == "first" else (X, y)
+                for k, v in fixed_point_diagnostics(arch, params, xf, yf, np.asarray(delta), fixed_point_lr).items():
+                    hist.setdefault(k, []).append(v)
+        else:  # plain fine-tuning: no perturbation
+            delta = jnp.zeros(X.shape[1:], X.dtype)
+            hist["inner_loss"].append(float("nan"))
         deltas.append(np.asarray(delta))
         hist["round"].append(r)
-        hist["inner_loss"].append(_val.check_loss(
-            _loss(arch, params, jnp.asarray(X), jnp.asarray(y, X.dtype), delta), f"I-BAU's inner maximization "
-            f"(round {r + 1})", r * outer_steps, f"lower inner_lr (now {inner_lr:g}) or radius (now {radius:g})"))
         hist["delta_norm"].append(float(jnp.sqrt(jnp.sum(delta ** 2))))
         for o in range(outer_steps):
             idx = rng.choice(len(X), bs, replace=False)

@@ -92,7 +92,12 @@ def test_feature_shares_split_the_attack_exactly(task, infinite):
     pred = A.kernel_predictor(infinite, task.X_d, task.y_d, jitter=0.0)
     adv = A.fgsm(pred, task.X_test, task.y_test, 0.05)
     s = A.feature_attack_shares(F, task.X_test, task.y_test, adv)
-    assert s.shape == (len(F.mu),) and abs(s.sum() - 1) < 1e-9
+    # an independent route: f_i(x) = K(x, X) v_i (v_i^T y) / mu_i from the kernel's eigendecomposition
+    mu, V = np.linalg.eigh(infinite(task.X_d))
+    mu, V = mu[::-1], V[:, ::-1]
+    f_i = lambda Z: (infinite(Z, task.X_d) @ V) * ((V.T @ task.y_d) / mu)  # noqa: E731
+    drop = ((f_i(task.X_test) - f_i(adv)) * task.y_test[:, None]).sum(0)
+    np.testing.assert_allclose(s, drop / drop.sum(), rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(A.feature_attack_shares(F, task.X_test, task.y_test, adv, k=4), s[:4])
 
 
@@ -145,7 +150,9 @@ def test_study_helpers_agree_with_their_parts(task, infinite):
     pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
     rows, images = A.robustness_curve(pred, task.X_test, task.y_test, [0.0, 0.1], pgd_steps=2)
     assert rows[0]["fgsm"] == rows[0]["clean"] == A.accuracy(pred(task.X_test), task.y_test)
-    assert rows[1]["fgsm"] == A.accuracy(pred(images[0.1]), task.y_test) and rows[1]["pgd"] <= 1
+    assert rows[1]["fgsm"] == A.accuracy(pred(images[0.1]), task.y_test)
+    adv = A.pgd(pred, task.X_test, task.y_test, 0.1, steps=2, step_size=2.5 * 0.1 / 2)  # Madry et al.'s step
+    assert rows[1]["pgd"] == A.accuracy(pred(adv), task.y_test)
     arch = models.plain_mlp(16, depth=1)
     params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=50), progress=False).params
     t = A.network_transfer(arch, params, task.y_test, images)
@@ -157,3 +164,37 @@ def test_study_helpers_agree_with_their_parts(task, infinite):
     table = A.feature_table(F, task.X_test, task.y_test, 0.05, 3)
     vals = F.values(task.X_test, 3)
     assert [r["usefulness"] for r in table] == [A.accuracy(vals[:, i], task.y_test) for i in range(3)]
+
+
+def test_pgd_follows_the_gradient_at_each_iterate(task, infinite):
+    """L2 PGD against an independent loop whose gradients are finite differences of the predictor
+    at the current iterate (not at the clean image)."""
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = np.clip(task.X_test[:3].astype(np.float64), 0.05, 0.95), task.y_test[:3]
+    eps, step, h = 1.5, 0.5, 1e-5
+    x = X.copy()
+    for _ in range(4):
+        g = np.zeros_like(x)
+        for idx in np.ndindex(x.shape[1:]):
+            e = np.zeros(x.shape[1:])
+            e[idx] = h
+            g[(slice(None),) + idx] = -y * (pred(x + e) - pred(x - e)) / (2 * h)
+        n = np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        d = x + step * g / n - X
+        dn = np.sqrt((d.reshape(len(d), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        x = np.clip(X + d * np.minimum(1, eps / dn), h, 1 - h)  # (h from the box: the differences stay in it)
+    adv = A.pgd(pred, X, y, eps, "l2", steps=4, step_size=step)
+    np.testing.assert_allclose(adv, x, atol=1e-5)
+    one_point = A.pgd(pred, X, y, eps, "l2", steps=1, step_size=4 * step)  # four steps along the clean gradient
+    assert np.abs(one_point - x).max() > 1e-2
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_network_pgd_ascends_the_loss(task, norm, eps):
+    arch = models.plain_mlp(32, depth=1)
+    params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=100), progress=False).params
+    X, y = task.X_test, task.y_test
+    x_adv = np.asarray(A.network_pgd(arch, eps, steps=5, norm=norm)(params, X, y))
+    margin = lambda Z: y * np.asarray(arch.predict(params, Z))  # noqa: E731
+    noise = A.random_sign_noise(X, eps / 8 if norm == "l2" else eps)
+    assert margin(x_adv).mean() < margin(noise).mean() - 0.1 and np.all(margin(x_adv) <= margin(X) + 1e-6)

@@ -158,14 +158,14 @@ def test_strongest_feature_search_finds_a_planted_coalition():
 
 
 # ---------------------------------------------------------------------------- after-kernel attribution
-def test_after_kernel_scores_of_a_linear_model_are_its_exact_decomposition():
+def test_representer_scores_of_a_linear_model_are_its_exact_decomposition():
     rng = np.random.default_rng(0)
     Phi, Z = rng.standard_normal((20, 5)), rng.standard_normal((4, 5))
     y = np.sign(rng.standard_normal(20))
     ridge = 1e-2
     K = Phi @ Phi.T
     lam = ridge * np.mean(np.diag(K))
-    tau = defenses.after_kernel_scores(K, y, Z @ Phi.T, ridge=ridge)
+    tau = defenses.representer_scores(K, y, Z @ Phi.T, ridge=ridge)
     # primal form: phi(z)^T (Phi^T Phi + lam I)^-1 phi_i y_i, summed over z
     primal = (Z.sum(0) @ np.linalg.solve(Phi.T @ Phi + lam * np.eye(5), Phi.T)) * y
     np.testing.assert_allclose(tau, primal, rtol=1e-8)
@@ -268,3 +268,177 @@ def test_spare_clean_set_is_disjoint_and_feeds_ibau_study():
     table = defense_study.ibau_study(exp, sets, [exp.clean.params], n_clean=[30], rounds=1, outer_steps=2,
                                      progress=False)
     assert table["round"].tolist() == [0, 1] and (table.n_clean == 30).all()
+
+
+# ---------------------------------------------------------------------------- tests that catch wrong formulas
+def test_kernel_datamodel_is_the_regression_over_all_half_subsets():
+    """With every half subset enumerated, the datamodel is the least-squares fit of each point's margin
+    on the centred masks (minimum norm: the masks' sum is constant). The random-subset estimate
+    converges to it, row i the effect *of* point i (its transpose is far off: the effects are not
+    symmetric)."""
+    import itertools
+    K, y = _toy_kernel(n=8, seed=2)
+    s = 0.1 * np.mean(np.diag(K))
+    masks, margins = [], []
+    for idx in itertools.combinations(range(8), 4):
+        m = np.zeros(8)
+        m[list(idx)] = 1
+        masks.append(m)
+        margins.append(_refit_margins(K, y, np.array(idx), s))
+    M, Y = np.array(masks), np.array(margins)
+    exact = np.linalg.lstsq(M - M.mean(0), Y - Y.mean(0), rcond=None)[0]  # (8, 8): row i = effect of i
+    A = defenses.kernel_datamodels(K, y, n_subsets=20000, shift=0.1, ridge=1e-8, seed=0)
+    off = ~np.eye(8, dtype=bool)
+    err = np.abs(A - exact)[off].max() / np.abs(exact[off]).max()
+    err_t = np.abs(A.T - exact)[off].max() / np.abs(exact[off]).max()
+    assert err < 0.05 and err_t > 0.25, (err, err_t)
+
+
+def test_strongest_feature_search_finds_the_brute_force_optimum():
+    """Alg. 1's objective 1_S^T B 1_S with diag(B) = -rowsum(A) k / n, maximized by enumeration:
+    the search's restarts all land on that set (a sign error in the diagonal picks another)."""
+    import itertools
+    rng = np.random.default_rng(3)
+    n, k = 12, 3
+    A = rng.standard_normal((n, n))
+    A[:, :4] += 1.5  # points 0-3 are supported by everyone: large column sums, mixed row sums
+    A0 = A.copy()
+    np.fill_diagonal(A0, 0)
+
+    def best(sign):
+        B = A0.copy()
+        np.fill_diagonal(B, sign * A0.sum(1) * k / n)
+        return set(max(itertools.combinations(range(n), k), key=lambda S: B[np.ix_(S, S)].sum()))
+
+    right = best(-1.0)
+    assert right != best(+1.0)  # the test can tell the two signs apart
+    s = defenses.strongest_feature_scores(A, sizes=[k], restarts=30, seed=0)
+    assert set(np.argsort(-s)[:k]) == right and s[list(right)].min() > 0.4 / k, (s, right)
+
+
+def subtle(n_clean=200, n_poison=10, dim=30, shift=1.6, seed=0):
+    """Poisons a plain covariance hides: clean points with large variance in most directions and a
+    small one (0.15) along direction 0, the poisons shifted by ``shift`` along it. Whitening with the
+    covariance of all points (poisons included) absorbs the shift (every point then has Mahalanobis
+    norm near sqrt(dim)); the robust covariance of the clean points keeps it."""
+    rng = np.random.default_rng(seed)
+    scale = np.r_[0.15, np.linspace(3.0, 1.0, dim - 1)]
+    clean = rng.standard_normal((n_clean, dim)) * scale
+    poison = rng.standard_normal((n_poison, dim)) * scale
+    poison[:, 0] += shift
+    return np.vstack([clean, poison]), np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool)]
+
+
+def test_spectre_needs_its_robust_covariance():
+    R, truth = subtle()
+    res = defenses.spectre(R, int(truth.sum()))
+    m = defenses.detection_metrics(res.scores, truth, res.removed)
+    assert m["auc"] >= 0.95 and m["caught"] >= 9, m
+    # the spectral signature (top direction: a clean one) and the plain Mahalanobis norm miss them
+    Rc = R - R.mean(0)
+    W = Rc @ np.linalg.inv(np.linalg.cholesky(np.cov(Rc.T, bias=True))).T
+    plain = defenses.detection_metrics((W ** 2).sum(1), truth, defenses.removal_set((W ** 2).sum(1), 15))
+    assert defenses.detection_metrics(defenses.spectral_signature_scores(R), truth)["auc"] < 0.8
+    assert plain["caught"] <= 6, plain
+
+
+def test_spectre_removes_as_many_points_as_the_other_detectors():
+    R, truth = blatant(n_poison=3, shift=12.0)
+    assert defenses.spectre(R, 3).removed.sum() == defenses.removal_count(3, len(R)) == 5
+
+
+def test_datamodel_stability_grows_with_the_subsets():
+    K, y = _toy_kernel(n=30, seed=1)
+    lo = defenses.datamodel_stability(K, y, n_subsets=60, shift=0.1)
+    hi = defenses.datamodel_stability(K, y, n_subsets=3000, shift=0.1)
+    assert hi["r"] > 0.9 and hi["r"] > lo["r"] + 0.2, (lo, hi)
+    same = defenses.kernel_datamodels(K, y, n_subsets=500, shift=0.1, seed=4)
+    assert np.allclose(same, defenses.kernel_datamodels(K, y, n_subsets=500, shift=0.1, seed=4))
+
+
+def test_neumann_series_sums_exactly_k_terms():
+    """With a linear inner map Phi(theta, d) = J d + B^T theta, the K-term hypergradient is
+    g_theta + B sum_{k<K} (J^T)^k g_delta exactly (the reference's fixed_point from v = 0)."""
+    rng = np.random.default_rng(1)
+    J = jnp.asarray(rng.standard_normal((4, 4)) * 0.3)
+    B = jnp.asarray(rng.standard_normal((3, 4)))
+    c, theta, d = (jnp.asarray(rng.standard_normal(m)) for m in (4, 3, 4))
+
+    def inner_map(th, u):
+        return J @ u + B.T @ th
+
+    def outer(th, u):
+        return 0.5 * jnp.sum((u - c) ** 2) + jnp.sum(th ** 3)
+
+    g_theta, g_delta = 3 * theta ** 2, d - c
+    for K in (0, 1, 2, 5):
+        series = sum((np.linalg.matrix_power(np.asarray(J).T, k) @ g_delta for k in range(K)), np.zeros(4))
+        expected = g_theta + B @ series
+        np.testing.assert_allclose(unlearning.implicit_hypergradient(outer, inner_map, theta, d, K), expected,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_point_diagnostics_against_finite_differences():
+    arch = models.plain_mlp(16, depth=1, activation="erf")  # smooth: finite differences see no kinks
+    params = arch.init(0, (8, 8, 1))
+    X, labels = data.load_digits()[:2]
+    X, y = X[:20].astype(np.float32), np.where(labels[:20] % 2 == 0, 1.0, -1.0)
+    delta = np.random.default_rng(0).standard_normal((8, 8, 1)).astype(np.float32) * 0.3
+    d = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.1)
+
+    def phi(v):
+        v = jnp.asarray(v.reshape(8, 8, 1), jnp.float32)
+        def inner(u):
+            return -jnp.mean((arch.predict(params, X + u) - y) ** 2) + 1e-3 * jnp.sum(u ** 2)
+        return np.asarray(v - 0.1 * jax.grad(inner)(v), np.float64).ravel()
+
+    x0 = delta.astype(np.float64).ravel()
+    np.testing.assert_allclose(d["residual"], np.linalg.norm(phi(x0) - x0) / np.linalg.norm(x0), rtol=1e-4)
+    h = 1e-2
+    J = np.stack([(phi(x0 + h * e) - phi(x0 - h * e)) / (2 * h) for e in np.eye(64)], 1)
+    assert abs(d["spectral_radius"] - np.abs(np.linalg.eigvals(J)).max()) < 2e-3, d
+
+
+def test_ibau_ablations_do_what_they_say(poisoned_victim):
+    """K = 0 drops the indirect term only; portion = 0 is fine-tuning with no perturbation; the
+    reference's defaults (predicted labels, first batch) differ from the alternatives."""
+    exp, params = poisoned_victim
+    X, y = exp.task.X_t[:30], exp.task.y_t[:30]
+    kw = dict(rounds=1, inner_steps=5, outer_steps=3, batch_size=10, progress=False)
+    runs = {name: unlearning.ibau(exp.arch, params, X, y, **kw, **extra) for name, extra in
+            {"ibau": {}, "K0": {"K": 0}, "ft": {"portion": 0.0}, "cur": {"fixed_point_batch": "current"},
+             "true": {"inner_labels": "true"}}.items()}
+    moved = {k: train.param_distance(v.params, runs["ibau"].params) for k, v in runs.items()}
+    assert moved["ibau"] == 0 and min(moved["K0"], moved["ft"], moved["cur"]) > 0, moved
+    assert runs["ft"].history["delta_norm"] == [0.0] and runs["K0"].history["delta_norm"][0] > 0
+    # K = 0 equals plain Adam on the patched outer loss: its gradient has no indirect part
+    assert np.array_equal(runs["K0"].deltas[0], runs["ibau"].deltas[0])
+    labels = unlearning.predicted_labels(exp.arch, params, X)
+    assert set(np.unique(labels)) <= {-1.0, 1.0} and (labels != y).any() == (runs["true"].deltas[0] !=
+                                                                               runs["ibau"].deltas[0]).any()
+
+
+def test_detection_study_aligns_its_truth_with_the_poisons(monkeypatch):
+    """A detector that scores exactly the appended poisons must reach AUC 1, catch every poison,
+    and its retrained victim must be trained on d alone."""
+    exp = pipeline.prepare("digits", width=32, depth=1, progress=False, smoke=True)
+    n_d = len(exp.task.X_d)
+    sets = [dict(attack="sampling", budget=3, seed=0, X_p=exp.task.X_cand[:3])]
+
+    def oracle(arch, params, X, y, n_poison, *a, **k):
+        scores = np.where(np.arange(len(X)) >= n_d, 1.0, 0.0)
+        return [dict(detector="spectral", scores=scores, removed=scores > 0, seconds=0.0)]
+
+    trained = []
+    real = train.train_many
+
+    def spy(arch, data_, cfgs, **kw):
+        trained.append([len(X) for X, _ in data_])
+        return real(arch, data_, cfgs, **kw)
+
+    monkeypatch.setattr(defense_study, "detect", oracle)
+    monkeypatch.setattr(defense_study._train, "train_many", spy)
+    table, _ = defense_study.detection_study(exp, sets, ["spectral"], progress=False)
+    row = table[table.detector == "spectral"].iloc[0]
+    assert row.auc == 1.0 and row.caught == 3 and row.removed == 3 and row.precision == 1.0
+    assert trained == [[n_d + 3], [n_d]]

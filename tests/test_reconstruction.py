@@ -141,7 +141,7 @@ def test_attack_recovers_training_images_better_than_unseen_ones(tiny):
     arch = models.plain_mlp(128, depth=2)
     p0, r, _ = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=500))
     res = reconstruction.reconstruct(arch, p0, r.params, 2 * len(X), X.shape[1:], steps=800, progress=False,
-                                     init_mean=X.mean(0))
+                                     init_mean=reconstruction.start_level(X, "flat"))
     assert res.X.shape == (16, 8, 8, 1) and res.X.min() >= 0 and res.X.max() <= 1
     assert res.history["match"][-1] < 0.7 * res.history["match"][0]
     q = reconstruction.quality(X, res.X)
@@ -151,6 +151,62 @@ def test_attack_recovers_training_images_better_than_unseen_ones(tiny):
     acc = reconstruction.distilled_accuracy(kernels.rbf(2.0, dtype="float64"), res.X, labels, task.X_test,
                                             task.y_test)
     assert acc > 0.8, acc
+
+
+def test_both_kernels_sums_the_gradients_at_both_points(tiny):
+    """match_loss with (theta_f, theta_0) and two rows of weights against explicit per-example
+    Jacobians: ||Delta - J_f^T a_f - J_0^T a_0||^2 / ||Delta||^2."""
+    X, y, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    p0, r, _ = reconstruction.train_victim(arch, X, y, train.TrainConfig(lr=0.5, momentum=0.9, steps=50))
+    apply = reconstruction.mlp_apply(arch, beta=5.0)
+    delta = reconstruction.param_delta(r.params, p0)
+
+    def jac(p):
+        J = jax.jacrev(lambda q: apply(q, jnp.asarray(X)))(p)
+        return np.concatenate([np.asarray(j, np.float64).reshape(len(X), -1) for j in jax.tree_util.tree_leaves(J)], 1)
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-0.5, 0.5, (2, len(X))).astype(np.float32)
+    d = np.asarray(_flat(delta), np.float64)
+    expected = np.sum((d - jac(r.params).T @ a[0] - jac(p0).T @ a[1]) ** 2) / np.sum(d ** 2)
+    got = float(reconstruction.match_loss(apply, delta, (r.params, p0), jnp.asarray(X), jnp.asarray(a)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    single = float(reconstruction.match_loss(apply, delta, r.params, jnp.asarray(X), jnp.asarray(a[0])))
+    np.testing.assert_allclose(single, np.sum((d - jac(r.params).T @ a[0]) ** 2) / np.sum(d ** 2), rtol=1e-4)
+
+
+def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny):
+    X, y, _ = tiny
+    assert np.allclose(reconstruction.start_level(X, "flat"), X.mean()) and reconstruction.start_level(X, "grey") == 0.5
+    assert reconstruction.start_level(X, "mean_image").shape == X.shape[1:]
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, X.shape[1:])
+    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    res = reconstruction.reconstruct(arch, p0, p1, 64, X.shape[1:], steps=1, init_mean=0.3, snapshots=(0,),
+                                     grad_at="both", progress=False)
+    start = res.history["snapshots"][0]
+    # a flat level plus N(0, 0.2^2) per pixel, clipped to the box: no structure of the training images
+    assert abs(np.median(start) - 0.3) < 0.02 and abs(np.std(start.mean(0)) - 0.2 / 8) < 0.01
+    assert res.alpha.shape == (2, 64)
+    row = reconstruction.run(X, y, 16, depth=1, steps=5, config=train.TrainConfig(lr=0.5, steps=20))["row"]
+    assert row["init"] == "flat" and row["grad_at"] == "final" and 0 < row["start_ssim"] < row["ssim"] + 0.5
+
+
+def test_distillation_study_reports_paired_intervals(tiny):
+    X, y, task = tiny
+    rows, summary = reconstruction.distillation_study(X, y, task.X_test, task.y_test, kernels.rbf(2.0, dtype="float64"),
+                                                      16, depth=1, seeds=[0, 1, 2], steps=20)
+    assert len(rows) == 12 and {s["set"] for s in summary} == {"victim network itself", "training images (N)",
+                                                               "reconstructions (2N)", "starting images (2N)"}
+    real = next(s for s in summary if s["set"] == "training images (N)")
+    assert real["diff_vs_real"] == 0 and real["low"] <= real["mean"] <= real["high"]
+    from scipy import stats
+    ref = np.array([r["accuracy"] for r in rows if r["set"] == "training images (N)"])
+    for s in summary:
+        accs = np.array([r["accuracy"] for r in rows if r["set"] == s["set"]])
+        half = stats.t.ppf(0.975, 2) * np.std(accs - ref, ddof=1) / np.sqrt(3)
+        assert np.isclose(s["mean"], accs.mean()) and np.isclose(s["diff_high"], (accs - ref).mean() + half)
 
 
 def test_bad_inputs(tiny):
