@@ -29,10 +29,14 @@
 #   centered Gram matrix $HKH$ of its empirical NTK and of the infinite NTK; activation
 #   clustering (Chen et al. 2018); SPECTRE (Hayase et al. 2021); "backdoors as the strongest
 #   feature" (Khaddaj et al. 2023) on the kernel model's datamodel matrix and on its
-#   closed-form leave-one-out proxy; after-kernel attribution (TRAK, Park et al. 2023).
+#   closed-form leave-one-out proxy; representer attribution in the victim's after kernel (each
+#   training point's share of the kernel model's predictions on triggered images, the kernel
+#   model TRAK (Park et al. 2023) also builds on; not TRAK's own score).
 # - **Removal**: retraining from scratch without the flagged points; and **I-BAU** (Zeng et
 #   al. 2022), which unlearns the backdoor from the trained network with a few clean images by
-#   a minimax over a universal perturbation, its hypergradient by a 5-term Neumann series.
+#   a minimax over a universal perturbation, its hypergradient by a 5-term Neumann series; beside
+#   it the same method without the hypergradient's indirect term, and plain fine-tuning on the
+#   same clean images, to see what the hypergradient itself contributes.
 #
 # Everything is judged on trained networks, with several seeds, the two attacks side by side.
 #
@@ -41,8 +45,9 @@
 # minute).
 #
 # **ntklib used:** `pipeline.prepare`, `defense_study.poison_sets`, `defense_study.detection_study`,
-# `defense_study.ibau_study`, `defenses` (every detector, `detection_metrics`,
-# `spectral_direction_scores`), `unlearning.ibau`, `plotting.savefig`.
+# `defense_study.ibau_study`, `defense_study.IBAU_VARIANTS`, `defenses` (every detector,
+# `detection_metrics`, `spectral_direction_scores`, `datamodel_stability`), `unlearning.ibau`,
+# `plotting.savefig`.
 
 # %%
 import json
@@ -53,7 +58,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import defense_study, defenses, evaluate, pipeline, plotting
+from ntklib import defense_study, defenses, evaluate, kernels, pipeline, plotting
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
@@ -76,10 +81,11 @@ opt_steps = 30              # L-BFGS-B iterations of NTBA
 seeds = [0, 1, 2]           # one poisoned victim per seed (and one sampling subset per seed)
 detectors = ["spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
              "representer"]
-n_subsets = 1000            # random half subsets of the kernel datamodel
+n_subsets = 8000            # random half subsets of the kernel datamodel (enough for a stable estimate: see below)
 retrain = True              # retrain without each detector's flagged points
 n_clean = [20, 40, 60]      # I-BAU's clean images (spare clean images if task_kw asks for them, else t: 60 on digits)
 ibau_rounds = 5             # I-BAU rounds (each: the universal perturbation, then 50 outer steps)
+ibau_variants = ["I-BAU", "no indirect term", "fine-tuning"]  # I-BAU and its ablations (defense_study.IBAU_VARIANTS)
 seed = 0                    # the task's split
 smoke = False
 fig_dir = "figures"
@@ -89,11 +95,12 @@ pipeline.check_params(dataset=dataset, source=source, target=target, trigger=tri
                       width=width, depth=depth, kernel=kernel, optimizer=optimizer, train_steps=train_steps, lr=lr,
                       target_loss=target_loss, task_kw=task_kw, ntba_budget=ntba_budget,
                       sampling_budgets=sampling_budgets, opt_steps=opt_steps, seeds=seeds, detectors=detectors,
-                      n_subsets=n_subsets, retrain=retrain, n_clean=n_clean, ibau_rounds=ibau_rounds, seed=seed,
-                      smoke=smoke, fig_dir=fig_dir)
+                      n_subsets=n_subsets, retrain=retrain, n_clean=n_clean, ibau_rounds=ibau_rounds,
+                      ibau_variants=ibau_variants, seed=seed, smoke=smoke, fig_dir=fig_dir)
 if smoke:
     ntba_budget, sampling_budgets, seeds, opt_steps = 2, [2, 4], seeds[:1], 5
     n_subsets, n_clean, ibau_rounds, train_steps = 200, [10, 20], 2, 200
+    ibau_variants = ibau_variants[:2]
     task_kw = pipeline.smoke_task_kw({k: v for k, v in task_kw.items() if k != "n_spare_per_class"})
 NB = "07_defenses"
 plotting.set_theme()
@@ -157,6 +164,22 @@ fig.tight_layout()
 plotting.savefig(fig, "detection", NB, fig_dir, data=det)
 
 # %% [markdown]
+# **How many subsets the datamodel needs.** The kernel datamodel is a regression on random half
+# subsets; two independent estimates (different subsets) agree only as well as there are enough
+# of them. On the first NTBA victim's kernel: the correlation of the two estimates' entries and of
+# their row sums, at `n_subsets` and at fewer.
+
+# %%
+j0 = next(k for k, p in enumerate(sets) if p["attack"] == "ntba")
+X0 = np.concatenate([exp.task.X_d, sets[j0]["X_p"]])
+y0 = np.concatenate([exp.task.y_d, np.ones(len(sets[j0]["X_p"]))])
+K0 = np.asarray(kernels.empirical_ntk(exp.arch.apply_fn, victims[j0], dtype="float64")(X0))
+stability = pd.DataFrame([defenses.datamodel_stability(K0, y0, n_subsets=n)
+                          for n in sorted({max(2, n_subsets // 4), max(2, n_subsets // 2), n_subsets})])
+print(stability.round(3).to_string(index=False))
+plotting.save_numbers(stability, "datamodel_stability", NB, fig_dir)
+
+# %% [markdown]
 # **Where the poisons are in the spectrum.** Spectral signatures look along the *top* singular
 # direction of the target class's centered representations only. The ROC AUC of the squared
 # projection on each of the first ten directions (first seed of each setting) shows where the
@@ -212,24 +235,32 @@ if retrain:
 # ## I-BAU: unlearning the backdoor from the trained network
 #
 # The defender keeps the poisoned network and a few clean images (from the held-out set $t$)
-# and runs I-BAU. Round 0 is the poisoned victim.
+# and runs I-BAU at the reference's settings (the inner maximization against the network's own
+# predictions, the fixed-point map on the first minibatch, K = 5 Neumann terms, 1% of each
+# minibatch carrying the perturbation). Beside it, on the same victims, clean images and seeds:
+# the same method with the hypergradient's indirect term left out (K = 0: adversarial
+# fine-tuning with the same perturbation), and plain fine-tuning (no perturbation). Round 0 is
+# the poisoned victim. The hypergradient's derivation assumes that $\delta^*$ is a fixed point of
+# the inner step $\Phi$ and that the Neumann series converges there (spectral radius of
+# $\partial_\delta \Phi$ below 1): both are measured at every round's $\delta^*$.
 
 # %%
-ib = defense_study.ibau_study(exp, sets, victims, n_clean=n_clean, rounds=ibau_rounds, progress=False)
+ib = defense_study.ibau_study(exp, sets, victims, n_clean=n_clean, rounds=ibau_rounds,
+                              variants={v: defense_study.IBAU_VARIANTS[v] for v in ibau_variants}, diagnostics=True,
+                              progress=False)
 ib["setting"] = ib["attack"] + " " + ib["budget"].astype(str)
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 n_max = max(n_clean)
-for s in settings:
-    g = ib[(ib.setting == s) & (ib.n_clean == n_max)].groupby("round")
-    axes[0].errorbar(g.net_asr.mean().index, g.net_asr.mean(), g.net_asr.std().fillna(0), marker="o", label=s,
-                     capsize=2)
-    last = ib[(ib.setting == s) & (ib["round"] == ibau_rounds)].groupby("n_clean")
-    axes[1].errorbar(last.net_asr.mean().index, last.net_asr.mean(), last.net_asr.std().fillna(0), marker="o",
-                     label=s, capsize=2)
-    axes[2].errorbar(last.net_ca.mean().index, last.net_ca.mean(), last.net_ca.std().fillna(0), marker="o",
-                     label=s, capsize=2)
+for k, v in enumerate(ibau_variants):
+    last = ib[(ib.variant == v) & (ib["round"] == ibau_rounds)]
+    g = ib[(ib.variant == v) & (ib.n_clean == n_max)].groupby("round")
+    axes[0].errorbar(g.net_asr.mean().index, g.net_asr.mean(), g.net_asr.std().fillna(0), marker="o", label=v,
+                     capsize=2, color=f"C{k}")
+    for ax, col in zip(axes[1:], ("net_asr", "net_ca"), strict=True):
+        m = last.groupby("n_clean")[col]
+        ax.errorbar(m.mean().index, m.mean(), m.std().fillna(0), marker="o", label=v, capsize=2, color=f"C{k}")
 axes[0].axhline(clean_net["net_asr"], color="k", ls=":", lw=1, label="clean victim")
-axes[0].set(xlabel="I-BAU round", ylabel="network ASR", title=f"ASR by round ({n_max} clean images)")
+axes[0].set(xlabel="round", ylabel="network ASR", title=f"ASR by round ({n_max} clean images, all poison sets)")
 axes[1].set(xlabel="clean images", ylabel="network ASR", title=f"ASR after {ibau_rounds} rounds")
 axes[2].set(xlabel="clean images", ylabel="clean test accuracy", title=f"accuracy after {ibau_rounds} rounds")
 axes[0].legend(fontsize=8)
@@ -237,16 +268,21 @@ fig.tight_layout()
 plotting.savefig(fig, "ibau", NB, fig_dir, data=ib)
 
 # %%
-final = ib[ib["round"] == ibau_rounds].groupby(["setting", "n_clean"])[["net_asr", "net_ca", "seconds"]].mean()
+final = ib[ib["round"] == ibau_rounds].groupby(["variant", "setting", "n_clean"])[["net_asr", "net_ca",
+                                                                                   "seconds"]].mean()
 print(final.round(3).to_string())
+assumptions = ib[(ib.variant == "I-BAU") & (ib["round"] > 0)][["residual", "spectral_radius"]].describe()
+print("at delta* (I-BAU, every round and victim):")
+print(assumptions.loc[["mean", "min", "max"]].round(3).to_string())
 
 # %% [markdown]
 # ## Runtime of each defense
 
 # %%
 runtime = det.groupby("detector")["seconds"].agg(["mean", "max"]).reindex(order)
-runtime.loc["I-BAU (all rounds)"] = [float(ib.groupby(["setting", "seed", "n_clean"]).seconds.first().mean()),
-                                     float(ib.seconds.max())]
+i_bau = ib[ib.variant == "I-BAU"]
+runtime.loc["I-BAU (all rounds)"] = [float(i_bau.groupby(["setting", "seed", "n_clean"]).seconds.first().mean()),
+                                     float(i_bau.seconds.max())]
 print(runtime.round(2).to_string())
 plotting.save_numbers(runtime.reset_index().rename(columns={"index": "defense"}), "runtime", NB, fig_dir)
 
@@ -254,7 +290,8 @@ plotting.save_numbers(runtime.reset_index().rename(columns={"index": "defense"})
 results = dict(dataset=dataset, source=source, target=target, n_d=len(exp.task.X_d), seeds=seeds,
                clean_victim=clean_net, poisoned=poisoned.to_dict("index"),
                detection=summary.reset_index().to_dict("records"),
-               ibau=final.reset_index().to_dict("records"), runtime=runtime.reset_index().to_dict("records"))
+               datamodel_stability=stability.to_dict("records"), ibau=final.reset_index().to_dict("records"),
+               ibau_assumptions=assumptions.to_dict(), runtime=runtime.reset_index().to_dict("records"))
 (plotting.figure_dir(NB, fig_dir) / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
 print(json.dumps(to_jsonable(results["poisoned"]), indent=1))
 

@@ -26,22 +26,27 @@
 #   + \text{range and total-variation penalties},$$
 #
 # with $2N$ candidates for $N$ training images, the ReLUs smoothed into softplus during the search.
+# The candidates start as the authors' do: a flat image (the training set's scalar mean) plus
+# $0.2\,\mathcal N(0, 1)$ noise per pixel, nothing of the private images' outline.
 # This notebook measures how much of a training set leaks from a network's weights:
 #
 # 1. the attack at one setting, the reconstructions beside the training images (matched one to
-#    one by L2), against the bar of real images the network never saw;
+#    one by L2), against the bar of real images the network never saw; and what the start is
+#    worth (flat, mid-grey, or the private per-pixel mean image an attacker would not have);
 # 2. how leakage depends on width and on the number of training images per parameter ($N/W$),
 #    for the standard network and its linearization (the kernel regime, where the identity is
-#    exact);
-# 3. reconstructions as a **distilled** training set (a kernel model trained on them alone);
+#    exact), with the gradient point separated from the network: gradients at the trained
+#    weights, at the initial ones, or both (the authors' `both_kernels`);
+# 3. reconstructions as a **distilled** training set (a kernel model trained on them alone),
+#    with intervals over seeds;
 # 4. a defender holding a poisoned victim's weights: do NTBA's poisons (and random triggered
 #    images) stand out among the reconstructions?
 #
 # **Runtime** at defaults (digits 7 → 1, two-hidden-layer MLPs, N = 10 to 40, widths 64 to 1024):
 # about 4 minutes on 2 CPU cores (`smoke=True`: ~40 s).
 #
-# **ntklib used:** `reconstruction.run`, `reconstruction.reconstruct`, `reconstruction.match`,
-# `reconstruction.distilled_accuracy`, `data.make_task`, `pipeline.prepare`,
+# **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.distillation_study`,
+# `reconstruction.match`, `data.make_task`, `pipeline.prepare`,
 # `defense_study.poison_sets`, `kernels.infinite_ntk`, `plotting.savefig`, `plotting.image_grid`.
 
 # %%
@@ -69,8 +74,10 @@ widths = [64, 256, 1024]    # the width study (at n_train)
 n_trains = [10, 20, 40]     # the N study (at width)
 steps = 2000                # Adam steps of the attack (lr 0.02, the authors')
 lr = 0.02
+init = "flat"               # the start: flat (the authors': scalar training mean + noise) | grey | mean_image
 kernel = "infinite"         # the distilled set's kernel: infinite (the architecture's NTK, no weights) | empirical
 distill_pair = [3, 8]       # part 3's classes (7 vs 1 is so easy that any labelled set scores 0.99)
+distill_seeds = [0, 1, 2, 3, 4]  # part 3: one victim and attack per seed (intervals over them)
 ntba_budget = 3             # part 4: poisons added to the n_train clean images
 seeds = [0, 1, 2]           # part 4: one poisoned victim per seed (and one random subset per seed)
 opt_steps = 30
@@ -82,10 +89,12 @@ fig_dir = "figures"
 pipeline.check_params(notebook="09_reconstruction", dataset=dataset, source=source, target=target, trigger=trigger,
                       architecture=architecture,
                       depth=depth, width=width, n_train=n_train, widths=widths, n_trains=n_trains, steps=steps,
-                      lr=lr, kernel=kernel, distill_pair=distill_pair, ntba_budget=ntba_budget, seeds=seeds,
-                      opt_steps=opt_steps, seed=seed, smoke=smoke, fig_dir=fig_dir)
+                      lr=lr, init=init, kernel=kernel, distill_pair=distill_pair, distill_seeds=distill_seeds,
+                      ntba_budget=ntba_budget, seeds=seeds, opt_steps=opt_steps, seed=seed, smoke=smoke,
+                      fig_dir=fig_dir)
 if smoke:
     n_train, widths, n_trains, steps, width, opt_steps, seeds = 10, [32, 64], [6, 10], 200, 64, 5, seeds[:1]
+    distill_seeds = distill_seeds[:2]
 NB = "09_reconstruction"
 plotting.set_theme()
 
@@ -99,7 +108,7 @@ def sample(n, seed=seed, pair=(source, target)):
 # ## 1. The attack at one setting
 #
 # A network of width `width` trained to near-zero loss on `n_train` images; $2N$ candidates
-# start as noise around the mean image. The bar: $2N$ real images of the same classes that the
+# start as noise around a flat image (`init`). The bar: $2N$ real images of the same classes that the
 # network never saw, matched the same way, and for each training image the nearest of all unseen
 # images: a training image counts as *leaked* when its reconstruction is closer to it than any
 # unseen image is. (On 8 × 8 digits SSIM alone is a weak bar: unseen digits of the same classes
@@ -107,7 +116,7 @@ def sample(n, seed=seed, pair=(source, target)):
 
 # %%
 X, y, X_unseen, y_unseen = sample(n_train)
-main = reconstruction.run(X, y, width, depth, steps=steps, lr=lr, X_unseen=X_unseen, seed=seed)
+main = reconstruction.run(X, y, width, depth, steps=steps, lr=lr, X_unseen=X_unseen, seed=seed, init=init)
 print({k: round(v, 4) if isinstance(v, float) else v for k, v in main["row"].items()})
 m, R = main["match"], main["result"].X
 fig = plotting.image_grid(np.concatenate([X, R[m["rec_index"]]]), ncols=min(len(X), 20),
@@ -118,34 +127,46 @@ plotting.savefig(fig, "reconstructions", NB, fig_dir, data=pd.DataFrame(dict(rec
                                                                             ssim=m["ssim"], label=y)))
 
 # %% [markdown]
-# ## 2. Width, N / W, and the kernel regime
-#
-# The same attack on standard and linearized networks, across widths (at N = `n_train`) and
-# across training-set sizes (at width `width`).
+# **What the start is worth.** The same attack from the three starts: the authors' flat image,
+# mid-grey (no statistic of the data at all), and the per-pixel mean of the *private* training
+# images, which hands the attacker the digits' outline (`start_ssim`: the candidates' matched SSIM
+# before the first step).
 
 # %%
-rows = []
-for w in widths:
-    for lin in (False, True):
-        r = main if (w == width and not lin) else reconstruction.run(X, y, w, depth, linear=lin, steps=steps, lr=lr,
-                                                                      X_unseen=X_unseen, seed=seed)
-        rows.append(dict(r["row"], study="width"))
+starts = reconstruction.study(X, y, [dict(init=i) for i in reconstruction.INIT], X_unseen=X_unseen, width=width,
+                              depth=depth, steps=steps, lr=lr, seed=seed)
+print(starts[["init", "start_ssim", "ssim", "baseline_ssim", "beats_unseen", "l2", "match"]].round(3).to_string())
+
+# %% [markdown]
+# ## 2. Width, N / W, the kernel regime, and where the gradients are taken
+#
+# The standard network is attacked with gradients at its trained weights, the linearized one at
+# its initial weights (its gradients never move). Comparing the two changes the network *and* the
+# gradient point, so the standard network is also attacked at its initial weights and at both
+# (the authors' `both_kernels`: two sets of weights alpha, one per point). Across widths (at
+# N = `n_train`) and across training-set sizes (at width `width`).
+
+# %%
+variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="init"),
+            dict(linear=False, grad_at="both"), dict(linear=True, grad_at="init")]
+common = dict(depth=depth, steps=steps, lr=lr, seed=seed, init=init)
+by_width = reconstruction.study(X, y, [dict(v, width=w) for w in widths for v in variants], X_unseen=X_unseen,
+                                **common)
+by_n = []
 for n in n_trains:
     Xn, yn, Xu, _ = sample(n)
-    for lin in (False, True):
-        r = reconstruction.run(Xn, yn, width, depth, linear=lin, steps=steps, lr=lr, X_unseen=Xu, seed=seed)
-        rows.append(dict(r["row"], study="n"))
-study = pd.DataFrame(rows)
-print(study[["study", "width", "n", "n_over_w", "linear", "train_loss", "match", "ssim", "baseline_ssim",
-             "beats_unseen", "l2", "baseline_l2", "seconds"]].round(4).to_string())
+    by_n.append(reconstruction.study(Xn, yn, [v for v in variants if v["grad_at"] != "both"], X_unseen=Xu,
+                                     width=width, **common))
+study = pd.concat([by_width.assign(study="width"), pd.concat(by_n).assign(study="n")], ignore_index=True)
+print(study[["study", "width", "n", "attack", "train_loss", "match", "ssim", "baseline_ssim", "beats_unseen", "l2",
+             "seconds"]].round(3).to_string())
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-for lin, mk in ((False, "o"), (True, "s")):
-    s = study[study.linear == lin].sort_values("n_over_w")
-    label = "linearized" if lin else "standard"
-    axes[0].plot(s.n_over_w, s.ssim, marker=mk, ls="", label=label)
-    axes[1].plot(s.n_over_w, s.beats_unseen, marker=mk, ls="", label=label)
+for k, (name, s_) in enumerate(study.groupby("attack", sort=False)):
+    s_ = s_.sort_values("n_over_w")
+    axes[0].plot(s_.n_over_w, s_.ssim, marker="osD^"[k % 4], ls="", label=name)
+    axes[1].plot(s_.n_over_w, s_.beats_unseen, marker="osD^"[k % 4], ls="", label=name)
 axes[0].axhline(float(study.baseline_ssim.mean()), color="gray", ls="--", lw=1, label="unseen real images")
 for ax, t in zip(axes, ("mean matched SSIM", "fraction leaked (closer than every unseen image)"), strict=True):
     ax.set(xscale="log", xlabel="N / W (training images per hidden unit)", title=t)
@@ -161,33 +182,30 @@ plotting.savefig(fig, "ssim_vs_n_over_w", NB, fig_dir, data=study)
 #
 # The attacker holds the weights, so it can label its reconstructions with the victim's own
 # predictions. A kernel model trained on the $2N$ labelled reconstructions alone, against the
-# same model trained on the $N$ real training images and on the $2N$ starting candidates (noise
-# around the mean image, labelled by the victim the same way). With `kernel="infinite"` the
-# kernel is the architecture's infinite-width NTK, which knows nothing of the victim's weights:
-# what the model learns comes from the images and their labels only. A fresh victim on N images of
-# `distill_pair` (7 vs 1 is so easy that any labelled set reaches 0.99).
+# same model trained on the $N$ real training images and on the $2N$ starting candidates
+# (labelled by the victim the same way). With `kernel="infinite"` the kernel is the
+# architecture's infinite-width NTK, which knows nothing of the victim's weights: what the model
+# learns comes from the images and their labels only. A fresh victim and attack per seed on N
+# images of `distill_pair` (7 vs 1 is so easy that any labelled set reaches 0.99); the bars are
+# 95% t-intervals over the seeds, and a difference from the real images counts only where its
+# paired interval excludes zero.
 
 # %%
 Xd, yd, Xd_unseen, yd_unseen = sample(n_train, pair=distill_pair)
-dist_run = main if list(distill_pair) == [source, target] else reconstruction.run(Xd, yd, width, depth, steps=steps,
-                                                                                 lr=lr, seed=seed)
-arch_v, p_f, R_d = dist_run["arch"], dist_run["params_final"], dist_run["result"].X
-k_d = (kernels.infinite_ntk(models.mlp(width, depth), dtype="float64") if kernel == "infinite" else
-       kernels.empirical_ntk(arch_v.apply_fn, p_f, dtype="float64"))
-rng = np.random.default_rng(seed)
-noise = np.clip(Xd.mean(0) + 0.2 * rng.standard_normal(R_d.shape), 0, 1).astype(np.float32)
-distill = {"victim network itself": float(np.mean(np.sign(arch_v.predict(p_f, Xd_unseen)) == yd_unseen))}
-for name, Xs, ys in (("training images (N)", Xd, yd),
-                     ("reconstructions (2N)", R_d, np.where(arch_v.predict(p_f, R_d) >= 0, 1.0, -1.0)),
-                     ("starting noise (2N)", noise, np.where(arch_v.predict(p_f, noise) >= 0, 1.0, -1.0))):
-    distill[name] = reconstruction.distilled_accuracy(k_d, Xs, ys, Xd_unseen, yd_unseen)
-print(json.dumps(distill, indent=1))
+# infinite: no weights; empirical: each seed's victim's own NTK (the attacker holds its weights)
+k_d = kernels.infinite_ntk(models.mlp(width, depth), dtype="float64") if kernel == "infinite" else "empirical"
+distill_rows, distill = reconstruction.distillation_study(Xd, yd, Xd_unseen, yd_unseen, k_d, width, depth,
+                                                          seeds=distill_seeds, steps=steps, lr=lr, init=init)
+distill = pd.DataFrame(distill).set_index("set")
+distill["separated"] = (distill.diff_low > 0) | (distill.diff_high < 0)
+print(distill.round(3).to_string())
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.barh(list(distill), list(distill.values()), color=["gray", "C0", "C3", "C7"])
-ax.set(xlim=(0.5, 1.0), xlabel="test accuracy",
+ax.barh(distill.index, distill["mean"], xerr=[distill["mean"] - distill.low, distill.high - distill["mean"]],
+        color=["gray", "C0", "C3", "C7"], capsize=3)
+ax.set(xlim=(0.5, 1.0), xlabel=f"test accuracy ({int(distill.n_test.iloc[0])} images, {len(distill_seeds)} seeds)",
        title=f"kernel model ({kernel} NTK) trained on each set, digits {distill_pair[0]} vs {distill_pair[1]}")
 fig.tight_layout()
-plotting.savefig(fig, "distillation", NB, fig_dir, data=distill)
+plotting.savefig(fig, "distillation", NB, fig_dir, data=pd.DataFrame(distill_rows))
 
 # %% [markdown]
 # ## 4. Poisons in the weights
@@ -206,7 +224,7 @@ poison_rows, poison_grids = [], []
 for ps in psets:
     Xp = np.concatenate([exp.task.X_d, ps["X_p"]])
     yp = np.concatenate([exp.task.y_d, np.ones(len(ps["X_p"]))])
-    r = reconstruction.run(Xp, yp, width, depth, config=cfg, steps=steps, lr=lr, seed=ps["seed"])
+    r = reconstruction.run(Xp, yp, width, depth, config=cfg, steps=steps, lr=lr, seed=ps["seed"], init=init)
     s = r["match"]["ssim"]
     is_p = np.arange(len(Xp)) >= len(exp.task.X_d)
     order = np.argsort(-s)
@@ -233,8 +251,8 @@ fig.tight_layout()
 plotting.savefig(fig, "poisons", NB, fig_dir, data=poisons)
 
 # %%
-results = dict(dataset=dataset, main=main["row"], study=study.to_dict("records"), distilled=distill,
-               poisons=poisons.to_dict("records"))
+results = dict(dataset=dataset, main=main["row"], starts=starts.to_dict("records"), study=study.to_dict("records"),
+               distilled=distill.reset_index().to_dict("records"), poisons=poisons.to_dict("records"))
 (plotting.figure_dir(NB, fig_dir) / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
 
 # %% [markdown]

@@ -97,7 +97,7 @@ def check_detectors(detectors, has_infinite: bool, has_query: bool = True) -> li
 
 
 def detect(arch, params, X, y, n_poison: int, detectors=None, X_query=None, infinite=None,
-           n_subsets: int = 1000, seed: int = 0) -> list[dict]:
+           n_subsets: int = 8000, seed: int = 0) -> list[dict]:
     """Every detector on one poisoned training set X (n, H, W, C), y (n,) (poisons labelled +1)
     and the victim ``params`` trained on it. Returns one dict per detector: scores (n,) (-inf
     outside the target class for the class detectors), removed (n,) bool, seconds.
@@ -187,7 +187,7 @@ def _check_sets(exp, sets) -> list:
     return list(sets)
 
 
-def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 1000,
+def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 8000,
                     progress: bool = True) -> tuple[pd.DataFrame, list]:
     """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)

@@ -157,11 +157,14 @@ PARAMETER_RULES = dict(
     dynamics_every=_positive_int, n_probe=_positive_int,
     # notebook 07 (defenses)
     ntba_budget=_positive_int, n_subsets=_positive_int, n_clean=_positive_ints, ibau_rounds=_positive_int,
+    ibau_variants=lambda v, k: _choice_list(tuple(_defense_study.IBAU_VARIANTS))(v, k),
     detectors=lambda v, k: _choice_list(_defense_study.DETECTORS)(v, k),
     retrain=lambda v, k: _val.check_bool(v, k),
     # notebook 09 (reconstruction)
     n_train=_positive_int, n_trains=_positive_ints,
     distill_pair=lambda v, k: _val.check_int_list(v, k, min=0),
+    distill_seeds=lambda v, k: _val.check_int_list(v, k, min=0),
+    init=lambda v, k: _val.check_choice(v, k, ("flat", "grey", "mean_image")),
 )
 
 
@@ -191,6 +194,9 @@ def _check_09(p):
     if p.get("kernel") not in ("infinite", "empirical"):
         raise ValueError(f"parameter kernel={p.get('kernel')!r} is invalid in notebook 09: choose 'infinite' (no "
                          "weights) or 'empirical' (the victim's)")
+    if "distill_seeds" in p and len(p["distill_seeds"]) < 2:
+        raise ValueError(f"parameter distill_seeds={p['distill_seeds']!r} is invalid: part 3's intervals need at "
+                         "least 2 seeds")
 
 
 # Rules between the parameters of one notebook (the runner applies them before the notebook runs).

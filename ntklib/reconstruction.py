@@ -38,6 +38,7 @@ Cost per step: one forward pass and one VJP on the N_R candidates, differentiate
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from . import adversarial as _adv
+from . import kernels as _kernels
 from . import models as _models
 from . import train as _train
 from . import validation as _val
@@ -56,7 +58,7 @@ from . import validation as _val
 __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
            "reconstruct",
            "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy",
-           "start_level", "run", "victim_labels", "distillation_study", "GRAD_AT", "INIT"]
+           "start_level", "run", "study", "victim_labels", "distillation_study", "GRAD_AT", "INIT"]
 
 
 def _check_mlp(arch):
@@ -393,7 +395,8 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     (:func:`start_level`; default the authors' flat start), gradients at ``grad_at`` (default
     "final" for a standard network, "init" for a linearized one; "both": the authors'
     ``both_kernels``), matched to X; with ``X_unseen``, the same quality for 2N unseen real images
-    beside it. Returns a row (width, n, n_over_w, linear, init, grad_at, train_loss, match, l2, ssim,
+    beside it. Returns a row (width, n, n_over_w, linear, init, grad_at, attack (e.g. "standard @
+    final"), train_loss, match, l2, ssim,
     start_ssim, recovered, beats_unseen, baseline_l2, baseline_ssim, seconds) and, under "result",
     the reconstruction and the victim ("params_init", "params_final", "arch")."""
     X = _val.check_images(X, "X")
@@ -420,6 +423,7 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     seconds = time.perf_counter() - t0
     q = quality(X, res.X, threshold, X_unseen)
     row = dict(width=width, n=len(X), n_over_w=len(X) / width, linear=linear, init=init, grad_at=grad_at,
+               attack=f"{'linearized' if linear else 'standard'} @ {grad_at}",
                train_loss=r.final_loss, match=res.history["match"][-1], l2=q["l2"], ssim=q["ssim"],
                start_ssim=quality(X, res.history["snapshots"][0], threshold)["ssim"], recovered=q["recovered"],
                seconds=seconds)
@@ -428,6 +432,30 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
         b = quality(X, baseline_images(X_unseen, X, 2 * len(X), seed), threshold)
         row.update(baseline_l2=b["l2"], baseline_ssim=b["ssim"], baseline_recovered=b["recovered"])
     return dict(row=row, result=res, match=q["per_image"], params_init=p0, params_final=r.params, arch=net)
+
+
+def study(X, y, settings, X_unseen=None, **common):
+    """:func:`run` once per entry of ``settings`` (dicts of its arguments: width, linear, init,
+    grad_at, ...), each merged over ``common``: a table (pandas DataFrame) of the rows, in order, with
+    a ``setting`` column naming what each entry changed. ``X_unseen`` feeds every run's baseline."""
+    import pandas as pd
+
+    if isinstance(settings, dict) or not isinstance(settings, (list, tuple)) or not settings:
+        raise TypeError(f"settings={_val.describe(settings)} is invalid: must be a non-empty list of dicts of "
+                        "run(...)'s arguments, e.g. [dict(width=64), dict(width=256, linear=True)]")
+    allowed = [k for k in inspect.signature(run).parameters if k not in ("X", "y", "X_unseen")]
+    _val.check_keys(common, allowed, "setting(s) of reconstruction.run")
+    for i, kw in enumerate(settings):
+        if not isinstance(kw, dict):
+            raise TypeError(f"settings[{i}]={_val.describe(kw)} is invalid: must be a dict of run(...)'s arguments")
+        _val.check_keys(kw, allowed, f"setting(s) of reconstruction.run in settings[{i}]")
+    if "width" not in common and any("width" not in kw for kw in settings):
+        raise ValueError("every run needs a width: give width= or put one in each setting")
+    rows = []
+    for kw in settings:
+        r = run(X, y, X_unseen=X_unseen, **{**common, **kw})
+        rows.append(dict(r["row"], setting=", ".join(f"{k}={v}" for k, v in kw.items())))
+    return pd.DataFrame(rows)
 
 
 def victim_labels(net, params, X) -> np.ndarray:
@@ -440,7 +468,8 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
                        steps: int = 2000, lr: float = 0.02, init: str = "flat", ridge: float = 1e-3,
                        confidence: float = 0.95) -> tuple:
     """Reconstructions as a distilled training set (Loo et al., Sec. 5), over ``seeds`` (a fresh
-    victim and attack per seed): per seed the test accuracy of a kernel model (``kernel``) trained on
+    victim and attack per seed): per seed the test accuracy of a kernel model (``kernel``, or
+    ``"empirical"``: the empirical NTK of that seed's victim, which the attacker holds) trained on
     the N real training images, on the 2N reconstructions and on the 2N starting images (both
     labelled by the victim, as the attacker would), and the victim's own accuracy. Returns (rows,
     summary): rows one per (seed, set); summary per set the mean, the t-interval at ``confidence``
@@ -453,7 +482,8 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
     y = _val.check_labels(y, "y", len(X))
     X_test = _val.check_images(X_test, "X_test", X.shape[1:])
     y_test = _val.check_labels(y_test, "y_test", len(X_test))
-    _val.check_kernel(kernel, "kernel")
+    if not (isinstance(kernel, str) and kernel == "empirical"):
+        _val.check_kernel(kernel, "kernel")
     seeds = _val.check_int_list(seeds, "seeds", min=0)
     if len(seeds) < 2:
         raise ValueError(f"seeds={seeds} is invalid: an interval over seeds needs at least 2 of them")
@@ -463,10 +493,11 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
         r = run(X, y, width, depth, steps=steps, lr=lr, seed=s, init=init)
         net, pf, R = r["arch"], r["params_final"], r["result"].X
         start = r["result"].history["snapshots"][0]
+        k = _kernels.empirical_ntk(net.apply_fn, pf, dtype="float64") if isinstance(kernel, str) else kernel
         rows.append(dict(seed=s, set="victim network itself", accuracy=_adv.accuracy(net.predict(pf, X_test), y_test)))
         for name, Xs, ys in (("training images (N)", X, y), ("reconstructions (2N)", R, victim_labels(net, pf, R)),
                              ("starting images (2N)", start, victim_labels(net, pf, start))):
-            rows.append(dict(seed=s, set=name, accuracy=distilled_accuracy(kernel, Xs, ys, X_test, y_test, ridge)))
+            rows.append(dict(seed=s, set=name, accuracy=distilled_accuracy(k, Xs, ys, X_test, y_test, ridge)))
     table = {}
     for row in rows:
         table.setdefault(row["set"], {})[row["seed"]] = row["accuracy"]

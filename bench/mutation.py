@@ -1,0 +1,168 @@
+"""Mutation testing of the numerical modules: which plausible one-line bugs do the tests miss?
+
+For each module, mutmut (``mutmut==3.8.1`` from PyPI) writes every single-token mutant of its
+functions (an operator, a constant, a comparison, a string, an argument dropped...), runs the
+tests that exercise the mutated function, and records the mutants no test kills ("survivors").
+This script runs it module by module in a scratch copy of the working tree (``build/mutation/``,
+nothing in the repository changes), and writes one report with every survivor's diff and its
+triage to ``bench/results/mutation.json`` and a summary table to ``bench/results/mutation.md``.
+
+Triage (``bench/mutation_triage.json``, committed): each survivor is matched by module, function
+and the mutated line; a verdict says either *equivalent* (the mutant computes the same result, e.g.
+a default argument that every caller overrides) with the reason, or *gap* with the test that now
+kills it (rerun to confirm). Survivors whose diff only changes the wording of a message are
+reported under "message text" (the bad-input tests check each message's key phrase, not every
+word). Anything left is "untriaged": the list to work through.
+
+    python bench/mutation.py                       # all six modules (about an hour on 2 cores)
+    python bench/mutation.py --modules defenses    # one of them
+    make mutation                                  # the same, installing mutmut first
+
+Not part of CI (slow); rerun after changing a numerical module or its tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# module -> the test files that exercise it (test_bad_inputs kills the mutants of input checks)
+MODULES = {
+    "defenses": ["tests/test_defenses.py", "tests/test_properties.py", "tests/test_bad_inputs.py"],
+    "unlearning": ["tests/test_defenses.py", "tests/test_bad_inputs.py"],
+    "adversarial": ["tests/test_adversarial.py", "tests/test_bad_inputs.py"],
+    "reconstruction": ["tests/test_reconstruction.py", "tests/test_bad_inputs.py"],
+    "regression": ["tests/test_regression.py", "tests/test_properties.py", "tests/test_bad_inputs.py"],
+    "attack": ["tests/test_attack.py", "tests/test_bad_inputs.py"],
+}
+TRIAGE = ROOT / "bench" / "mutation_triage.json"
+STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 36: "timeout", 152: "timeout",
+          255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious", 37: "caught by type check",
+          -11: "segfault", -9: "segfault", None: "not checked"}
+
+
+def _scratch(module: str) -> Path:
+    """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/."""
+    dest = ROOT / "build" / "mutation" / module
+    shutil.rmtree(dest, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    tests = ", ".join(f'"{t}"' for t in MODULES[module])
+    with open(dest / "pyproject.toml", "a") as f:
+        f.write(f'\n[tool.mutmut]\nsource_paths = ["ntklib"]\nonly_mutate = ["ntklib/{module}.py"]\n'
+                f'pytest_add_cli_args_test_selection = [{tests}]\nalso_copy = ["data", "params"]\n')
+    return dest
+
+
+def _mutated_line(diff: str) -> tuple[str, str]:
+    """(function, the mutated line) of a mutmut diff: the '+' line that is not the header."""
+    minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return (minus[0] if minus else ""), (plus[0] if plus else "")
+
+
+def _only_strings_changed(old: str, new: str) -> bool:
+    """True when the two lines differ only inside string literals (a message's wording)."""
+    strip = lambda s: re.sub(r"(?:[rbfu]{0,2})(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')", '""', s)  # noqa: E731
+    return old != new and strip(old) == strip(new)
+
+
+def run_module(module: str, max_children: int, timeout: int) -> list[dict]:
+    work = _scratch(module)
+    env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}):\n{tail}")
+    meta = json.loads((work / "mutants" / "ntklib" / f"{module}.py.meta").read_text())
+    codes = meta["exit_code_by_key"]
+    survivors = [k for k, v in codes.items() if STATUS.get(v, str(v)) in ("survived", "no tests")]
+    diffs = {}
+    if survivors:  # the diffs, from mutmut itself (one process for all of them)
+        script = ("import json, sys\nfrom mutmut.__main__ import get_diff_for_mutant\n"
+                  "from pathlib import Path\nnames = json.load(sys.stdin)\n"
+                  f"print(json.dumps({{n: get_diff_for_mutant(n, path=Path('ntklib/{module}.py')) for n in names}}))")
+        out = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, input=json.dumps(survivors),
+                             capture_output=True, text=True, check=True)
+        diffs = json.loads(out.stdout.strip().splitlines()[-1])
+    counts = {}
+    for v in codes.values():
+        counts[STATUS.get(v, str(v))] = counts.get(STATUS.get(v, str(v)), 0) + 1
+    rows = []
+    for name in survivors:
+        old, new = _mutated_line(diffs.get(name, ""))
+        function = re.sub(r"__mutmut_\d+$", "", name.split(".")[-1]).removeprefix("x_").replace("ǁ", ".")
+        rows.append(dict(module=module, mutant=name, function=function, status=STATUS.get(codes[name]),
+                         old=old, new=new, diff=diffs.get(name, "")))
+    print(f"{module}: {len(codes)} mutants in {seconds / 60:.1f} min: {counts}", flush=True)
+    return [dict(module=module, counts=counts, seconds=seconds)] + rows
+
+
+def triage(rows: list[dict]) -> list[dict]:
+    verdicts = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else []
+    for r in rows:
+        r["category"], r["verdict"] = "untriaged", ""
+        for v in verdicts:
+            if v["module"] == r["module"] and v.get("function", r["function"]) == r["function"] and \
+                    v["new"].strip() == r["new"]:
+                r["category"], r["verdict"] = v["category"], v["verdict"]
+                break
+        else:
+            if _only_strings_changed(r["old"], r["new"]):
+                r["category"], r["verdict"] = "message text", "only the wording of a message or a label"
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per module")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation.json"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
+    for module in args.modules:
+        summary, *rows = run_module(module, args.max_children, args.timeout)
+        report["modules"][module] = dict(counts=summary["counts"], minutes=round(summary["seconds"] / 60, 1),
+                                         tests=MODULES[module])
+        report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows
+    report["survivors"] = triage(report["survivors"])
+    report["tool"] = "mutmut==3.8.1"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    lines = ["# Mutation testing (bench/mutation.py)", "",
+             "| module | mutants | killed | timeout | survived | message text | equivalent | gap (test added) | "
+             "untriaged |", "|---|---|---|---|---|---|---|---|---|"]
+    for module, m in report["modules"].items():
+        surv = [r for r in report["survivors"] if r["module"] == module]
+        cat = lambda c: sum(r["category"] == c for r in surv)  # noqa: E731
+        c = m["counts"]
+        lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {c.get('timeout', 0)} | "
+                     f"{len(surv)} | {cat('message text')} | {cat('equivalent')} | {cat('gap')} | {cat('untriaged')} |")
+    lines += ["", "## Survivors other than message text", ""]
+    for r in report["survivors"]:
+        if r["category"] != "message text":
+            lines.append(f"- `{r['module']}.{r['function']}` ({r['category']}): `{r['old']}` -> `{r['new']}`"
+                         + (f": {r['verdict']}" if r["verdict"] else ""))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:4 + len(report["modules"])]))
+    print(f"report: {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
