@@ -166,8 +166,9 @@ def speed_rows() -> list[str]:
         for r in rc["rows"]:
             steps = sorted(r["by_step"], key=int)
             last = r["by_step"][steps[-1]]
+            at = r.get("grad_at", "init" if r["linear"] else "final")
             out.append(f"| reconstruction quality, digits odd vs even, N = {r['n']}, width {r['width']}, "
-                       f"{'linearized' if r['linear'] else 'standard'}, momentum {r.get('momentum', 0.9)} "
+                       f"{'linearized' if r['linear'] else 'standard'} @ {at}, momentum {r.get('momentum', 0.9)} "
                        f"(train loss {r['train_loss']:.0e}) | mean SSIM "
                        + " → ".join(f"{r['by_step'][s]['ssim']:.2f}" for s in steps)
                        + f" at {', '.join(str(s) for s in steps)} steps; {100 * last['above_0_9']:.0f}% above 0.9; "

@@ -442,3 +442,46 @@ def test_detection_study_aligns_its_truth_with_the_poisons(monkeypatch):
     row = table[table.detector == "spectral"].iloc[0]
     assert row.auc == 1.0 and row.caught == 3 and row.removed == 3 and row.precision == 1.0
     assert trained == [[n_d + 3], [n_d]]
+
+
+# ---------------------------------------------------------------------------- gaps found by mutation testing
+def test_direction_variance_shares_are_the_covariance_spectrum():
+    R, _ = blatant()
+    _, share = defenses.spectral_direction_scores(R, 4)
+    ev = np.sort(np.linalg.eigvalsh(np.cov(R.T)))[::-1]
+    np.testing.assert_allclose(share, ev[:4] / ev.sum(), rtol=1e-8)
+
+
+def test_kernel_spectral_scores_scale_with_the_kernel():
+    """lam u^2 is linear in K, also below 1 (a floor at 1 instead of 0 would break it)."""
+    R, _ = blatant()
+    K = R @ R.T
+    np.testing.assert_allclose(defenses.kernel_spectral_scores(1e-6 * K), 1e-6 * defenses.kernel_spectral_scores(K),
+                               rtol=1e-6)
+
+
+def test_strongest_feature_scores_sum_over_sizes_and_ignore_scale():
+    """Each size contributes counts / restarts / k (a size-k set per restart: the scores of one size sum
+    to 1); the search is invariant to the scale of A (its stopping rule included)."""
+    rng = np.random.default_rng(0)
+    n = 60
+    A = rng.standard_normal((n, n)) * 0.05
+    A[:10, :10] += 1.0
+    s10 = defenses.strongest_feature_scores(A, sizes=[10], restarts=10)
+    assert np.isclose(s10.sum(), 1.0) and set(np.argsort(-s10)[:10]) == set(range(10))
+    both = defenses.strongest_feature_scores(A, sizes=[10, 20], restarts=10)
+    s20 = defenses.strongest_feature_scores(A, sizes=[20], restarts=10, seed=0)
+    assert np.isclose(both.sum(), 2.0) and np.isclose(s20.sum(), 1.0)
+    np.testing.assert_allclose(defenses.strongest_feature_scores(1e-4 * A, sizes=[10], restarts=10), s10)
+    # default sizes: 10, 20, 40, ... below n / 2 (one per size: the scores sum to their number)
+    assert np.isclose(defenses.strongest_feature_scores(rng.standard_normal((100, 100)), restarts=2).sum(), 3.0)
+    assert np.isclose(defenses.strongest_feature_scores(rng.standard_normal((12, 12)), restarts=2).sum(), 1.0)
+
+
+def test_representer_scores_average_over_victims():
+    K1, y = _toy_kernel(n=10, seed=0)
+    K2, _ = _toy_kernel(n=10, seed=1)
+    Q1, Q2 = K1[:3], K2[:3]
+    one, two = defenses.representer_scores(K1, y, Q1), defenses.representer_scores(K2, y, Q2)
+    np.testing.assert_allclose(defenses.representer_scores([K1, K2], y, [Q1, Q2]), (one + two) / 2, rtol=1e-12)
+    np.testing.assert_allclose(defenses.representer_scores([K1, K1, K1], y, [Q1, Q1, Q1]), one, rtol=1e-12)
