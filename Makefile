@@ -16,7 +16,7 @@ NOTEBOOKS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean cifar-pair
+.PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean cifar-pair mutation
 
 install: $(STAMP)
 
@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/adversarial.py
 	$(PY) bench/defenses.py
 	$(PY) bench/reconstruction.py
+	$(PY) bench/ibau.py
 	$(PY) bench/cost.py
 	$(PY) bench/report.py
 
@@ -82,7 +83,13 @@ bench-quick: $(STAMP)
 	$(PY) bench/adversarial.py --quick
 	$(PY) bench/defenses.py --quick
 	$(PY) bench/reconstruction.py --quick
+	$(PY) bench/ibau.py --quick
 	$(PY) bench/cost.py --quick
+
+mutation: $(STAMP)  # mutants of the numerical modules the tests miss: bench/results/mutation.md (not CI: hours)
+	$(PY) -m pip install -q mutmut==3.8.1
+	$(PY) bench/listed_mutants.py
+	$(PY) bench/mutation.py
 
 clean:  # build/ holds the executed notebooks and ntklib's cache (build/cache: victims, poisons)
 	rm -rf build .pytest_cache

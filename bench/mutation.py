@@ -53,9 +53,12 @@ STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout"
           -11: "segfault", -9: "segfault", None: "not checked"}
 
 
-def _scratch(module: str) -> Path:
-    """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/."""
+def _scratch(module: str, resume: bool = False) -> Path:
+    """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/
+    (``resume``: the copy of an earlier, interrupted run, whose finished mutants mutmut skips)."""
     dest = ROOT / "build" / "mutation" / module
+    if resume and (dest / "mutants").is_dir():
+        return dest
     shutil.rmtree(dest, ignore_errors=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     for rel in filter(None, files.decode().split("\0")):
@@ -83,9 +86,12 @@ def _only_strings_changed(old: str, new: str) -> bool:
     return old != new and strip(old) == strip(new)
 
 
-def run_module(module: str, max_children: int, timeout: int) -> list[dict]:
-    work = _scratch(module)
-    env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off")
+def run_module(module: str, max_children: int, timeout: int, resume: bool = False) -> list[dict]:
+    work = _scratch(module, resume)
+    # one thread per forked mutant: OpenMP (scikit-learn) and XLA thread pools do not survive fork()
+    env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
                           env=env, capture_output=True, text=True, timeout=timeout)
@@ -135,20 +141,7 @@ def triage(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
-    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per module")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation.json"))
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
-    for module in args.modules:
-        summary, *rows = run_module(module, args.max_children, args.timeout)
-        report["modules"][module] = dict(counts=summary["counts"], minutes=round(summary["seconds"] / 60, 1),
-                                         tests=MODULES[module])
-        report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows
+def write_report(report: dict, out: Path) -> list[str]:
     report["survivors"] = triage(report["survivors"])
     report["tool"] = "mutmut==3.8.1"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +162,28 @@ def main(argv=None):
             lines.append(f"- `{r['module']}.{r['function']}` ({r['category']}): `{r['old']}` -> `{r['new']}`"
                          + (f": {r['verdict']}" if r["verdict"] else ""))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modules", nargs="*", default=list(MODULES), choices=list(MODULES),
+                    help="modules to run (none: only re-triage the existing report after editing the triage file)")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per module")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation.json"))
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run of these modules")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
+    for module in args.modules:  # the report is rewritten after each module (a long run can be stopped)
+        summary, *rows = run_module(module, args.max_children, args.timeout, args.resume)
+        report["modules"][module] = dict(counts=summary["counts"], minutes=round(summary["seconds"] / 60, 1),
+                                         tests=MODULES[module])
+        report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows
+        lines = write_report(report, out)
+    if not args.modules:
+        lines = write_report(report, out)
     print("\n".join(lines[:4 + len(report["modules"])]))
     print(f"report: {out} and {out.with_suffix('.md')}")
 

@@ -40,9 +40,9 @@
 #
 # Everything is judged on trained networks, with several seeds, the two attacks side by side.
 #
-# **Runtime** at defaults (digits 7 → 1, MLP 256 × 2, 3 seeds): about 8 minutes on 2 CPU
-# cores, most of it retraining one victim per (attack, seed, detector) (`smoke=True`: ~1
-# minute).
+# **Runtime** at defaults (digits 7 → 1, MLP 256 × 2, 3 seeds): 15 minutes on 2 CPU cores
+# shared with other work: retraining one victim per (attack, seed, detector), and I-BAU with its
+# two ablations on every victim (`smoke=True`: ~1 minute).
 #
 # **ntklib used:** `pipeline.prepare`, `defense_study.poison_sets`, `defense_study.detection_study`,
 # `defense_study.ibau_study`, `defense_study.IBAU_VARIANTS`, `defenses` (every detector,
@@ -298,53 +298,47 @@ print(json.dumps(to_jsonable(results["poisoned"]), indent=1))
 # %% [markdown]
 # ## What the numbers say
 #
-# Measured on 2026-11-23 on 2 CPU cores at the defaults (`figures/07_defenses/`): digits 7 → 1,
+# Measured on 2026-12-04 on 2 CPU cores at the defaults (`figures/07_defenses/`): digits 7 → 1,
 # periodic trigger, MLP 256 × 2 victims, 3 seeds. The poisoned victims reach a network ASR of
-# 0.81 with 3 NTBA poisons, 0.69 with 3 random ones and 0.99 with 10 (the clean victim: 0.00),
+# 0.84 with 3 NTBA poisons, 0.69 with 3 random ones and 0.99 with 10 (the clean victim: 0.00),
 # clean accuracy 0.99-1.00 throughout; "equal ASR" is bracketed by sampling 3 and sampling 10.
+# Every detector removes ceil(1.5 ε) points (5, 5 and 15).
 #
-# - **Spectral signatures miss both attacks** (ROC AUC 0.22-0.33, below chance, on the penultimate
+# - **Spectral signatures miss both attacks** (ROC AUC 0.20-0.34, below chance, on the penultimate
 #   activations, the victim's empirical NTK and the infinite NTK alike; no poison among the
 #   removed points). The poisons do stand out, but not along the *top* singular direction of
-#   the target class, which carries the variation among the clean 1s (37-41% of the variance):
-#   three NTBA or random poisons separate along directions 7-8 (AUC 0.96-0.99, 2.5% of the
-#   variance), ten random ones along direction 4 (AUC 1.00, 6%). Tran et al.'s guarantee needs
-#   the poisons' shift to dominate the clean covariance, which a few percent of poisons do not
-#   achieve here; the more poisons, the higher up the spectrum they climb. In kernel terms:
-#   the top eigenvector of $HKH$ is the class's own dominant feature, not the trigger's.
+#   the target class, which carries the variation among the clean 1s (figure
+#   `spectral_directions.png`): Tran et al.'s guarantee needs the poisons' shift to dominate the
+#   clean covariance, which a few percent of poisons do not achieve here. In kernel terms: the
+#   top eigenvector of $HKH$ is the class's own dominant feature, not the trigger's.
 # - **SPECTRE**, which whitens with a robust covariance before scoring, finds random poisons
-#   better than NTBA's (AUC 0.88 and 0.85 for sampling 3 and 10, 0.68 for NTBA 3); retraining
-#   without its removal set leaves an ASR of 0.52 (NTBA), 0.24 and 0.41 (sampling). The optimized
-#   poisons are the harder ones for the defense built for them by the NTBA authors' own lab.
-# - **Activation clustering** flags a cluster of about 31 clean-looking points (relative size
-#   under 0.35), AUC 0.69-0.70: too blunt at this poison rate.
+#   better than NTBA's (AUC 0.84 and 0.86 for sampling 3 and 10, 0.72 for NTBA 3); retraining
+#   without its removal set leaves an ASR of 0.41 (NTBA), 0.25 and 0.47 (sampling).
+# - **Activation clustering** flags a cluster of 31-35 mostly clean points (relative size under
+#   0.35), AUC about 0.70: too blunt at this poison rate.
 # - **Detectors that ask what a point does, not how it looks, find both attacks almost
-#   perfectly**: the kernel datamodel with the strongest-feature search (AUC 0.99-1.00; its
-#   removal set holds every NTBA poison, and retraining brings the ASR to 0.00 for NTBA and
-#   sampling 10, 0.04 for sampling 3, clean accuracy 1.00) and after-kernel attribution of the
-#   triggered test images (AUC 0.98-1.00, ASR after retraining 0.00, 0.00 and 0.17), which
-#   however assumes the defender holds triggered inputs. The closed-form leave-one-out proxy is
-#   nearly as good at ranking (AUC 0.94-0.99) but less precise at the removal size (ASR 0.24-0.38
-#   after retraining): single-point removals miss the poisons' mutual support, which the
-#   half-subset datamodel measures. NTBA's poisons are designed to move the kernel model's
-#   predictions on triggered images; that is exactly what these scores read off the kernel.
-# - **I-BAU** unlearns both backdoors from the trained network with 60 clean images in 5 rounds:
-#   ASR 0.81 → 0.01 (NTBA 3), 0.69 → 0.02 (sampling 3), 0.99 → 0.04 (sampling 10), within 5
-#   points of the clean victim's 0.00, with clean accuracy 1.00 (it was 0.99). With 20 clean
-#   images it is less reliable (0.04, 0.21 and 0.27) and the ASR can rebound between rounds
-#   (sampling 10: 0.07 after round 1, 0.76 after round 2). The reference notebook's result
-#   (CIFAR-10, 5000 clean images: 97.6% → 9.4%) is reproduced in kind at this scale; digits'
-#   binary task holds only 60 held-out clean images, so the issue's 100 to 1000 need CIFAR-10.
-# - **CIFAR-10 at CPU scale** (`params/cifar10_defenses.yaml`: truck → deer, MLP-128 victims
-#   that do not fit their data, clean accuracy 0.82, 2 seeds; 14 minutes). The detectors that
-#   read the kernel model's predictions still lead: ROC AUC of the datamodel 0.97 (NTBA 10),
-#   0.92 (sampling 10), 0.74 (sampling 40), after-kernel attribution 0.91-0.94; SPECTRE 0.58-0.64
-#   and the spectral signatures 0.43-0.71 do little. Retraining without the datamodel's removal
-#   set lowers the ASR from 0.78 to 0.38 (NTBA) and 0.74 to 0.45 (sampling 10), not to the clean
-#   victim's 0.23. I-BAU at the reference settings fails there with 100, 300 and 1000 spare clean
-#   images: its first round collapses the network to one class (ASR 0, accuracy 0.50), later
-#   rounds bring the backdoor back, and clean accuracy ends at 0.49-0.65 (details in
-#   `docs/results.md`).
-# - **Runtime** per poisoned training set (|d| ≈ 213): every detector under 0.3 s except SPECTRE
-#   (2.2 s mean, 4.0 s max, its filter's top eigenvectors on k² dimensions); I-BAU 5 rounds 2-3 s.
-#   `bench/defenses.py` times each at |d| = 2000.
+#   perfectly**: the kernel datamodel with the strongest-feature search (AUC 0.998 / 0.974 /
+#   1.000 for NTBA 3 / sampling 3 / sampling 10; retraining without its removal set: ASR 0.00 /
+#   0.07 / 0.00, clean accuracy 1.00) and the representer attribution of the triggered test
+#   images in the victim's after kernel (AUC 1.000 / 1.000 / 0.975, ASR after retraining 0.00 /
+#   0.00 / 0.04), which however assumes the defender holds triggered inputs. The closed-form
+#   leave-one-out proxy ranks nearly as well (AUC 0.95-0.99) but its removal sets leave more
+#   (ASR 0.17 / 0.09 / 0.39): single-point removals miss the poisons' mutual support, which the
+#   half-subset datamodel measures. The datamodel needs its 8000 subsets: two independent
+#   estimates on the first NTBA victim correlate 0.85, 0.92 and 0.96 with 2000, 4000 and 8000
+#   (table above; 1000, the earlier setting, gives about 0.7 on a sampling victim, measured with
+#   `defenses.datamodel_stability`).
+# - **I-BAU works here, and its hypergradient is not why.** With 60 clean images and 5 rounds it
+#   brings the ASR to 0.015 (NTBA 3), 0.037 (sampling 3) and 0.030 (sampling 10), clean accuracy
+#   1.00. The same perturbation without the indirect term does as well or better (0.007, 0.015,
+#   0.022), and with 20 clean images too (I-BAU 0.03 / 0.17 / 0.08, without the indirect term
+#   0.015 / 0.037 / 0.059). Plain fine-tuning on the same images does not remove the backdoor
+#   (ASR 0.62 / 0.41 / 0.83 with 60 images): the universal perturbation is what unlearns it. The
+#   hypergradient's derivation does not hold at these $\delta^*$: the spectral radius of
+#   $\partial_\delta\Phi$ is 1.13-2.75 (mean 1.49) at every round and victim, so the Neumann
+#   series diverges and its five terms are a truncation of a growing sum, and $\delta^*$ is not
+#   a fixed point of $\Phi$ (relative residual 0.13-1.75): eigenvalues of $\partial_\delta\Phi$
+#   above 1 mean that the loss curves upward in $\delta$, so its maximum over the L2 ball sits on
+#   the boundary, where the projected ascent stops, not at a stationary point of the inner loss.
+#   `bench/ibau.py` looks for a setting where the indirect term matters (portions of 1%, 10%
+#   and 50% of each minibatch, digits and CIFAR-10; `docs/results.md`).

@@ -42,8 +42,9 @@
 # 4. a defender holding a poisoned victim's weights: do NTBA's poisons (and random triggered
 #    images) stand out among the reconstructions?
 #
-# **Runtime** at defaults (digits 7 → 1, two-hidden-layer MLPs, N = 10 to 40, widths 64 to 1024):
-# about 4 minutes on 2 CPU cores (`smoke=True`: ~40 s).
+# **Runtime** at defaults (digits 7 → 1, two-hidden-layer MLPs, N = 10 to 40, widths 64 to 1024,
+# four attack forms, five distillation seeds): 13.5 minutes on 2 CPU cores shared with other work,
+# most of it the width-1024 attacks (`smoke=True`: ~1 minute).
 #
 # **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.distillation_study`,
 # `reconstruction.match`, `data.make_task`, `pipeline.prepare`,
@@ -258,36 +259,47 @@ results = dict(dataset=dataset, main=main["row"], starts=starts.to_dict("records
 # %% [markdown]
 # ## What the numbers say
 #
-# Measured on 2026-11-23 on 2 CPU cores at the defaults (`figures/09_reconstruction/`): digits
+# Measured on 2026-12-04 on 2 CPU cores at the defaults (`figures/09_reconstruction/`): digits
 # 7 → 1 (part 3: 3 vs 8), two-hidden-layer ReLU MLPs trained by full-batch SGD with momentum to a
-# loss below 1e-5, 2N candidates, 2000 Adam steps.
+# loss below 1e-5, 2N candidates from the authors' flat start, 2000 Adam steps.
 #
 # - **The bar matters.** Matched one to one, 2N random *unseen* digits of the same classes
 #   already reach SSIM 0.70 (L2 1.56) against the N = 20 training images, so SSIM > 0.6 "recovers"
 #   90% of them without any attack. The sharper count is the fraction of training images whose
-#   reconstruction is closer than every unseen digit of the test split: the weights told the
-#   attacker something the data distribution does not.
-# - **Width: wider networks leak more.** At N = 20 the standard network leaks 0% of its
-#   training images at width 64 (SSIM 0.58, below the bar), 30% at 256 (0.70) and 65% at 1024
-#   (0.78, L2 1.14): the wider, the closer to the kernel regime, where the weight change is the
-#   gradient sum the attack inverts (the match residual, the share of Delta theta left
-#   unexplained, is 0.08-0.09 throughout).
-# - **The linearized network leaks most**: 70%, 60% and 75% at widths 64, 256 and 1024, the
-#   match residual 0.007-0.03. Its Delta theta lies exactly in the span of the training
-#   gradients (the tests check this to 1e-3), so only the search, not the model, limits it.
+#   reconstruction is closer than every unseen digit of the test split.
+# - **The start.** From the flat image the candidates score SSIM 0.14 before the first step;
+#   started around the private mean image they score 0.50 before any attack (the outline an
+#   attacker holding only the weights does not have). After 2000 steps the three starts end close
+#   together at this setting (SSIM 0.68 flat, 0.70 grey, 0.70 mean image; leaked 25%, 40%, 30% of
+#   20 images, a difference of one to three images): the mean image flattered the starting point
+#   more than the result.
+# - **Where the gradients are taken explains most of "standard vs linearized".** At N = 20 the
+#   standard network attacked at its trained weights leaks 0% / 25% / 60% of its images at widths
+#   64 / 256 / 1024 (SSIM 0.52 / 0.68 / 0.78); the *same* network attacked at its initial weights
+#   leaks 30% / 50% / 75% (0.68 / 0.78 / 0.84), at both points (the authors' `both_kernels`) 45% /
+#   75% / 75% (0.75 / 0.82 / 0.84), and its linearization 70% / 55% / 75% (0.79 / 0.77 / 0.82). So
+#   at widths 256 and 1024 the standard network leaks as much as its linearization once the
+#   gradient point is the same; only the narrowest network (64) still falls short of its
+#   linearization at its initial weights (30% vs 70%), and there the network itself, further from
+#   the kernel regime, is the difference. Wider networks leak more in every form.
 # - **N / W: more images per parameter leak less.** At width 256 the linearized network leaks
-#   80%, 60% and 52% of 10, 20 and 40 images; the standard one 30%, 30% and 25%.
-# - **Distillation** (3 vs 8, infinite NTK, which knows nothing of the weights): the 2N
-#   reconstructions labelled by the victim give a kernel model 0.967 test accuracy, against
-#   0.956 for the N real training images and 0.922 for the 2N starting noise images labelled the
-#   same way (the victim itself: 0.978). The reconstructions are a training set as good as the
-#   real one; part of that comes from the victim's labels, as the noise row shows.
+#   80%, 55% and 48% of 10, 20 and 40 images; the standard one at its initial weights 80%, 50%,
+#   40%, at its trained weights 40%, 25%, 32%.
+# - **Distillation** (3 vs 8, infinite NTK, which knows nothing of the weights; 5 seeds, 90 test
+#   images, 95% t-intervals): the 2N reconstructions labelled by the victim give a kernel model
+#   0.944 [0.923, 0.966] test accuracy, the N real training images 0.956 (the same images every
+#   seed), the 2N starting images labelled the same way 0.767 [0.556, 0.977], the victim itself
+#   0.958. The paired difference from the real images is −0.011 [−0.033, 0.011] for the
+#   reconstructions and −0.19 [−0.40, 0.02] for the starting images: neither interval excludes
+#   zero, so five seeds on 90 test images establish neither that the reconstructions are worse
+#   than the real images nor that they beat their own noisy start, although the start does far
+#   worse on average and varies much more from seed to seed.
 # - **Poisons come back better than clean images**, for both attacks (3 seeds, 3 poisons
-#   among 23 images): matched SSIM 0.83 for NTBA's poisons against 0.70 for the clean images,
-#   0.80 against 0.67 for random triggered images; their mean rank by SSIM is 7.6 (NTBA) and 5.7
+#   among 23 images): matched SSIM 0.83 for NTBA's poisons against 0.71 for the clean images,
+#   0.81 against 0.66 for random triggered images; their mean rank by SSIM is 7.6 (NTBA) and 5.3
 #   (sampling) of 23, where chance is 12. In kernel terms: a poison is a triggered source image
 #   labelled as the target, so the network must move far to fit it, its weight a_i in Delta theta
 #   is large, and the gradient sum is dominated by it. Optimizing the poisons for the kernel does
 #   not make them stand out more than random triggered images: a defender holding the weights
-#   sees both kinds about equally well, and neither reliably (1 to 1.3 of the 3 poisons among the
-#   3 best-recovered images).
+#   sees both kinds, and neither reliably (0.3 and 1 of the 3 poisons among the 3 best-recovered
+#   images).

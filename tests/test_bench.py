@@ -81,8 +81,17 @@ def test_defenses_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_reconstruction_benchmark_quick(tmp_path):
     res = _run("reconstruction.py", tmp_path / "r.json")
-    assert len(res["rows"]) == 3 and all(r["train_loss"] < 1e-10 for r in res["rows"])
+    assert len(res["rows"]) == 5 and all(r["train_loss"] < 1e-10 for r in res["rows"])
+    assert [r["grad_at"] for r in res["rows"]] == ["final", "final", "init", "both", "init"]
     assert res["step_cost"]["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_ibau_benchmark_quick(tmp_path):
+    res = _run("ibau.py", tmp_path / "i.json")
+    variants = {r["variant"] for r in res["final"]}
+    assert variants == {"I-BAU", "no indirect term", "fine-tuning"}
+    assert all(r["spectral_radius"] > 0 for r in res["rows"] if r["variant"] == "I-BAU" and r["round"] > 0)
 
 
 @pytest.mark.slow

@@ -447,7 +447,8 @@ def test_detection_study_aligns_its_truth_with_the_poisons(monkeypatch):
 # ---------------------------------------------------------------------------- gaps found by mutation testing
 def test_direction_variance_shares_are_the_covariance_spectrum():
     R, _ = blatant()
-    _, share = defenses.spectral_direction_scores(R, 4)
+    S, share = defenses.spectral_direction_scores(R, 4)
+    assert S.shape == (len(R), 4) and share.shape == (4,)
     ev = np.sort(np.linalg.eigvalsh(np.cov(R.T)))[::-1]
     np.testing.assert_allclose(share, ev[:4] / ev.sum(), rtol=1e-8)
 
