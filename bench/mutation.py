@@ -86,21 +86,30 @@ def _only_strings_changed(old: str, new: str) -> bool:
     return old != new and strip(old) == strip(new)
 
 
-def run_module(module: str, max_children: int, timeout: int, resume: bool = False) -> list[dict]:
-    work = _scratch(module, resume)
+def _codes(work: Path, module: str) -> dict:
+    return json.loads((work / "mutants" / "ntklib" / f"{module}.py.meta").read_text())["exit_code_by_key"]
+
+
+def run_module(module: str, max_children: int, timeout: int, resume: bool = False,
+               survivors_only: bool = False) -> list[dict]:
+    work = _scratch(module, resume or survivors_only)
+    names = []
+    if survivors_only:  # the current tests against the earlier run's survivors only
+        names = [k for k, v in _codes(work, module).items() if STATUS.get(v) == "survived"]
+        for dest in (work / "tests", work / "mutants" / "tests"):
+            shutil.copytree(ROOT / "tests", dest, dirs_exist_ok=True)
     # one thread per forked mutant: OpenMP (scikit-learn) and XLA thread pools do not survive fork()
     env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}):\n{tail}")
-    meta = json.loads((work / "mutants" / "ntklib" / f"{module}.py.meta").read_text())
-    codes = meta["exit_code_by_key"]
+    codes = _codes(work, module)
     survivors = [k for k, v in codes.items() if STATUS.get(v, str(v)) in ("survived", "no tests")]
     diffs = {}
     if survivors:  # the diffs, from mutmut itself (one process for all of them)
@@ -135,6 +144,10 @@ def triage(rows: list[dict]) -> list[dict]:
         else:
             if _only_strings_changed(r["old"], r["new"]):
                 r["category"], r["verdict"] = "message text", "only the wording of a message or a label"
+            elif r["old"].startswith("def ") or (r["old"].endswith(") -> np.ndarray:") and "=" in r["old"]):
+                r["category"], r["verdict"] = "default value", (
+                    "a default argument; tests/test_defaults.py pins the documented ones through the signature, "
+                    "which mutmut cannot attribute to the function (it maps tests to functions by calls)")
             elif INPUT_CHECK.search(r["old"]) or r["new"].startswith("raise"):
                 r["category"], r["verdict"] = "input check", ("an input check or its message (tests/test_bad_inputs.py "
                                                               "checks these, but is not run under mutation)")
@@ -147,18 +160,19 @@ def write_report(report: dict, out: Path) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     lines = ["# Mutation testing (bench/mutation.py)", "",
-             "| module | mutants | killed | timeout | survived | message text | input check | equivalent | "
-             "gap (test added) | untriaged |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| module | mutants | killed | timeout | survived | message text | input check | default value | "
+             "equivalent | gap (test added) | untriaged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for module, m in report["modules"].items():
         cats = [r["category"] for r in report["survivors"] if r["module"] == module]
         cat = cats.count
         c = m["counts"]
         lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {c.get('timeout', 0)} | "
-                     f"{len(cats)} | {cat('message text')} | {cat('input check')} | {cat('equivalent')} | "
+                     f"{len(cats)} | {cat('message text')} | {cat('input check')} | {cat('default value')} | "
+                     f"{cat('equivalent')} | "
                      f"{cat('gap')} | {cat('untriaged')} |")
-    lines += ["", "## Survivors other than message text and input checks", ""]
+    lines += ["", "## Survivors other than message text, input checks and defaults", ""]
     for r in report["survivors"]:
-        if r["category"] not in ("message text", "input check"):
+        if r["category"] not in ("message text", "input check", "default value"):
             lines.append(f"- `{r['module']}.{r['function']}` ({r['category']}): `{r['old']}` -> `{r['new']}`"
                          + (f": {r['verdict']}" if r["verdict"] else ""))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -173,11 +187,13 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per module")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation.json"))
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run of these modules")
+    ap.add_argument("--survivors", action="store_true",
+                    help="rerun only the last run's survivors, against the tests as they are now")
     args = ap.parse_args(argv)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
     for module in args.modules:  # the report is rewritten after each module (a long run can be stopped)
-        summary, *rows = run_module(module, args.max_children, args.timeout, args.resume)
+        summary, *rows = run_module(module, args.max_children, args.timeout, args.resume, args.survivors)
         report["modules"][module] = dict(counts=summary["counts"], minutes=round(summary["seconds"] / 60, 1),
                                          tests=MODULES[module])
         report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows

@@ -486,3 +486,38 @@ def test_representer_scores_average_over_victims():
     one, two = defenses.representer_scores(K1, y, Q1), defenses.representer_scores(K2, y, Q2)
     np.testing.assert_allclose(defenses.representer_scores([K1, K2], y, [Q1, Q2]), (one + two) / 2, rtol=1e-12)
     np.testing.assert_allclose(defenses.representer_scores([K1, K1, K1], y, [Q1, Q1, Q1]), one, rtol=1e-12)
+
+
+def test_activation_clustering_against_an_independent_reduction():
+    """Label 1 is the smaller cluster, the reported sizes and silhouette are those of 2-means on the
+    first 10 principal components (computed here with scikit-learn directly), and the two rules
+    flag exactly when their thresholds say so."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+
+    R, truth = blatant()
+    c = defenses.activation_clustering(R)
+    Z = PCA(10, random_state=0).fit_transform(R - R.mean(0))
+    km = KMeans(2, n_init=10, random_state=0).fit(Z)
+    small = km.labels_ == np.argmin(np.bincount(km.labels_))
+    assert np.array_equal(c.labels == 1, small) and c.relative_size == small.mean() < 0.5
+    assert np.isclose(c.silhouette, silhouette_score(Z, small.astype(int)))
+    assert np.all(c.scores[small] > 0) and np.all(c.scores[~small] < 0)   # closer to the small cluster's centre
+    assert c.poisoned and np.array_equal(c.flagged, small)
+    never = defenses.activation_clustering(R, size_threshold=0.01)
+    assert not never.poisoned and not never.flagged.any()
+    sil = defenses.activation_clustering(R, rule="silhouette", silhouette_threshold=c.silhouette - 0.01)
+    assert sil.poisoned and not defenses.activation_clustering(R, rule="silhouette",
+                                                              silhouette_threshold=c.silhouette + 0.01).poisoned
+    ica = defenses.activation_clustering(R, reduce="ica")
+    assert ica.labels.shape == (len(R),) and 0 < ica.relative_size <= 0.5
+
+
+def test_datamodel_stability_reports_both_correlations():
+    K, y = _toy_kernel(n=30, seed=1)
+    lo = defenses.datamodel_stability(K, y, n_subsets=60, shift=0.1)
+    assert set(lo) == {"n_subsets", "r", "r_rowsum"} and lo["n_subsets"] == 60
+    assert -1 < lo["r_rowsum"] < 0.99 and np.isfinite(lo["r"])
+    hi = defenses.datamodel_stability(K, y, n_subsets=3000, shift=0.1)
+    assert hi["r_rowsum"] > lo["r_rowsum"] and hi["r_rowsum"] > 0.9, (lo, hi)

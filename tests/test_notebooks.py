@@ -26,12 +26,12 @@ EXPECTED = {
                           "efficiency_ratio_curve.png", "efficiency_ratio_curve.csv", "victim_variants.png",
                           "victim_variants.csv", "results.json"],
     "07_defenses": ["detection.png", "detection.csv", "spectral_directions.png", "spectral_directions.csv",
-                    "removal_retrain.png", "removal_retrain.csv", "ibau.png",
+                    "removal_retrain.png", "removal_retrain.csv", "ibau.png", "datamodel_stability.csv",
                     "ibau.csv", "runtime.csv", "results.json"],
     "08_adversarial_ntk": ["accuracy_vs_eps.png", "accuracy_vs_eps.csv", "eigen_features.png", "eigen_features.csv",
                            "feature_gradients.png", "kernel_dynamics.png", "kernel_dynamics.csv", "results.json"],
     "09_reconstruction": ["reconstructions.png", "reconstructions.csv", "ssim_vs_n_over_w.png", "ssim_vs_n_over_w.csv",
-                          "distillation.png", "distillation.json", "poisons.png", "poisons.csv", "results.json"],
+                          "distillation.png", "distillation.csv", "poisons.png", "poisons.csv", "results.json"],
 }
 
 
