@@ -91,8 +91,8 @@ def _codes(work: Path, module: str) -> dict:
 
 
 def run_module(module: str, max_children: int, timeout: int, resume: bool = False,
-               survivors_only: bool = False) -> list[dict]:
-    work = _scratch(module, resume or survivors_only)
+               survivors_only: bool = False, collect: bool = False) -> list[dict]:
+    work = _scratch(module, resume or survivors_only or collect)
     names = []
     if survivors_only:  # the current tests against the earlier run's survivors only
         names = [k for k, v in _codes(work, module).items() if STATUS.get(v) == "survived"]
@@ -104,9 +104,9 @@ def run_module(module: str, max_children: int, timeout: int, resume: bool = Fals
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=work, env=env, capture_output=True, text=True, timeout=timeout) if not collect else None
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if proc is not None and proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"mutmut failed on {module} (exit {proc.returncode}):\n{tail}")
     codes = _codes(work, module)
@@ -187,15 +187,18 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per module")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation.json"))
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run of these modules")
+    ap.add_argument("--collect", action="store_true",
+                    help="no run: report what a stopped run of these modules had checked (unchecked mutants counted)")
     ap.add_argument("--survivors", action="store_true",
                     help="rerun only the last run's survivors, against the tests as they are now")
     args = ap.parse_args(argv)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
     for module in args.modules:  # the report is rewritten after each module (a long run can be stopped)
-        summary, *rows = run_module(module, args.max_children, args.timeout, args.resume, args.survivors)
-        report["modules"][module] = dict(counts=summary["counts"], minutes=round(summary["seconds"] / 60, 1),
-                                         tests=MODULES[module])
+        summary, *rows = run_module(module, args.max_children, args.timeout, args.resume, args.survivors,
+                                    args.collect)
+        report["modules"][module] = dict(counts=summary["counts"], tests=MODULES[module],
+                                         **({} if args.collect else dict(minutes=round(summary["seconds"] / 60, 1))))
         report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows
         lines = write_report(report, out)
     if not args.modules:

@@ -246,8 +246,8 @@ if retrain:
 
 # %%
 ib = defense_study.ibau_study(exp, sets, victims, n_clean=n_clean, rounds=ibau_rounds,
-                              variants={v: defense_study.IBAU_VARIANTS[v] for v in ibau_variants}, diagnostics=True,
-                              progress=False)
+                              variants={v: dict(defense_study.IBAU_VARIANTS[v], diagnostics=v == "I-BAU")
+                                        for v in ibau_variants}, progress=False)
 ib["setting"] = ib["attack"] + " " + ib["budget"].astype(str)
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 n_max = max(n_clean)

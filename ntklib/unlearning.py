@@ -23,9 +23,12 @@ the Neumann series truncated to its first K terms (:func:`implicit_hypergradient
 reference's ``hypergrad.fixed_point``, whose loop v <- J^T v + g from v = 0 sums K terms; K = 0
 leaves the indirect term out: adversarial fine-tuning with delta*, the ablation of notebook 07).
 Each term is one vector-Jacobian product through Phi (``jax.vjp``), never a Jacobian. The series
-converges when the spectral radius of d_delta Phi = I - eta Hess_delta is below 1, and the
-identity holds where delta* is a fixed point of Phi; :func:`fixed_point_diagnostics` measures
-both (the paper's theory assumes them).
+converges when the spectral radius of d_delta Phi = I - eta Hess_delta(-L + 0.001 ||delta||^2)
+is below 1, and the identity holds where delta* is a fixed point of Phi;
+:func:`fixed_point_diagnostics` measures both (the paper's theory assumes them). On the digits
+victims of notebook 07 neither holds: the radius is 1.1-2.8 at every round's delta* (the series
+diverges; its K terms are a truncation), and delta* lies on the L2 ball's boundary, not at a
+stationary point of Phi; the indirect term can be left out with no loss there (notebook 07).
 
 Reference settings (``DESIGN.md`` section 8, and the authors' ``defense.py``): the inner
 maximization against the model's *own predictions* on the clean images (``inner_labels =
@@ -155,32 +158,50 @@ def _inner_map(arch, fixed_point_lr):
     return inner_map
 
 
-def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0.1) -> dict:
+def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0.1, method: str = "auto",
+                            iters: int = 50) -> dict:
     """What the hypergradient's derivation assumes, measured at ``delta`` (H, W, C) on (X, y) (the
     batch Phi is evaluated on): ``residual`` = ||Phi(delta) - delta|| / ||delta|| (0 at a fixed
     point of Phi), and ``spectral_radius`` = max |eig(d_delta Phi)| with d_delta Phi = I - eta
-    Hess_delta(-L + 0.001 ||delta||^2) (symmetric; the Neumann series converges iff it is < 1), and
-    the eigenvalues' range. Cost: the Hessian in delta, H W C Hessian-vector products on X (exact:
-    digits 64, CIFAR-10 3072 of them)."""
+    Hess_delta(-L + 0.001 ||delta||^2) (symmetric; the Neumann series converges iff it is < 1).
+    ``method``: "exact" forms the Jacobian (H W C Hessian-vector products: digits 64, CIFAR-10 3072)
+    and adds the eigenvalues' range (eig_min, eig_max); "power" runs ``iters`` steps of power
+    iteration (one product each; the radius to the iteration's accuracy); "auto": exact up to 1024
+    pixels. Cost: as said, each product one forward-over-reverse pass over X."""
     X, y = _check_inputs(arch, params, X, y, "X")
     delta = _val.check_array(delta, "delta", dtype=np.float32)
     if delta.shape != X.shape[1:]:
         raise ValueError(f"delta has shape {delta.shape}, the images {X.shape[1:]}: the universal perturbation is "
                          "one image")
     eta = _val.check_lr(fixed_point_lr, "fixed_point_lr")
+    _val.check_choice(method, "method", ("auto", "exact", "power"))
+    iters = _val.check_steps(iters, "iters")
     Xj, yj = jnp.asarray(X), jnp.asarray(y, X.dtype)
     phi = _inner_map(arch, eta)
     d = jnp.asarray(delta)
     step = np.asarray(phi(params, d, Xj, yj) - d, np.float64)
-    flat = jax.jit(lambda v: phi(params, v.reshape(d.shape), Xj, yj).reshape(-1))
-    # the Jacobian column by column (forward mode), 64 columns per program so that CIFAR-10's 3072 fit
-    cols = jax.jit(jax.vmap(lambda e: jax.jvp(flat, (d.reshape(-1),), (e,))[1]))
-    eye = np.eye(d.size, dtype=np.float32)
-    J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64])), np.float64) for i in range(0, d.size, 64)]).T
-    eig = np.linalg.eigvalsh((J + J.T) / 2)
     norm = float(np.linalg.norm(np.asarray(delta, np.float64)))
-    return dict(residual=float(np.linalg.norm(step)) / max(norm, 1e-12), spectral_radius=float(np.abs(eig).max()),
-                eig_min=float(eig.min()), eig_max=float(eig.max()))
+    out = dict(residual=float(np.linalg.norm(step)) / max(norm, 1e-12))
+    flat = jax.jit(lambda v: phi(params, v.reshape(d.shape), Xj, yj).reshape(-1))
+    jvp = jax.jit(lambda e: jax.jvp(flat, (d.reshape(-1),), (e,))[1])
+    if method == "exact" or (method == "auto" and d.size <= 1024):
+        # the Jacobian column by column (forward mode), 64 columns per program
+        cols = jax.jit(jax.vmap(jvp))
+        eye = np.eye(d.size, dtype=np.float32)
+        J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64])), np.float64)
+                            for i in range(0, d.size, 64)]).T
+        eig = np.linalg.eigvalsh((J + J.T) / 2)
+        out.update(spectral_radius=float(np.abs(eig).max()), eig_min=float(eig.min()), eig_max=float(eig.max()))
+    else:
+        v = np.random.default_rng(0).standard_normal(d.size).astype(np.float32)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(iters):
+            w = np.asarray(jvp(jnp.asarray(v)), np.float64)
+            lam = float(np.linalg.norm(w))
+            v = (w / max(lam, 1e-30)).astype(np.float32)
+        out.update(spectral_radius=lam)
+    return out
 
 
 @dataclass

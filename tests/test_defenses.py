@@ -397,6 +397,8 @@ def test_fixed_point_diagnostics_against_finite_differences():
     h = 1e-2
     J = np.stack([(phi(x0 + h * e) - phi(x0 - h * e)) / (2 * h) for e in np.eye(64)], 1)
     assert abs(d["spectral_radius"] - np.abs(np.linalg.eigvals(J)).max()) < 2e-3, d
+    power = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.1, method="power")
+    assert abs(power["spectral_radius"] - d["spectral_radius"]) < 1e-3 and power["residual"] == d["residual"]
 
 
 def test_ibau_ablations_do_what_they_say(poisoned_victim):
