@@ -136,11 +136,12 @@ def triage(rows: list[dict]) -> list[dict]:
     verdicts = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else []
     for r in rows:
         r["category"], r["verdict"] = "untriaged", ""
-        for v in verdicts:
-            if v["module"] == r["module"] and v.get("function", r["function"]) == r["function"] and \
-                    v["new"].strip() == r["new"]:
-                r["category"], r["verdict"] = v["category"], v["verdict"]
-                break
+        exact = [v for v in verdicts if v["module"] == r["module"] and v.get("function", r["function"]) == r["function"]
+                 and v["new"].strip() == r["new"]]
+        whole = [v for v in verdicts if v["module"] == r["module"] and v.get("function") == r["function"]
+                 and v["new"] == "*"]  # a verdict on every remaining survivor of one function
+        if exact:
+            r["category"], r["verdict"] = exact[0]["category"], exact[0]["verdict"]
         else:
             if _only_strings_changed(r["old"], r["new"]):
                 r["category"], r["verdict"] = "message text", "only the wording of a message or a label"
@@ -151,6 +152,8 @@ def triage(rows: list[dict]) -> list[dict]:
             elif INPUT_CHECK.search(r["old"]) or r["new"].startswith("raise"):
                 r["category"], r["verdict"] = "input check", ("an input check or its message (tests/test_bad_inputs.py "
                                                               "checks these, but is not run under mutation)")
+            elif whole:
+                r["category"], r["verdict"] = whole[0]["category"], whole[0]["verdict"]
     return rows
 
 
@@ -160,16 +163,17 @@ def write_report(report: dict, out: Path) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     lines = ["# Mutation testing (bench/mutation.py)", "",
-             "| module | mutants | killed | timeout | survived | message text | input check | default value | "
-             "equivalent | gap (test added) | untriaged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| module | mutants | not checked | killed | timeout | survived | message text | input check | "
+             "default value | equivalent | gap (test added) | open gap (no test yet) | untriaged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for module, m in report["modules"].items():
         cats = [r["category"] for r in report["survivors"] if r["module"] == module]
         cat = cats.count
         c = m["counts"]
-        lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {c.get('timeout', 0)} | "
+        lines.append(f"| {module} | {sum(c.values())} | {c.get('not checked', 0)} | {c.get('killed', 0)} | "
+                     f"{c.get('timeout', 0)} | "
                      f"{len(cats)} | {cat('message text')} | {cat('input check')} | {cat('default value')} | "
-                     f"{cat('equivalent')} | "
-                     f"{cat('gap')} | {cat('untriaged')} |")
+                     f"{cat('equivalent')} | {cat('gap')} | {cat('open gap')} | {cat('untriaged')} |")
     lines += ["", "## Survivors other than message text, input checks and defaults", ""]
     for r in report["survivors"]:
         if r["category"] not in ("message text", "input check", "default value"):

@@ -182,22 +182,25 @@ def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0
     step = np.asarray(phi(params, d, Xj, yj) - d, np.float64)
     norm = float(np.linalg.norm(np.asarray(delta, np.float64)))
     out = dict(residual=float(np.linalg.norm(step)) / max(norm, 1e-12))
-    flat = jax.jit(lambda v: phi(params, v.reshape(d.shape), Xj, yj).reshape(-1))
-    jvp = jax.jit(lambda e: jax.jvp(flat, (d.reshape(-1),), (e,))[1])
+    # parameters and images are arguments of the programs, not constants (XLA would fold them for long)
+    def jvp(e, p, x, yy):
+        return jax.jvp(lambda v: phi(p, v.reshape(d.shape), x, yy).reshape(-1), (d.reshape(-1),), (e,))[1]
+
     if method == "exact" or (method == "auto" and d.size <= 1024):
         # the Jacobian column by column (forward mode), 64 columns per program
-        cols = jax.jit(jax.vmap(jvp))
+        cols = jax.jit(jax.vmap(jvp, in_axes=(0, None, None, None)))
         eye = np.eye(d.size, dtype=np.float32)
-        J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64])), np.float64)
+        J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64]), params, Xj, yj), np.float64)
                             for i in range(0, d.size, 64)]).T
         eig = np.linalg.eigvalsh((J + J.T) / 2)
         out.update(spectral_radius=float(np.abs(eig).max()), eig_min=float(eig.min()), eig_max=float(eig.max()))
     else:
+        jvp_jit = jax.jit(jvp)
         v = np.random.default_rng(0).standard_normal(d.size).astype(np.float32)
         v /= np.linalg.norm(v)
         lam = 0.0
         for _ in range(iters):
-            w = np.asarray(jvp(jnp.asarray(v)), np.float64)
+            w = np.asarray(jvp_jit(jnp.asarray(v), params, Xj, yj), np.float64)
             lam = float(np.linalg.norm(w))
             v = (w / max(lam, 1e-30)).astype(np.float32)
         out.update(spectral_radius=lam)
