@@ -72,8 +72,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N = 10, width 64, 300 steps: a smoke run")
     ap.add_argument("--out", help="JSON path (default bench/results/reconstruction_<platform>.json)")
+    ap.add_argument("--widths", type=int, nargs="+", help="widths to run (default 256 and 1024)")
     args = ap.parse_args(argv)
-    n, widths, steps = (10, [64], 300) if args.quick else (40, [256, 1024], 5000)
+    n, widths, steps = (10, [64], 300) if args.quick else (40, args.widths or [256, 1024], 5000)
     snaps = sorted({s for s in (1000, 2000, steps) if s <= steps})
     X, y = odd_even(n)
     rows = []
