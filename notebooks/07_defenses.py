@@ -342,3 +342,17 @@ print(json.dumps(to_jsonable(results["poisoned"]), indent=1))
 #   the boundary, where the projected ascent stops, not at a stationary point of the inner loss.
 #   `bench/ibau.py` looks for a setting where the indirect term matters (portions of 1%, 10%
 #   and 50% of each minibatch, digits and CIFAR-10; `docs/results.md`).
+# - **CIFAR-10 at CPU scale** (`params/cifar10_defenses.yaml`: truck → deer, MLP-128 victims that do
+#   not fit their data, 2 seeds; measured 2026-12-05 under the settings above). ROC AUC, NTBA 10 /
+#   sampling 10 / sampling 40: datamodel 0.95 / 0.89 / 0.76, representer 0.92 / 0.91 / 0.87,
+#   leave-one-out 0.92 / 0.88 / 0.78, spectral signature on the empirical NTK 0.72 / 0.70 / 0.55,
+#   SPECTRE 0.69 / 0.74 / 0.66, spectral signatures on activations 0.44 / 0.57 / 0.48; activation
+#   clustering's size rule never fires. Retraining without the datamodel's removal set brings the
+#   ASR to 0.33 (NTBA 10) and 0.47 (sampling 10); the representer's to 0.64 for sampling 40, the
+#   best there. Two datamodel estimates correlate 0.73 / 0.86 / 0.92 with 2000 / 4000 / 8000
+#   subsets. **I-BAU fails there, its ablation does not**: with 100 / 300 / 1000 spare clean images
+#   I-BAU leaves an ASR of 0.13-0.94 and clean accuracy 0.55-0.71; the same perturbation without
+#   the indirect term brings the ASR to 0.19-0.25 (the clean victim's 0.22) at accuracy 0.82-0.85
+#   (the clean victim's 0.83); plain fine-tuning to 0.35-0.62. The spectral radius of
+#   $\partial_\delta\Phi$ is 1.0-4.3: the truncated, divergent series damages the network.
+
