@@ -313,7 +313,8 @@ def test_strongest_feature_search_finds_the_brute_force_optimum():
     right = best(-1.0)
     assert right != best(+1.0)  # the test can tell the two signs apart
     s = defenses.strongest_feature_scores(A, sizes=[k], restarts=30, seed=0)
-    assert set(np.argsort(-s)[:k]) == right and s[list(right)].min() > 0.4 / k, (s, right)
+    members, others = s[list(right)], np.delete(s, list(right))
+    assert members.min() > 0.4 / k and others.max() <= members.min(), (s, right)  # ties allowed (sort order)
 
 
 def subtle(n_clean=200, n_poison=10, dim=30, shift=1.6, seed=0):
