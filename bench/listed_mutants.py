@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from mutation import copy_tree  # noqa: E402
+
 MUTANTS = [  # (name, file, original line fragment, mutated fragment, tests that must kill it)
     ("kernel datamodel returns its transpose", "ntklib/defenses.py",
      "return np.linalg.solve(G, Mc.T @ (margins - margins.mean(0)))",
@@ -49,12 +51,7 @@ def main():
     scratch = ROOT / "build" / "listed_mutants"
     rows = []
     for name, rel, old, new, tests in MUTANTS:
-        shutil.rmtree(scratch, ignore_errors=True)
-        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-        for f in filter(None, files.decode().split("\0")):
-            if (ROOT / f).is_file():
-                (scratch / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / f, scratch / f)
+        copy_tree(scratch)
         src = (scratch / rel).read_text()
         if src.count(old) != 1:
             raise SystemExit(f"{name}: the line to mutate is not in {rel} exactly once; update MUTANTS")

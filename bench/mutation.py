@@ -53,19 +53,24 @@ STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout"
           -11: "segfault", -9: "segfault", None: "not checked"}
 
 
+def copy_tree(dest: Path) -> Path:
+    """A fresh copy of the working tree's tracked files (uncommitted edits included) at ``dest``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
 def _scratch(module: str, resume: bool = False) -> Path:
     """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/
     (``resume``: the copy of an earlier, interrupted run, whose finished mutants mutmut skips)."""
     dest = ROOT / "build" / "mutation" / module
     if resume and (dest / "mutants").is_dir():
         return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_tree(dest)
     tests = ", ".join(f'"{t}"' for t in MODULES[module])
     with open(dest / "pyproject.toml", "a") as f:
         f.write(f'\n[tool.mutmut]\nsource_paths = ["ntklib"]\nonly_mutate = ["ntklib/{module}.py"]\n'

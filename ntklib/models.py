@@ -80,6 +80,12 @@ class Architecture:
         """Network outputs f(x) of shape (n,)."""
         return self.apply_fn(params, x).reshape(x.shape[0])
 
+    def predict_labels(self, params, x) -> np.ndarray:
+        """The network's own labels sign(f(x)) in {-1, +1} (0 counts as +1), float32 (n,): what an
+        attacker or defender holding the weights labels images with (I-BAU's inner maximization,
+        the reconstructions of notebook 09)."""
+        return np.where(np.asarray(self.predict(params, jnp.asarray(x))) >= 0, 1.0, -1.0).astype(np.float32)
+
     def features(self, params, x) -> np.ndarray:
         """Penultimate activations (n, width): the input of the readout layer (the representation that
         spectral signatures, activation clustering and SPECTRE inspect)."""

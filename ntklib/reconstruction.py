@@ -58,7 +58,7 @@ from . import validation as _val
 __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
            "reconstruct",
            "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy",
-           "start_level", "run", "study", "victim_labels", "distillation_study", "GRAD_AT", "INIT"]
+           "start_level", "run", "study", "distillation_study", "GRAD_AT", "INIT"]
 
 
 def _check_mlp(arch):
@@ -458,12 +458,6 @@ def study(X, y, settings, X_unseen=None, **common):
     return pd.DataFrame(rows)
 
 
-def victim_labels(net, params, X) -> np.ndarray:
-    """The victim's own labels sign(f(x)) in {-1, +1} for images X: how an attacker holding the
-    weights labels its reconstructions."""
-    return np.where(np.asarray(net.predict(params, X)) >= 0, 1.0, -1.0)
-
-
 def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2, seeds=(0, 1, 2, 3, 4),
                        steps: int = 2000, lr: float = 0.02, init: str = "flat", ridge: float = 1e-3,
                        confidence: float = 0.95) -> tuple:
@@ -495,8 +489,8 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
         start = r["result"].history["snapshots"][0]
         k = _kernels.empirical_ntk(net.apply_fn, pf, dtype="float64") if isinstance(kernel, str) else kernel
         rows.append(dict(seed=s, set="victim network itself", accuracy=_adv.accuracy(net.predict(pf, X_test), y_test)))
-        for name, Xs, ys in (("training images (N)", X, y), ("reconstructions (2N)", R, victim_labels(net, pf, R)),
-                             ("starting images (2N)", start, victim_labels(net, pf, start))):
+        for name, Xs, ys in (("training images (N)", X, y), ("reconstructions (2N)", R, net.predict_labels(pf, R)),
+                             ("starting images (2N)", start, net.predict_labels(pf, start))):
             rows.append(dict(seed=s, set=name, accuracy=distilled_accuracy(k, Xs, ys, X_test, y_test, ridge)))
     table = {}
     for row in rows:

@@ -56,8 +56,7 @@ from tqdm.auto import tqdm
 
 from . import validation as _val
 
-__all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation",
-           "predicted_labels"]
+__all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation"]
 
 
 def _tree_add(a, b, scale=1.0):
@@ -140,13 +139,6 @@ def _ascent(arch, params, X, y, radius, steps, lr):
         g = grad(delta)
         delta = _project(delta + lr * radius * g / jnp.maximum(jnp.sqrt(jnp.sum(g ** 2)), 1e-12), radius)
     return delta
-
-
-def predicted_labels(arch, params, X) -> np.ndarray:
-    """The network's own labels sign(f(x)) in {-1, +1} (0 counts as +1) for images X (n, H, W, C):
-    what the reference's inner maximization attacks (``argmax`` of its logits), no true label
-    needed."""
-    return np.where(np.asarray(arch.predict(params, jnp.asarray(X))) >= 0, 1.0, -1.0).astype(np.float32)
 
 
 def _inner_map(arch, fixed_point_lr):
@@ -280,7 +272,7 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     n_patched = 0 if portion == 0 else max(1, int(round(portion * bs)))
     for r in tqdm(range(rounds), desc="I-BAU rounds", disable=not progress):
         if n_patched:
-            y_inner = predicted_labels(arch, params, X) if inner_labels == "predicted" else y
+            y_inner = arch.predict_labels(params, X) if inner_labels == "predicted" else y
             delta = _ascent(arch, params, X, y_inner, radius, inner_steps, inner_lr)
             hist["inner_loss"].append(_val.check_loss(
                 _loss(arch, params, jnp.asarray(X), jnp.asarray(y_inner, X.dtype), delta), f"I-BAU's inner "

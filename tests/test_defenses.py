@@ -416,7 +416,7 @@ def test_ibau_ablations_do_what_they_say(poisoned_victim):
     assert runs["ft"].history["delta_norm"] == [0.0] and runs["K0"].history["delta_norm"][0] > 0
     # K = 0 equals plain Adam on the patched outer loss: its gradient has no indirect part
     assert np.array_equal(runs["K0"].deltas[0], runs["ibau"].deltas[0])
-    labels = unlearning.predicted_labels(exp.arch, params, X)
+    labels = exp.arch.predict_labels(params, X)
     assert set(np.unique(labels)) <= {-1.0, 1.0} and (labels != y).any() == (runs["true"].deltas[0] !=
                                                                                runs["ibau"].deltas[0]).any()
 
