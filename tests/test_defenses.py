@@ -524,3 +524,15 @@ def test_datamodel_stability_reports_both_correlations():
     assert -1 < lo["r_rowsum"] < 0.99 and np.isfinite(lo["r"])
     hi = defenses.datamodel_stability(K, y, n_subsets=3000, shift=0.1)
     assert hi["r_rowsum"] > lo["r_rowsum"] and hi["r_rowsum"] > 0.9, (lo, hi)
+
+
+def test_ibau_inner_maximization_attacks_the_networks_own_labels(poisoned_victim):
+    """inner_labels="predicted" ignores the labels given (the reference attacks argmax f(x)); "true" uses
+    them: with half the given labels flipped, the first delta* is unchanged in the one case only."""
+    exp, params = poisoned_victim
+    X, y = exp.task.X_t[:30], exp.task.y_t[:30]
+    wrong = np.where(np.arange(len(y)) % 2 == 0, -y, y)
+    kw = dict(rounds=1, inner_steps=5, outer_steps=1, batch_size=10, progress=False)
+    own = [unlearning.ibau(exp.arch, params, X, labels, **kw).deltas[0] for labels in (y, wrong)]
+    true = [unlearning.ibau(exp.arch, params, X, labels, inner_labels="true", **kw).deltas[0] for labels in (y, wrong)]
+    assert np.array_equal(own[0], own[1]) and not np.allclose(true[0], true[1])
