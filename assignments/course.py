@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import filecmp
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -54,13 +56,41 @@ def _gradebook(course: Path):
         os.environ["PATH"] = saved
 
 
-def _nbgrader(course: Path, *args):
-    env = _env()
-    r = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
+# One process runs every nbgrader step of a call through nbgrader's Python API (its start-up, ~7 s, is
+# paid once instead of once per notebook); each step still succeeds or fails on its own.
+_DRIVER = """
+import json, sys
+from traitlets.config.loader import PyFileConfigLoader
+from nbgrader.apps import NbGraderAPI
+api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=".").load_config())
+out = []
+for op, args in json.load(sys.stdin):
+    r = getattr(api, op)(*args, force=True)
+    out.append(dict(success=bool(r["success"]), error=r.get("error") or "", log=r.get("log") or ""))
+with open(sys.argv[1], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def _nbgrader(course: Path, steps: list[tuple[str, tuple]]) -> list[str | None]:
+    """Run nbgrader API steps, ``("generate_assignment", (a,))`` or ``("autograde", (a, student))``,
+    in one process from the course folder; returns for each step None (done) or why it failed (the
+    last lines of nbgrader's traceback and log)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        r = subprocess.run([sys.executable, "-c", _DRIVER, str(result)], cwd=course, env=_env(),
+                           input=json.dumps(steps), capture_output=True, text=True)
+        if r.returncode != 0 or not result.exists():
+            raise RuntimeError(f"nbgrader could not run (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        out = json.loads(result.read_text())
+    errors = []
+    for res in out:
+        if res["success"]:
+            errors.append(None)
+            continue
+        lines = [ln for ln in (res["log"] + "\n" + res["error"]).splitlines() if ln.strip()]
+        errors.append(" | ".join(lines[-3:])[-400:])
+    return errors
 
 
 def assignments(course: Path = HERE) -> list[str]:
@@ -80,8 +110,10 @@ def release(course: Path = HERE) -> Path:
         what = f"the assignments {empty} hold no notebook" if names else "it holds no assignment folder"
         raise ValueError(f"{Path(course) / 'source'}: {what}; nothing would be released. Put each assignment's "
                          "notebooks in source/<assignment>/*.ipynb (`make notebooks` writes them from the .py sources)")
-    for a in names:
-        _nbgrader(course, "generate_assignment", a, "--force")
+    errors = _nbgrader(course, [("generate_assignment", (a,)) for a in names])
+    failed = {a: e for a, e in zip(names, errors, strict=True) if e}
+    if failed:
+        raise RuntimeError(f"nbgrader generate_assignment failed: {failed}")
     return Path(course) / "release"
 
 
@@ -153,15 +185,14 @@ def grade(course: Path, submissions: Path) -> dict:
         if a not in known:
             out[(student, a)] = Grade(None, None, f"the course has no assignment {a!r} (it has {sorted(known)})")
             continue
-        if a not in released:
+        elif a not in released:
             out[(student, a)] = Grade(None, None, f"{a!r} was never released, so nbgrader has no answer key: run "
                                                   "`python assignments/course.py release` first")
-            continue
-        try:
-            _nbgrader(course, "autograde", a, "--student", student, "--force")
-        except RuntimeError as e:
-            lines = [ln for ln in str(e).splitlines() if ln.strip()]
-            out[(student, a)] = Grade(None, None, " | ".join(lines[-3:])[-400:])
+    todo = [(student, a) for student, a in pairs if (student, a) not in out]
+    steps = [("autograde", (a, student)) for student, a in todo]
+    for (student, a), error in zip(todo, _nbgrader(course, steps) if steps else [], strict=True):
+        if error:
+            out[(student, a)] = Grade(None, None, error)
     with _gradebook(course) as gb:
         for student, a in pairs:
             if (student, a) in out:
@@ -170,8 +201,8 @@ def grade(course: Path, submissions: Path) -> dict:
                 sub = gb.find_submission(a, student)
                 out[(student, a)] = Grade(sub.score, sub.max_score)
             except MissingEntry:
-                out[(student, a)] = Grade(None, None, "nbgrader graded nothing (see its log above): is the "
-                                                      "notebook named as in the release?")
+                out[(student, a)] = Grade(None, None, "nbgrader graded nothing: is the notebook named as in "
+                                                      "the release?")
     return dict(sorted(out.items()))
 
 

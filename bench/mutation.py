@@ -64,17 +64,26 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
+def _mutmut_config(module: str) -> str:
+    tests = ", ".join(f'"{t}"' for t in MODULES[module])
+    return (f'\n[tool.mutmut]\nsource_paths = ["ntklib"]\nonly_mutate = ["ntklib/{module}.py"]\n'
+            f'pytest_add_cli_args_test_selection = [{tests}]\nalso_copy = ["data", "params"]\n')
+
+
 def _scratch(module: str, resume: bool = False) -> Path:
     """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/
-    (``resume``: the copy of an earlier, interrupted run, whose finished mutants mutmut skips)."""
+    (``resume``: the copy of an earlier, interrupted run, whose finished mutants mutmut skips; its
+    test files are refreshed from the working tree, and mutmut collects the coverage of new tests
+    before it goes on. A changed test *selection* (MODULES) makes mutmut discard every result, so
+    new tests of a module go into the files it already selects)."""
     dest = ROOT / "build" / "mutation" / module
     if resume and (dest / "mutants").is_dir():
+        for where in (dest / "tests", dest / "mutants" / "tests"):
+            shutil.copytree(ROOT / "tests", where, dirs_exist_ok=True)
         return dest
     copy_tree(dest)
-    tests = ", ".join(f'"{t}"' for t in MODULES[module])
     with open(dest / "pyproject.toml", "a") as f:
-        f.write(f'\n[tool.mutmut]\nsource_paths = ["ntklib"]\nonly_mutate = ["ntklib/{module}.py"]\n'
-                f'pytest_add_cli_args_test_selection = [{tests}]\nalso_copy = ["data", "params"]\n')
+        f.write(_mutmut_config(module))
     return dest
 
 
@@ -101,8 +110,6 @@ def run_module(module: str, max_children: int, timeout: int, resume: bool = Fals
     names = []
     if survivors_only:  # the current tests against the earlier run's survivors only
         names = [k for k, v in _codes(work, module).items() if STATUS.get(v) == "survived"]
-        for dest in (work / "tests", work / "mutants" / "tests"):
-            shutil.copytree(ROOT / "tests", dest, dirs_exist_ok=True)
     # one thread per forked mutant: OpenMP (scikit-learn) and XLA thread pools do not survive fork()
     env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",

@@ -1,9 +1,12 @@
 """Defenses: each score against an independent computation, every detector on blatant poisons,
 I-BAU's hypergradient against the exact implicit gradient, and I-BAU on a trained victim."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg as sla
 
 from ntklib import attack, data, defense_study, defenses, evaluate, models, pipeline, train, unlearning
 
@@ -536,3 +539,316 @@ def test_ibau_inner_maximization_attacks_the_networks_own_labels(poisoned_victim
     own = [unlearning.ibau(exp.arch, params, X, labels, **kw).deltas[0] for labels in (y, wrong)]
     true = [unlearning.ibau(exp.arch, params, X, labels, inner_labels="true", **kw).deltas[0] for labels in (y, wrong)]
     assert np.array_equal(own[0], own[1]) and not np.allclose(true[0], true[1])
+
+
+# ---------------------------------------------------------------------------- SPECTRE against a re-computation
+# SPECTRE's robust covariance filter and QUE scores against an independent re-computation.
+#
+# The reference below is written from the algorithm's description (Diakonikolas et al. 2017, the
+# covariance filter; Hayase et al. 2021, Algorithm 2, and the choices of its code, SewoongLab/spectre-defense) in the
+# most literal form: the fourth-moment matrix T = (1/n) sum_i vec(w_i w_i^T) vec(w_i w_i^T)^T -
+# vec(I) vec(I)^T is built explicitly from Kronecker products (the library multiplies by it
+# matrix-free), the whitening is an explicit eigendecomposition, the QUE matrix a closed form in
+# the eigenbasis of S. Each scenario is chosen so that one branch of the filter decides it (gross
+# outliers, the fourth-moment test, the threshold search, the removal cap), and the boundary cases
+# put a threshold just above and just below the data's own statistic, so that a changed constant or
+# comparison gives a different answer.
+
+
+C = 10.0  # the filter's constant (Diakonikolas et al.; SPECTRE's code uses 10)
+
+
+# ---------------------------------------------------------------------------- the reference
+def ref_whiten(Y):
+    """W = Y Sigma^-1/2 with Sigma = Y^T Y / n (second moments), via an explicit eigendecomposition."""
+    n = len(Y)
+    lam, U = np.linalg.eigh(Y.T @ Y / n)
+    return Y @ U @ np.diag(lam ** -0.5) @ U.T
+
+
+def ref_fourth_moment(W):
+    """T (k^2, k^2) built from the Kronecker products of each row."""
+    n, k = W.shape
+    Z = np.stack([np.kron(w, w) for w in W])  # (n, k^2)
+    eye = np.eye(k).ravel()
+    return Z.T @ Z / n - np.outer(eye, eye)
+
+
+def ref_lowest(values, k):
+    keep = np.zeros(len(values), bool)
+    for i in sorted(range(len(values)), key=lambda i: (values[i], i))[:k]:
+        keep[i] = True
+    return keep
+
+
+def ref_filter_step(Y, eps, tau, limit, info=None):
+    """One step: ('gross' | 'threshold', mask of rows kept) or ('gaussian' | 'no threshold', None).
+    ``info`` (a dict) receives the threshold T and whether the tail bound (not 1) decided it."""
+    n, k = Y.shape
+    W = ref_whiten(Y)
+    q = np.array([w @ w for w in W])
+    gross = q >= C * k * np.log(n / tau)
+    if gross.any():
+        return "gross", ~gross | ref_lowest(q, max(0, n - limit))
+    lam, vec = np.linalg.eigh(ref_fourth_moment(W))
+    if lam[-1] <= 1 + C * eps * np.log(1 / eps) ** 2:
+        return "gaussian", None
+    P = vec[:, -1].reshape(k, k)
+    P = (P + P.T) / 2
+    p = np.array([(w @ P @ w - np.trace(P)) / np.sqrt(2) for w in W])
+    diffs = np.abs(p - np.median(p))
+    for i, d in enumerate(sorted(diffs)):  # i + 1 of the n sorted deviations are <= d
+        T = d - 3.0
+        if T <= 0:
+            continue
+        tail = 1.0 if T <= 10 * np.log(1 / eps) else 3 * eps / (T * np.log(T)) ** 2
+        if (i + 1) / n >= tail:
+            if info is not None:
+                info.update(T=T, tail_bound=tail < 1)
+            return "threshold", (diffs <= T) | ref_lowest(diffs, max(0, n - limit))
+    return "no threshold", None
+
+
+def ref_robust_covariance(Y, eps, limit, tau=0.1):
+    idx = np.arange(len(Y))
+    while limit > 0:
+        _, keep = ref_filter_step(Y[idx], eps, tau, limit)
+        if keep is None or keep.all():
+            break
+        limit -= int((~keep).sum())
+        idx = idx[keep]
+    return np.isin(np.arange(len(Y)), idx)
+
+
+def ref_que(S, alpha):
+    """M = exp(alpha (S - I) / (||S||_2 - 1)) / tr(...), in the eigenbasis of S."""
+    lam, U = np.linalg.eigh(S)
+    e = np.exp(alpha * (lam - 1) / (lam.max() - 1))
+    return (U * e) @ U.T / e.sum()
+
+
+def ref_pca(R, k):
+    Rc = R - R.mean(0)
+    lam, U = np.linalg.eigh(Rc.T @ Rc)
+    return Rc @ U[:, ::-1][:, :k]
+
+
+def ref_spectre_at(R, n_poison, k, alpha=4.0, tau=0.1, limit1=2.0, limit2=1.5):
+    """QUE scores at dimension k and the ceil(limit2 * n_poison) highest as the removal."""
+    n = len(R)
+    Y = ref_pca(R, k)
+    if k == 1:
+        white, M = Y, np.ones((1, 1))
+    else:
+        sel = ref_robust_covariance(Y, n_poison / n, min(round(limit1 * n_poison), n - 2), tau)
+        Ys = Y[sel] - Y[sel].mean(0)
+        lam, U = np.linalg.eigh(Ys.T @ Ys / len(Ys))
+        white = Y @ (U / np.sqrt(lam)) @ U.T
+        wc = white - white.mean(0)
+        M = ref_que(wc.T @ wc / (n - 1), alpha)
+    scores = np.array([w @ M @ w for w in white])
+    n_remove = math.ceil(limit2 * n_poison - 1e-9)
+    return scores, ref_lowest(-scores, n_remove)
+
+
+# ---------------------------------------------------------------------------- scenarios
+def gaussian(n=300, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, k)) * np.linspace(1.5, 0.7, k)
+
+
+def with_gross_outliers(seed=0):
+    """Three points 60 standard deviations out: |w|^2 can exceed C k log(n / tau) only when n is large
+    against k (the |w_i|^2 sum to n k)."""
+    Y = gaussian(n=2000, k=2, seed=seed)
+    Y[:3] *= 0.2
+    Y[:3, 0] += 60.0
+    return Y
+
+
+def with_variance_outliers(n=400, k=3, n_out=30, scale=4.0, seed=1):
+    """A cluster with a wider spread along one direction: no point is gross, the fourth moment flags it."""
+    rng = np.random.default_rng(seed)
+    Y = rng.standard_normal((n, k))
+    Y[:n_out, 1] *= scale
+    return Y
+
+
+def test_the_whitening_is_the_inverse_square_root():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    S = A @ A.T + 0.1 * np.eye(6)
+    R = defenses._inv_sqrt(S)
+    np.testing.assert_allclose(R @ S @ R, np.eye(6), atol=1e-10)
+    np.testing.assert_allclose(R, R.T, atol=1e-12)
+    # an asymmetric rounding error is symmetrized, not amplified
+    np.testing.assert_allclose(defenses._inv_sqrt(S + 1e-9 * np.triu(A)), R, atol=1e-6)
+    # a singular matrix: eigenvalues floored at 1e-12 of the largest, finite
+    u = rng.standard_normal(6)
+    Z = defenses._inv_sqrt(np.outer(u, u))
+    assert np.isfinite(Z).all()
+    np.testing.assert_allclose(np.linalg.eigvalsh(Z).max(), (1e-12 * (u @ u)) ** -0.5, rtol=1e-6)
+    np.testing.assert_allclose(u @ Z @ u, np.sqrt(u @ u), rtol=1e-6)
+    # a tiny matrix keeps its scale (the floor is relative)
+    np.testing.assert_allclose(defenses._inv_sqrt(1e-8 * S), 1e4 * R, rtol=1e-8)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 5])
+def test_keep_lowest(k):
+    v = np.array([3.0, -1.0, 2.0, -1.0, 7.0])
+    np.testing.assert_array_equal(defenses._keep_lowest(v, k), ref_lowest(v, k))
+    assert defenses._keep_lowest(v, k).dtype == bool
+
+
+CASES = {  # name: (Y, eps, tau, limit, the reference's branch)
+    "gross": (with_gross_outliers(), 0.02, 0.1, 50, "gross"),
+    "gross, capped": (with_gross_outliers(), 0.02, 0.1, 2, "gross"),
+    "fourth moment": (with_variance_outliers(), 30 / 400, 0.1, 60, "threshold"),
+    "fourth moment, capped": (with_variance_outliers(), 30 / 400, 0.1, 0, "threshold"),
+    "gaussian": (gaussian(), 0.05, 0.1, 30, "gaussian"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_filter_step_equals_the_reference(case):
+    Y, eps, tau, limit, branch = CASES[case]
+    got_branch, want = ref_filter_step(Y, eps, tau, limit)
+    assert got_branch == branch, "the scenario no longer exercises its branch"
+    got = defenses._cov_filter_step(Y, eps, tau, limit)
+    if want is None:
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got, want)
+        assert (~got).sum() <= limit and ((~got).sum() >= 1 or limit == 0)
+
+
+def test_the_matrix_free_eigenvector_branch_equals_the_explicit_one():
+    """k = 21: k^2 = 441 > 400 switches to the Lanczos solver on the matrix-free product."""
+    Y = with_variance_outliers(n=600, k=21, n_out=60, scale=4.0, seed=3)
+    branch, want = ref_filter_step(Y, 0.1, 0.1, 100)
+    assert branch == "threshold"
+    np.testing.assert_array_equal(defenses._cov_filter_step(Y, 0.1, 0.1, 100), want)
+
+
+def _statistic(Y):
+    """The data's own values of the two tested statistics: max_i |w_i|^2 and the top eigenvalue of T."""
+    W = ref_whiten(Y)
+    return (W ** 2).sum(1).max(), np.linalg.eigvalsh(ref_fourth_moment(W))[-1]
+
+
+@pytest.mark.parametrize("side", [-1, 1])
+def test_the_gross_outlier_threshold_at_its_boundary(side):
+    """tau puts C k log(n / tau) 1% below (the largest |w|^2 is gross) or above it."""
+    Y = with_gross_outliers()
+    n, k = Y.shape
+    qmax, _ = _statistic(Y)
+    tau = n / math.exp(qmax * (1 + side * 0.01) / (C * k))
+    branch, want = ref_filter_step(Y, 0.02, tau, 50)
+    assert branch == ("threshold" if side > 0 else "gross")
+    np.testing.assert_array_equal(defenses._cov_filter_step(Y, 0.02, tau, 50), want)
+
+
+@pytest.mark.parametrize("side", [-1, 1])
+def test_the_fourth_moment_threshold_at_its_boundary(side):
+    """eps puts 1 + C eps log(1/eps)^2 1% below (the filter acts) or above (Gaussian) the top eigenvalue."""
+    Y = with_variance_outliers(scale=3.0)  # top eigenvalue 5.0, within reach of the threshold (at most 6.4)
+    _, lam = _statistic(Y)
+    from scipy.optimize import brentq
+    eps = brentq(lambda e: 1 + C * e * math.log(1 / e) ** 2 - lam * (1 + side * 0.01), 1e-6, 0.1)
+    branch, want = ref_filter_step(Y, eps, 0.1, 60)
+    assert branch == ("gaussian" if side > 0 else "threshold")
+    got = defenses._cov_filter_step(Y, eps, 0.1, 60)
+    assert (got is None) == (want is None)
+    if want is not None:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_threshold_search_uses_the_tail_bound():
+    """Small eps: the tail 3 eps / (T log T)^2 is what stops the search (T > 10 log(1/eps))."""
+    Y = with_variance_outliers(n=400, k=2, n_out=4, scale=20.0, seed=5)
+    eps = 2e-4
+    info = {}
+    branch, want = ref_filter_step(Y, eps, 1e-6, 100, info)
+    assert branch == "threshold" and info["tail_bound"] and 0 < (~want).sum() < 4
+    np.testing.assert_array_equal(defenses._cov_filter_step(Y, eps, 1e-6, 100), want)
+
+
+@pytest.mark.parametrize("case", ["gross", "gross, capped", "fourth moment", "fourth moment, capped", "gaussian"])
+def test_the_iterated_filter_equals_the_reference(case):
+    Y, eps, tau, limit, _ = CASES[case]
+    want = ref_robust_covariance(Y, eps, limit, tau)
+    got = defenses.robust_covariance(Y, eps, limit, tau)
+    np.testing.assert_array_equal(got, want)
+    assert (~got).sum() <= limit
+
+
+def test_the_iterated_filter_stops_at_its_limit():
+    Y = with_variance_outliers()
+    assert defenses.robust_covariance(Y, 30 / 400, limit=0).all()
+    assert (~defenses.robust_covariance(Y, 30 / 400, limit=1)).sum() == 1
+    # one step at most: the first step's mask
+    np.testing.assert_array_equal(defenses.robust_covariance(Y, 30 / 400, limit=60, max_iter=1),
+                                  ref_filter_step(Y, 30 / 400, 0.1, 60)[1])
+
+
+@pytest.mark.parametrize("alpha", [0.5, 4.0, 12.0])
+def test_the_que_matrix_is_the_closed_form(alpha):
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((5, 40))
+    S = np.cov(A)
+    M = defenses._que_matrix(S, alpha)
+    np.testing.assert_allclose(M, ref_que(S, alpha), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(M, sla.expm(alpha * (S - np.eye(5)) / (np.linalg.norm(S, 2) - 1))
+                               / np.trace(sla.expm(alpha * (S - np.eye(5)) / (np.linalg.norm(S, 2) - 1))),
+                               rtol=1e-9, atol=1e-12)
+
+
+def subtle_reps(n_clean=240, n_poison=10, dim=12, shift=2.2, seed=0):
+    rng = np.random.default_rng(seed)
+    scale = np.r_[0.15, np.linspace(3.0, 1.0, dim - 1)]
+    clean = rng.standard_normal((n_clean, dim)) * scale
+    poison = rng.standard_normal((n_poison, dim)) * scale
+    poison[:, 0] += shift
+    return np.vstack([clean, poison])
+
+
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_spectre_at_one_dimension_equals_the_reference(k):
+    R = subtle_reps()
+    scores, removed = defenses._spectre_at(R, 10, k, 4.0, 0.1, 2.0, 1.5)
+    want_scores, want_removed = ref_spectre_at(R, 10, k)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    np.testing.assert_array_equal(removed, want_removed)
+
+
+@pytest.mark.parametrize("limit1, limit2, alpha", [(1.0, 2.0, 2.0), (3.0, 1.0, 8.0)])
+def test_spectre_at_passes_its_settings_on(limit1, limit2, alpha):
+    R = subtle_reps(seed=1)
+    scores, removed = defenses._spectre_at(R, 10, 9, alpha, 0.2, limit1, limit2)
+    want_scores, want_removed = ref_spectre_at(R, 10, 9, alpha, 0.2, limit1, limit2)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    np.testing.assert_array_equal(removed, want_removed)
+
+
+def test_spectre_picks_the_dimension_of_largest_que_variance():
+    """The objective tr(S M) / tr(M) of each k, recomputed: S the whitened covariance at 100
+    dimensions (capped by n - 2 and the rank) after removing that k's points."""
+    R = subtle_reps()
+    res = defenses.spectre(R, 10)
+    top = min(100, len(R) - 2, np.linalg.matrix_rank(R - R.mean(0)))
+    Y = ref_pca(R, top)
+    for k in [1, 4, 9, 12]:
+        assert k in res.objective
+        _, removed = ref_spectre_at(R, 10, k)
+        Ys = Y[~removed] - Y[~removed].mean(0)
+        lam, U = np.linalg.eigh(Ys.T @ Ys / (len(Ys) - 1))
+        white = Y @ (U / np.sqrt(lam)) @ U.T
+        S = np.cov(white.T)
+        M = ref_que(S, 4.0)
+        np.testing.assert_allclose(res.objective[k], np.trace(S @ M), rtol=1e-6)
+    assert sorted(res.objective) == [1, 4, 9, 12]
+    best = max(res.objective, key=res.objective.get)
+    assert res.k == best
+    want_scores, want_removed = ref_spectre_at(R, 10, best)
+    np.testing.assert_allclose(res.scores, want_scores, rtol=1e-6)
+    np.testing.assert_array_equal(res.removed, want_removed)
