@@ -578,6 +578,12 @@ def optimize_poisons(problem: BackdoorProblem, X_p0, method: str = "lbfgsb", ste
     if ckpt is not None and resume and ckpt.exists():
         try:
             st = _load_checkpoint(ckpt, fp, x.size)
+            if int(st["step"]) > steps:
+                raise CheckpointMismatchError(
+                    f"checkpoint {ckpt} is at step {int(st['step'])}, past the steps={steps} asked for (a checkpoint "
+                    "holds only its last iterate, so the run cannot be stopped earlier). Pass "
+                    f"steps>={int(st['step'])} to go on from it, resume=False to start afresh, or another checkpoint "
+                    "path")
         except (CheckpointReadError, CheckpointMismatchError) as e:
             if bad_checkpoint == "raise":
                 raise

@@ -83,7 +83,8 @@ class Kernel:
     def __init__(self, pair: Callable, args=(), dtype="float32", tile=None, name="kernel",
                  bytes_per_pair: float = 64, bytes_per_row: float = 0, memory=DEFAULT_MEMORY,
                  spec: dict | None = None, features: Callable | None = None, feature_dim: int = 0,
-                 feature_dot: Callable | None = None, shard: bool = True):
+                 feature_dot: Callable | None = None, shard: bool = True,
+                 input_check: Callable | None = None):
         if not callable(pair):
             raise TypeError(f"pair={_val.describe(pair)} is invalid: must be a JAX function pair(x1, x2) -> (n1, n2)")
         try:
@@ -105,6 +106,7 @@ class Kernel:
         self._bytes_per_pair, self._bytes_per_row, self._memory = bytes_per_pair, bytes_per_row, memory
         self.tile = self._auto_tile() if tile is None else tile
         self.spec = dict(spec or {}, name=name, dtype=str(self.dtype))
+        self._input_check = input_check  # input_check(x, what): raises on inputs the kernel cannot take
         self._fwd = jax.jit(pair)
         self._bwd = jax.jit(lambda a, b, c, *args: jax.vjp(lambda u: pair(u, b, *args), a)[1](c)[0])
         self._features, self._feature_dim = features, int(feature_dim)
@@ -172,7 +174,10 @@ class Kernel:
         return x if self._on_cpu else jax.device_put(x, self._devices[0])
 
     def _check(self, x, what):
-        return _val.check_array(x, what, min_ndim=2)
+        x = _val.check_array(x, what, min_ndim=2)
+        if self._input_check is not None:
+            self._input_check(x, what)
+        return x
 
     # ------------------------------------------------------------------ API
     @_profiling.profiled("kernel evaluation")
@@ -405,6 +410,22 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
         return jax.vmap(one)(x, v)
 
     n_params = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params))
+    fits = set()
+
+    def input_check(x, what):  # parameters built for another image shape fail deep inside XLA otherwise
+        if x.shape[1:] in fits:
+            return
+        try:
+            jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32))
+        except Exception as e:  # noqa: BLE001  (shape errors come as TypeError or ValueError, by layer)
+            shapes = [tuple(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params)][:2]
+            raise ValueError(
+                f"{what} holds inputs of shape {x.shape[1:]}, but the network's parameters do not take them (its "
+                f"first parameter arrays have shapes {shapes}; {type(e).__name__}: {str(e).splitlines()[0][:160]}). "
+                "The parameters were built for another input shape: build them for these inputs "
+                "(arch.init(seed, x.shape[1:])) or give inputs of the shape they were built for") from None
+        fits.add(x.shape[1:])
+
     # One device, even when several are present: with the rows of a tile sharded over devices, XLA's
     # partitioning of vmap(grad) computes the per-example gradients of convolution kernels wrongly
     # (measured on 2 host devices, JAX 0.4.25 and 0.10.2: K off by 34% of its largest entry for a
@@ -412,7 +433,7 @@ def empirical_ntk(apply_fn, params, dtype="float32", tile=None, memory=DEFAULT_M
     return Kernel(pair, (params,), dtype, tile, name="empirical_ntk", bytes_per_pair=4,
                   bytes_per_row=4 * 3 * n_params, memory=memory, features=features, feature_dim=n_params,
                   feature_dot=feature_dot, spec=dict(spec or {}, kind="empirical_ntk", n_params=n_params),
-                  shard=False)
+                  shard=False, input_check=input_check)
 
 
 def user_kernel(pair: Callable, dtype="float32", tile=None, name="user", **kw) -> Kernel:

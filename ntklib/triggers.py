@@ -146,7 +146,11 @@ class Trigger:
 
 
 def apply_trigger(fn: Callable, x) -> np.ndarray:
-    """Apply ``fn`` to a batch and check the result: same shape, finite, clipped to [0, 1]."""
+    """Apply ``fn`` to a batch and check the result: same shape, finite, clipped to [0, 1].
+
+    An additive trigger may overshoot the box (x + pattern saturates, as the built-in ones do), but by
+    less than the box's own width: an output outside [-1, 2] is refused (a 0-255 scale, or a shift
+    that would clip whole images to black or white), not clipped silently."""
     x = _check_batch(x)
     out = np.asarray(fn(x))
     if out.shape != x.shape:
@@ -155,6 +159,13 @@ def apply_trigger(fn: Callable, x) -> np.ndarray:
             "Triggers add a pattern to images; they cannot crop, resize or change channels.")
     if not np.all(np.isfinite(out)):
         raise ValueError("the trigger produced NaN or infinite pixels")
+    lo, hi = float(out.min(initial=0.0)), float(out.max(initial=1.0))
+    if lo < -1.0 or hi > 2.0:
+        scale = " (8-bit scale? images and triggers here are in [0, 1])" if hi > 2.0 else ""
+        raise ValueError(f"the trigger returned pixels in [{lo:.3g}, {hi:.3g}]{scale}: a trigger maps images in "
+                         "[0, 1] to images in [0, 1]; values just outside are clipped, but these would clip "
+                         f"{float(np.mean((out < 0) | (out > 1))):.0%} of the pixels. Return x + pattern with a "
+                         "pattern of amplitude below 1, or a blend of x and a pattern")
     return np.clip(out, 0.0, 1.0).astype(x.dtype, copy=False)
 
 

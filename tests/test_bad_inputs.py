@@ -124,6 +124,10 @@ CASES = [
     ("trigger-not-callable", lambda e: triggers.custom("sparkle"), TypeError, "a trigger wraps a function"),
     ("trigger-changes-shape", lambda e: triggers.custom(lambda b: b[:, :4])(e["X"]), ValueError,
      "a trigger must keep the image shape"),
+    ("trigger-8bit-output", lambda e: triggers.custom(lambda b: b * 255)(e["X"]), ValueError,
+     "8-bit scale? images and triggers here are in [0, 1]"),
+    ("trigger-shifted-out-of-the-box", lambda e: triggers.custom(lambda b: b - 2)(e["X"]), ValueError,
+     "these would clip 100% of the pixels"),
     # ------------------------------------------------------------------ models
     ("mlp-width-zero", lambda e: models.mlp(width=0), ValueError, "width=0 is invalid: must be >= 1"),
     ("mlp-width-float", lambda e: models.plain_mlp(width=2.5), TypeError, "width=2.5 is invalid: must be an integer"),
@@ -194,6 +198,9 @@ CASES = [
     ("kernel-kind", lambda e: kernels.make_kernel("magic"), ValueError, "kind='magic' is invalid"),
     ("kernel-empirical-no-params", lambda e: kernels.make_kernel("empirical", e["arch"]), ValueError,
      "needs network parameters"),
+    ("kernel-empirical-params-for-other-images",
+     lambda e: kernels.empirical_ntk(e["arch"].apply_fn, e["arch"].init(0, (4, 4, 1)))(e["X"][:3]), ValueError,
+     "x1 holds inputs of shape (8, 8, 1), but the network's parameters do not take them"),
     ("kernel-apply-not-callable", lambda e: kernels.empirical_ntk("mlp", e["params"]), TypeError,
      "pass arch.apply_fn"),
     ("kernel-pair-wrong-shape", lambda e: kernels.user_kernel(lambda a, b: a.reshape(len(a), -1))(e["X"]),
@@ -548,6 +555,21 @@ def test_damaged_checkpoint_is_left_in_place(env, tmp_path):
     r = attack.optimize_poisons(env["problem"], env["X_p"], steps=2, checkpoint=ckpt, resume=False, progress=False,
                                 checkpoint_every=1)
     assert r.steps == 2 and ckpt.stat().st_size > 100  # resume=False restarts and overwrites it
+
+
+def test_a_checkpoint_past_the_requested_steps_is_refused(env, tmp_path):
+    """A 4-step checkpoint resumed with steps=2 cannot give the 2-step result (it holds only its last
+    iterate): refused with what to do, the file kept; steps=4 takes it as it is, steps=5 goes on."""
+    ckpt = tmp_path / "ckpt.npz"
+    kw = dict(method="adam", lr=0.05, checkpoint=ckpt, progress=False, checkpoint_every=2)
+    four = attack.optimize_poisons(env["problem"], env["X_p"], steps=4, **kw)
+    saved = ckpt.read_bytes()
+    with pytest.raises(attack.CheckpointMismatchError, match=r"is at step 4, past the steps=2 asked for.*steps>=4"):
+        attack.optimize_poisons(env["problem"], env["X_p"], steps=2, **kw)
+    assert ckpt.read_bytes() == saved
+    again = attack.optimize_poisons(env["problem"], env["X_p"], steps=4, **kw)
+    assert again.steps == 4 and np.array_equal(again.X_p, four.X_p)
+    assert attack.optimize_poisons(env["problem"], env["X_p"], steps=5, **kw).steps == 5
 
 
 def test_failed_lbfgs_is_not_reported_as_converged(env, monkeypatch):
