@@ -113,8 +113,11 @@ def main(argv=None):
                  predicted_setup_s_at_largest=float(t_big * (n_max / n_big) ** k_setup) if n_max else None)
     print(f"memory ~ {a:.1f} bytes x n^2 + {b / 2 ** 20:.0f} MB; time ~ n^{k_setup:.2f} (setup), "
           f"n^{k_step:.2f} (loss+grad)")
-    print(f"largest |d| within 90% of {ram / 2 ** 30:.1f} GiB: {n_max} "
-          f"(setup predicted {model['predicted_setup_s_at_largest']:.0f} s)")
+    if n_max:
+        print(f"largest |d| within 90% of {ram / 2 ** 30:.1f} GiB: {n_max} "
+              f"(setup predicted {model['predicted_setup_s_at_largest']:.0f} s)")
+    else:  # the n^2 term is lost in the noise of the resident memory at these sizes (--quick)
+        print("largest |d|: not estimated (peak memory did not grow with n^2 at these sizes; measure larger ones)")
     if args.check_largest and n_max:
         n_check = int(0.95 * n_max)
         print(f"checking |d|={n_check} (predicted peak {(a * n_check ** 2 + b) / 2 ** 30:.1f} GiB) ...", flush=True)

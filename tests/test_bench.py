@@ -1,6 +1,7 @@
-"""The benchmark scripts keep working: each runs once in --quick mode."""
+"""The benchmark scripts keep working: each runs once in --quick mode (in this process: each
+script's start-up, importing JAX and neural-tangents, would cost ~10 s more than its quick run)."""
+import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +13,11 @@ pytestmark = pytest.mark.neural_tangents
 
 
 def _run(script, out):
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    """``python bench/<script> --quick --out <out>``, through the script's main()."""
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", ROOT / "bench" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(out)]) in (None, 0)
     return json.loads(out.read_text())
 
 
@@ -35,8 +38,9 @@ def test_greedy_benchmark_quick(tmp_path):
 def test_scale_benchmark_quick(tmp_path):
     res = _run("scale.py", tmp_path / "s.json")
     assert [r["n"] for r in res["rows"]] == [200, 400]
-    m = res["model"]
-    assert m["bytes_per_entry"] > 0 and m["largest_d"] > 400
+    assert all(r["setup_s"] > 0 and r["step_s"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] for r in res["rows"])
+    m = res["model"]  # at these sizes the n^2 memory is within the noise: a model, or none said
+    assert (m["bytes_per_entry"] > 0 and m["largest_d"] > 400) or m["largest_d"] is None
 
 
 def test_results_block_is_generated_from_the_json():
