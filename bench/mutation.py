@@ -73,13 +73,16 @@ def _mutmut_config(module: str) -> str:
 def _scratch(module: str, resume: bool = False) -> Path:
     """A copy of the working tree's tracked files (uncommitted edits included) under build/mutation/
     (``resume``: the copy of an earlier, interrupted run, whose finished mutants mutmut skips; its
-    test files are refreshed from the working tree, and mutmut collects the coverage of new tests
+    sources and test files are refreshed from the working tree, and mutmut collects the coverage of new tests
     before it goes on. A changed test *selection* (MODULES) makes mutmut discard every result, so
     new tests of a module go into the files it already selects)."""
     dest = ROOT / "build" / "mutation" / module
     if resume and (dest / "mutants").is_dir():
         for where in (dest / "tests", dest / "mutants" / "tests"):
             shutil.copytree(ROOT / "tests", where, dirs_exist_ok=True)
+        # the sources too: mutmut re-mutates the functions whose code changed (their earlier verdicts
+        # are dropped) and keeps the verdicts of the others
+        shutil.copytree(ROOT / "ntklib", dest / "ntklib", dirs_exist_ok=True)
         return dest
     copy_tree(dest)
     with open(dest / "pyproject.toml", "a") as f:

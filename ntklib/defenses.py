@@ -198,7 +198,7 @@ def activation_clustering(R, n_components: int = 10, reduce: str = "pca", rule: 
             Z = FastICA(c, whiten="unit-variance", random_state=seed, max_iter=1000).fit_transform(Rc)
         else:
             Z = PCA(c, random_state=seed).fit_transform(Rc)
-    km = KMeans(2, n_init=10, random_state=seed).fit(Z)
+        km = KMeans(2, n_init=10, random_state=seed).fit(Z)  # identical points: one cluster, said by silhouette 0
     labels = km.labels_.astype(int)
     if labels.sum() > len(labels) / 2:  # label 1 = the smaller cluster
         labels = 1 - labels
@@ -321,15 +321,13 @@ class SpectreResult:
 def _spectre_at(R, n_poison, k, alpha, tau, limit1, limit2):
     n = len(R)
     Y = _pca(R, k)
-    if k == 1:
-        white, S = Y, np.ones((1, 1))
+    if k == 1:  # one direction: the score is the squared projection (QUE's M is the scalar 1)
+        scores = Y[:, 0] ** 2
     else:
         sel = robust_covariance(Y, n_poison / n, min(round(limit1 * n_poison), n - 2), tau)
-        Ys = Y[sel]
-        white = Y @ _inv_sqrt(np.cov(Ys.T, bias=True))
-        S = np.cov(white.T)
-    M = _que_matrix(S, alpha) if k > 1 else np.ones((1, 1))
-    scores = ((white @ M) * white).sum(1)
+        white = Y @ _inv_sqrt(np.cov(Y[sel].T, bias=True))
+        M = _que_matrix(np.cov(white.T), alpha)
+        scores = ((white @ M) * white).sum(1)
     # ceil(1.5 eps) like every other detector here (the authors' code rounds to nearest, 4 for eps = 3)
     return scores, removal_set(scores, removal_count(n_poison, n, limit2))
 
@@ -446,6 +444,13 @@ def hat_datamodels(K, y, shift: float = 1e-3) -> np.ndarray:
     return A
 
 
+def strongest_feature_sizes(n: int) -> list[int]:
+    """The default set sizes of :func:`strongest_feature_scores` for n points: 10, 20, 40, ... (up
+    to 10 * 2^11) strictly below n / 2, or [max(1, n // 4)] when n <= 20 leaves none."""
+    n = _val.check_int(n, "n", min=1)
+    return [k for k in (10 * 2 ** j for j in range(12)) if k < n / 2] or [max(1, n // 4)]
+
+
 def strongest_feature_scores(A, sizes=None, restarts: int = 20, seed: int = 0) -> np.ndarray:
     """Khaddaj et al. (2023, Alg. 1): for each set size k (default 10, 20, 40, ... below n / 2),
     with the diagonal of A replaced by -rowsum(A) k / n, search (random restarts, greedy swaps)
@@ -457,7 +462,7 @@ def strongest_feature_scores(A, sizes=None, restarts: int = 20, seed: int = 0) -
     if A.shape != (n, n) or n < 4:
         raise ValueError(f"A has shape {A.shape}: a datamodel matrix is square (n, n) with n >= 4")
     if sizes is None:
-        sizes = [k for k in (10 * 2 ** j for j in range(12)) if k < n / 2] or [max(1, n // 4)]
+        sizes = strongest_feature_sizes(n)
     sizes = _val.check_int_list(sizes, "sizes", min=1, max=n - 1)
     restarts = _val.check_int(restarts, "restarts", min=1)
     rng = np.random.default_rng(_val.check_seed(seed))

@@ -520,6 +520,65 @@ def test_activation_clustering_against_an_independent_reduction():
     assert ica.labels.shape == (len(R),) and 0 < ica.relative_size <= 0.5
 
 
+def _clusters_by_hand(R, c, reduce="pca", seed=0):
+    """2-means on c components (scikit-learn directly): smaller-cluster mask, score, silhouette."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA, FastICA
+    from sklearn.metrics import silhouette_score
+
+    Rc = R - R.mean(0)
+    Z = (FastICA(c, whiten="unit-variance", random_state=seed, max_iter=1000) if reduce == "ica"
+         else PCA(c, random_state=seed)).fit_transform(Rc)
+    km = KMeans(2, n_init=10, random_state=seed).fit(Z)
+    small_label = int(np.argmin(np.bincount(km.labels_, minlength=2)))
+    small = km.labels_ == small_label
+    score = (np.linalg.norm(Z - km.cluster_centers_[1 - small_label], axis=1)
+             - np.linalg.norm(Z - km.cluster_centers_[small_label], axis=1))
+    return small, score, silhouette_score(Z, small.astype(int))
+
+
+@pytest.mark.parametrize("reduce, shape, n_components, c, seed", [
+    ("ica", (144, 20), 10, 10, 0),   # the paper's reduction
+    ("ica", (144, 20), 10, 10, 3),   # its seed reaches ICA and k-means
+    ("pca", (144, 6), 10, 6, 1),     # fewer features than components: all of them
+    ("pca", (9, 20), 10, 8, 0),      # fewer points than components: n - 1
+])
+def test_activation_clustering_reduction_sizes_and_seeds(reduce, shape, n_components, c, seed):
+    R, _ = blatant(n_clean=shape[0] - 24 if shape[0] > 24 else shape[0] - 3,
+                   n_poison=24 if shape[0] > 24 else 3, dim=shape[1], seed=seed)
+    got = defenses.activation_clustering(R, n_components=n_components, reduce=reduce, seed=seed)
+    small, score, sil = _clusters_by_hand(R, c, reduce, seed)
+    assert got.labels.dtype.kind == "i" and np.array_equal(got.labels == 1, small)
+    np.testing.assert_allclose(got.scores, score, rtol=1e-6, atol=1e-9)
+    assert np.isclose(got.silhouette, sil) and got.relative_size == small.mean()
+
+
+def test_activation_clustering_thresholds_are_strict_and_degenerate_data_is_not_flagged():
+    R, _ = blatant()
+    c = defenses.activation_clustering(R)
+    # at equality neither rule flags: size < threshold, silhouette > threshold
+    at_size = defenses.activation_clustering(R, size_threshold=c.relative_size)
+    at_sil = defenses.activation_clustering(R, rule="silhouette", silhouette_threshold=c.silhouette)
+    for r in (at_size, at_sil):
+        assert not r.poisoned and r.flagged.dtype == bool and r.flagged.shape == (len(R),) and not r.flagged.any()
+    # one outlier is a cluster of one: it has a silhouette (not the 0 of a single cluster)
+    one = np.random.default_rng(0).standard_normal((40, 5))
+    one[0] += 40.0
+    single = defenses.activation_clustering(one, n_components=5)
+    assert single.relative_size == 1 / 40 and single.silhouette > 0.5
+    # identical points: one cluster, silhouette 0 (undefined for one cluster; no error), nothing flagged
+    same = defenses.activation_clustering(np.ones((10, 4)), n_components=2)
+    assert same.silhouette == 0.0 and same.labels.sum() == 0 and not same.flagged.any()
+
+
+@pytest.mark.parametrize("n, sizes", [(4, [1]), (7, [1]), (8, [2]), (18, [4]), (20, [5]), (21, [10]), (40, [10]),
+                                      (41, [10, 20]), (100, [10, 20, 40]), (81921, [10 * 2 ** j for j in range(12)]),
+                                      (10 ** 6, [10 * 2 ** j for j in range(12)])])
+def test_strongest_feature_default_sizes(n, sizes):
+    got = defenses.strongest_feature_sizes(n)
+    assert got == sizes and all(type(k) is int for k in got)
+
+
 def test_datamodel_stability_reports_both_correlations():
     K, y = _toy_kernel(n=30, seed=1)
     lo = defenses.datamodel_stability(K, y, n_subsets=60, shift=0.1)
@@ -700,7 +759,17 @@ def test_keep_lowest(k):
     assert defenses._keep_lowest(v, k).dtype == bool
 
 
+def with_spaced_outliers(n=400, k=3, n_out=12, seed=0):
+    """Outliers at 3 ... 6 along one axis, either side: their deviations are spaced ~1.3 apart, so
+    the threshold T = max deviation - 3 falls between two of them (a shift of 3 changes the set)."""
+    rng = np.random.default_rng(seed)
+    Y = rng.standard_normal((n, k))
+    Y[:n_out, 0] = np.linspace(3.0, 6.0, n_out) * rng.choice([-1, 1], n_out)
+    return Y
+
+
 CASES = {  # name: (Y, eps, tau, limit, the reference's branch)
+    "spaced": (with_spaced_outliers(), 0.05, 0.1, 60, "threshold"),
     "gross": (with_gross_outliers(), 0.02, 0.1, 50, "gross"),
     "gross, capped": (with_gross_outliers(), 0.02, 0.1, 2, "gross"),
     "fourth moment": (with_variance_outliers(), 30 / 400, 0.1, 60, "threshold"),
@@ -773,7 +842,8 @@ def test_the_threshold_search_uses_the_tail_bound():
     np.testing.assert_array_equal(defenses._cov_filter_step(Y, eps, 1e-6, 100), want)
 
 
-@pytest.mark.parametrize("case", ["gross", "gross, capped", "fourth moment", "fourth moment, capped", "gaussian"])
+@pytest.mark.parametrize("case", ["gross", "gross, capped", "fourth moment", "fourth moment, capped", "gaussian",
+                                  "spaced"])
 def test_the_iterated_filter_equals_the_reference(case):
     Y, eps, tau, limit, _ = CASES[case]
     want = ref_robust_covariance(Y, eps, limit, tau)
@@ -812,7 +882,7 @@ def subtle_reps(n_clean=240, n_poison=10, dim=12, shift=2.2, seed=0):
     return np.vstack([clean, poison])
 
 
-@pytest.mark.parametrize("k", [1, 4, 9])
+@pytest.mark.parametrize("k", [1, 2, 4, 9])
 def test_spectre_at_one_dimension_equals_the_reference(k):
     R = subtle_reps()
     scores, removed = defenses._spectre_at(R, 10, k, 4.0, 0.1, 2.0, 1.5)
