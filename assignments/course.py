@@ -184,7 +184,6 @@ def grade(course: Path, submissions: Path) -> dict:
     for student, a in pairs:
         if a not in known:
             out[(student, a)] = Grade(None, None, f"the course has no assignment {a!r} (it has {sorted(known)})")
-            continue
         elif a not in released:
             out[(student, a)] = Grade(None, None, f"{a!r} was never released, so nbgrader has no answer key: run "
                                                   "`python assignments/course.py release` first")
