@@ -299,22 +299,24 @@ def test_kernel_datamodel_is_the_regression_over_all_half_subsets():
 
 def test_strongest_feature_search_finds_the_brute_force_optimum():
     """Alg. 1's objective 1_S^T B 1_S with diag(B) = -rowsum(A) k / n, maximized by enumeration:
-    the search's restarts all land on that set (a sign error in the diagonal picks another)."""
+    the search's restarts all land on that set (a sign error in the diagonal, a column sum for the
+    row sum or one total for every row picks another)."""
     import itertools
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(7)
     n, k = 12, 3
     A = rng.standard_normal((n, n))
     A[:, :4] += 1.5  # points 0-3 are supported by everyone: large column sums, mixed row sums
     A0 = A.copy()
     np.fill_diagonal(A0, 0)
 
-    def best(sign):
+    def best(diagonal):
         B = A0.copy()
-        np.fill_diagonal(B, sign * A0.sum(1) * k / n)
+        np.fill_diagonal(B, diagonal * k / n)
         return set(max(itertools.combinations(range(n), k), key=lambda S: B[np.ix_(S, S)].sum()))
 
-    right = best(-1.0)
-    assert right != best(+1.0)  # the test can tell the two signs apart
+    right = best(-A0.sum(1))
+    for wrong in (A0.sum(1), -A0.sum(0), -A0.sum() * np.ones(n)):
+        assert right != best(wrong)  # the test can tell each wrong diagonal from the right one
     s = defenses.strongest_feature_scores(A, sizes=[k], restarts=30, seed=0)
     members, others = s[list(right)], np.delete(s, list(right))
     assert members.min() > 0.4 / k and others.max() <= members.min(), (s, right)  # ties allowed (sort order)
@@ -750,6 +752,9 @@ def test_the_whitening_is_the_inverse_square_root():
     np.testing.assert_allclose(u @ Z @ u, np.sqrt(u @ u), rtol=1e-6)
     # a tiny matrix keeps its scale (the floor is relative)
     np.testing.assert_allclose(defenses._inv_sqrt(1e-8 * S), 1e4 * R, rtol=1e-8)
+    # ... and so does a singular one: the floor is 1e-12 of its largest eigenvalue, not of 1
+    small = 1e-4 * np.outer(u, u) / (u @ u)
+    np.testing.assert_allclose(np.linalg.eigvalsh(defenses._inv_sqrt(small)).max(), (1e-12 * 1e-4) ** -0.5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("k", [0, 1, 3, 5])
@@ -840,6 +845,27 @@ def test_the_threshold_search_uses_the_tail_bound():
     branch, want = ref_filter_step(Y, eps, 1e-6, 100, info)
     assert branch == "threshold" and info["tail_bound"] and 0 < (~want).sum() < 4
     np.testing.assert_array_equal(defenses._cov_filter_step(Y, eps, 1e-6, 100), want)
+
+
+TAIL_CASES = {  # name: (Y, eps, limit); what each one decides, beyond the cases above
+    # eps = 0.9: 10 log(1/eps) = 1.05, so the tail 3 eps / (T log T)^2 (not 1) is compared with the count i/n
+    # for thresholds T of 1 to 5 and rejects the first ones: its constants and powers choose T
+    "tail bound, large eps": (with_variance_outliers(k=2, n_out=150, scale=4.0, seed=1), 0.9, 398),
+    # eps = 0.3: 3 + 10 log(1/eps) = 15.0 and 3 + 11 log(1/eps) = 16.2 bracket a deviation (15.6)
+    "tail bound's onset": (with_variance_outliers(), 0.3, 60),
+    # Gaussian rows and a tiny eps: the largest deviation, 3.5, is the only one above 3 (T = 0.5 < 1)
+    "deviation just above 3": (gaussian(n=40, k=2, seed=4), 1e-4, 10),
+}
+
+
+@pytest.mark.parametrize("case", TAIL_CASES)
+def test_the_threshold_search_equals_the_reference_where_its_constants_decide(case):
+    Y, eps, limit = TAIL_CASES[case]
+    info = {}
+    branch, want = ref_filter_step(Y, eps, 0.1, limit, info)
+    assert branch == "threshold"
+    assert info["tail_bound"] == (case != "deviation just above 3")
+    np.testing.assert_array_equal(defenses._cov_filter_step(Y, eps, 0.1, limit), want)
 
 
 @pytest.mark.parametrize("case", ["gross", "gross, capped", "fourth moment", "fourth moment, capped", "gaussian",

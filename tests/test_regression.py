@@ -77,3 +77,58 @@ def test_shape_errors():
         reg.predict(np.ones((2, 4)))
     with pytest.raises(ValueError, match=r"ridge=-1 is invalid: must be >= 0"):
         R.fit(np.eye(3), np.ones(3), ridge=-1)
+
+
+def test_a_candidate_whose_schur_complement_is_exactly_zero_is_refused():
+    """sigma = k_cc + s - k_cD A^-1 k_Dc = 0 exactly (a copy of a training point, no shift) is singular,
+    not only sigma < 0; the message names the offending candidate (index 1 here, candidate 0 is fine)."""
+    reg = R.KernelRegression(np.eye(2), np.ones(2), shift=0.0)
+    K_Dc = np.array([[0.5, 1.0], [0.0, 0.0]])  # candidate 1 equals training point 0 in feature space
+    with pytest.raises(R.NotPositiveDefiniteError, match=r"candidate 1 duplicates .*Schur complement 0"):
+        R.append_predictions(reg, K_Dc, np.array([1.0, 1.0]), np.ones(2), np.eye(2), K_Dc)
+
+
+def test_large_factorizations_run_with_single_threaded_blas(monkeypatch):
+    """Above THREADED_CHOLESKY_MAX points (and only there) the Cholesky runs inside single_threaded_blas,
+    which holds BLAS at one thread."""
+    from threadpoolctl import threadpool_info
+
+    with R.single_threaded_blas():
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and set(blas) == {1}
+    entered = []
+
+    class Spy:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(R, "single_threaded_blas", Spy)
+    monkeypatch.setattr(R, "THREADED_CHOLESKY_MAX", 4)
+    R.fit(np.eye(4), np.ones(4))
+    assert entered == []
+    R.fit(np.eye(5), np.ones(5))
+    assert entered == [True]
+
+
+def test_float32_and_integer_inputs_give_the_float64_results_exactly():
+    """The algebra is float64 whatever the inputs' dtype: float32 or integer kernels are promoted exactly
+    (every float32 is a float64), so the results are bit-identical to those of the float64 inputs."""
+    rng = np.random.default_rng(3)
+    X, C, Z = rng.normal(size=(12, 3)), rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
+    blocks = [_rbf(X, X), _rbf(X, C), _rbf(Z, X), _rbf(Z, C), _rbf(C, C)]
+    y, y_c = rng.choice([-1.0, 1.0], 12), np.array([1, -1, 1, 1])
+    for cast in (lambda a: a.astype(np.float32), lambda a: np.round(a * 4).astype(np.int64) + 4 * np.eye(*a.shape,
+                                                                                                        dtype=int)):
+        K, K_Dc, K_xD, K_xc, K_cc = map(cast, blocks)
+        K_ref, K_Dc_ref, K_xD_ref, K_xc_ref, K_cc_ref = (b.astype(np.float64) for b in (K, K_Dc, K_xD, K_xc, K_cc))
+        reg, ref = R.fit(K, y, ridge=0.1), R.fit(K_ref, y, ridge=0.1)
+        assert np.array_equal(reg.alpha, ref.alpha) and np.array_equal(reg.predict(K_xD), ref.predict(K_xD_ref))
+        assert np.array_equal(reg.solve(K_Dc), ref.solve(K_Dc_ref))
+        got = R.append_predictions(reg, K_Dc, np.diag(K_cc), y_c.astype(np.int32), K_xD, K_xc)
+        want = R.append_predictions(ref, K_Dc_ref, np.diag(K_cc_ref), y_c.astype(np.float64), K_xD_ref, K_xc_ref)
+        assert got.dtype == np.float64 and np.array_equal(got, want)
+        app, app_ref = reg.append(K_Dc, K_cc, y_c), ref.append(K_Dc_ref, K_cc_ref, y_c.astype(np.float64))
+        assert np.array_equal(app.alpha, app_ref.alpha)
