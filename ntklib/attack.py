@@ -1,7 +1,7 @@
 """The NTBA attack (Hayase & Oh 2023): closed-form backdoor loss, greedy
 initialization, poison optimization, and the sampling baseline.
 
-Notation (DESIGN.md section 2): clean training set d, poisons p (all labelled
+Notation (docs/design.md, section 2): clean training set d, poisons p (all labelled
 +1), evaluation sets t (clean) and a (triggered source images, desired +1),
 D = d u p. With the kernel-regression model f(x) = K(x, X_D) alpha,
 alpha = (K_DD + s I)^-1 y_D, the backdoor loss is

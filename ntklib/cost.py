@@ -217,7 +217,7 @@ def optimization_flops(F: float, P: int, n: int, n_x: int, p: int, steps: int) -
 def study_cost(arch, shape, *, n_train_per_class: int, n_eval_per_class: int, n_test_per_class: int,
                n_pool: int | None, budgets, sampling_budgets, seeds, clean_steps: int, victim_steps: int,
                batch_size: int, opt_steps: int, kernel_members: int = 1, tile: int = 512) -> list[Stage]:
-    """The stages of the paper's protocol (DESIGN.md section 3) for ``arch`` on images of ``shape``,
+    """The stages of the paper's protocol (docs/design.md, section 3) for ``arch`` on images of ``shape``,
     with the formulas of the module notes. d holds 2 ``n_train_per_class`` images, t 2
     ``n_eval_per_class`` and a ``n_eval_per_class``; the greedy pool m = ``n_pool`` (default: every
     source image of d); victims: one per seed and budget of each attack, trained ``victim_steps``

@@ -9,7 +9,7 @@
   hand, a subset written by :func:`export_cifar10_subset` (``make cifar-pair``:
   the classes a study needs, both splits, uint8, in the archive's order, 37 MB for
   two classes instead of 163 MB) serves the same images to the same code.
-- :func:`make_task`: the sets of DESIGN.md section 2 for a (source, target)
+- :func:`make_task`: the sets of docs/design.md, section 2 for a (source, target)
   pair: clean training set ``d``, the poison candidate pool (triggered copies of
   the source images of ``d``, labelled +1), the held-out evaluation sets ``t``
   and ``a`` (taken from *training* images: the attacker has no test data), and

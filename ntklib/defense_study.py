@@ -7,7 +7,7 @@ points, retrains from scratch (same seed) and measures the network. :func:`ibau_
 :func:`ntklib.unlearning.ibau` on the same poisoned victims with clean sets of several sizes,
 measuring after every round. Both return tidy tables (one row per measurement).
 
-Where the detectors look (``DESIGN.md`` section 8): the representation detectors (spectral
+Where the detectors look (``docs/design.md``, section 8): the representation detectors (spectral
 signatures, activation clustering, SPECTRE) score the target class, the class the poisons are
 labelled with, in the victim's penultimate activations; ``spectral_ntk`` and ``spectral_inf``
 score the same class in the victim's empirical NTK and the architecture's infinite NTK;

@@ -1,6 +1,6 @@
 """Detecting poisons: a suspicion score per training point, and the rule that turns the
 scores into a removal set. Each detector is written from its paper and uses the authors'
-defaults (``DESIGN.md`` section 8); departures are stated where they are made.
+defaults (``docs/design.md``, section 8); departures are stated where they are made.
 
 Representations R (n, m) are the points of the *target class* (the class the poisons are
 labelled with), one row each: a victim's penultimate activations

@@ -1,6 +1,6 @@
 """The paper's headline study in one command: ``python -m ntklib.paper_regime --config FILE --out DIR``.
 
-NTBA against the sampling baseline on trained networks (Hayase & Oh 2023, Sec. 5; DESIGN.md
+NTBA against the sampling baseline on trained networks (Hayase & Oh 2023, Sec. 5; docs/design.md,
 section 3): a clean network trained to fit d, its empirical NTK, greedy initialization over a pool
 of triggered source images, L-BFGS-B in the pixel box, then fresh victims trained from scratch on d
 plus each poison set (and on d alone: the clean baseline), one per seed, until every point fits;

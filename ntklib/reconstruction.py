@@ -22,7 +22,7 @@ its ReLUs smoothed into softplus(beta u) / beta during the search (the authors' 
 networks have piecewise-constant input gradients), TV the mean squared difference of
 neighbouring pixels (the high-frequency penalty). The gradient sum is one vector-Jacobian
 product of the batch output with cotangent alpha (:func:`gradient_sum`): per-example gradients
-are never formed. Defaults (``DESIGN.md`` section 8 and the authors' ``make_reconstruction.py``):
+are never formed. Defaults (``docs/design.md``, section 8 and the authors' ``make_reconstruction.py``):
 N_R = 2N images, alpha ~ U[-0.5, 0.5], Adam lr 0.02, lambda_range = 0.1; the candidates start
 as a *flat* image plus noise, m + 0.2 N(0, 1) per pixel with m the training set's scalar
 (per-channel) mean: the authors centre the data by that mean and start from 0.2 N(0, 1) in the

@@ -1,7 +1,7 @@
 """Finite-network training with squared loss on +/-1 labels, one victim or many at once.
 
 Loss: L(theta) = 1/(2n) sum_i (f(x_i; theta) - y_i)^2, the loss under which
-gradient-flow training follows kernel regression with the NTK (DESIGN.md
+gradient-flow training follows kernel regression with the NTK (docs/design.md,
 section 2). Optimizers: optax SGD with momentum (default) or Adam, full batch or
 minibatches, stopping when the full training loss falls below ``target_loss``
 (and, optionally, every residual below ``target_residual``) or after ``steps``

@@ -30,7 +30,7 @@ victims of notebook 07 neither holds: the radius is 1.1-2.8 at every round's del
 diverges; its K terms are a truncation), and delta* lies on the L2 ball's boundary, not at a
 stationary point of Phi; the indirect term can be left out with no loss there (notebook 07).
 
-Reference settings (``DESIGN.md`` section 8, and the authors' ``defense.py``): the inner
+Reference settings (``docs/design.md``, section 8, and the authors' ``defense.py``): the inner
 maximization against the model's *own predictions* on the clean images (``inner_labels =
 "predicted"``), the fixed-point map Phi on the clean set's *first* minibatch with its true labels
 (``fixed_point_batch = "first"``), K = 5, eta = 0.1, outer Adam lr 1e-3 on minibatches of 100, a

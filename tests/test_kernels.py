@@ -1,4 +1,4 @@
-"""Kernels against independent computations (DESIGN.md section 6)."""
+"""Kernels against independent computations (docs/design.md, section 6)."""
 import os
 import subprocess
 import sys

@@ -27,7 +27,7 @@
 # **Prerequisites:** notebook `02_backdoor_loss`; matrix calculus ($d(A^{-1}) = -A^{-1}\,dA\,A^{-1}$).
 # **Time:** about 2 hours. **Points:** 10 (autograded), of which some tests are hidden.
 #
-# Notation (the repository's DESIGN.md): clean training set $d$ (labels $\pm 1$), poisons $p$ (all
+# Notation (the repository's docs/design.md): clean training set $d$ (labels $\pm 1$), poisons $p$ (all
 # labelled $+1$), $D = d \cup p$; clean evaluation set $t$ and triggered source images $a$ (desired
 # label $+1$). Kernel regression with the shift $s$: $\alpha = (K_{DD} + sI)^{-1} y_D$ and
 # $f(x) = K_{xD}\,\alpha$. The backdoor loss (Hayase & Oh 2023, Sec. 3):
