@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -243,3 +245,147 @@ print("ok", o.final.loss <= o.start.loss, rows[0]["net_asr"])
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok True"), r.stdout + r.stderr[-2000:]
+
+
+def ref_swap_pass(P, C, chosen, loss, max_sweeps=20):
+    """The swap refinement written out with full re-solves: sweep over the chosen positions, replace
+    position i by the unchosen candidate of lowest loss when that lowers the loss (first improvement,
+    in place), until a sweep changes nothing. Returns (chosen in order, number of swaps)."""
+    chosen, swaps = list(chosen), 0
+    for _ in range(max_sweeps):
+        improved = False
+        for i in range(len(chosen)):
+            keep = chosen[:i] + chosen[i + 1:]
+            rest = [j for j in range(len(C)) if j not in chosen]
+            losses = [P.loss(C[keep + [j]]).loss for j in rest]
+            if min(losses) < loss * (1 - 1e-12):
+                chosen[i], loss, improved, swaps = rest[int(np.argmin(losses))], min(losses), True, swaps + 1
+        if not improved:
+            break
+    return chosen, swaps
+
+
+@pytest.fixture(scope="module")
+def swap_toy(task):
+    """An instance where greedy is not optimal: the swap pass makes two swaps (found by search)."""
+    return attack.BackdoorProblem.from_task(task, kernels.rbf(1.0, dtype="float64"), w_attack=2.0), task.X_cand[:14]
+
+
+@pytest.mark.parametrize("budget", [2, 5])
+def test_the_swap_pass_equals_its_re_solved_reference(swap_toy, budget):
+    P, C = swap_toy
+    greedy = attack.greedy_init(P, C, budget, progress=False)
+    want, swaps = ref_swap_pass(P, C, greedy.indices, greedy.losses[-1])
+    got = attack.greedy_init(P, C, budget, swap=True, progress=False)
+    assert swaps == 2 and got.swaps == swaps  # the instance really swaps (twice)
+    assert got.indices == want  # the same poisons in the same positions
+    np.testing.assert_allclose(got.losses[-1], P.loss(C[want]).loss, rtol=1e-10)
+    assert got.losses[-1] < greedy.losses[-1]
+    # every candidate chosen: nothing to swap with
+    assert attack.greedy_init(P, C[:3], 3, swap=True, progress=False).swaps == 0
+
+
+def test_ensemble_results_are_the_members_means_field_by_field(ensemble):
+    E, C = ensemble
+    X_p = C[[1, 4]]
+    r, parts = E.loss(X_p), [m.loss(X_p) for m in E.members]
+    for key in ("loss", "clean_loss", "attack_loss", "clean_acc", "asr"):
+        np.testing.assert_allclose(getattr(r, key), np.mean([getattr(p, key) for p in parts]), rtol=1e-12)
+        assert r.as_dict()[key] == getattr(r, key)
+    assert set(r.as_dict()) == {"loss", "clean_loss", "attack_loss", "clean_acc", "asr"}
+    for key in ("f_t", "f_a"):
+        np.testing.assert_allclose(getattr(r, key), np.mean([getattr(p, key) for p in parts], axis=0), rtol=1e-12)
+        assert getattr(r, key).shape == getattr(parts[0], key).shape
+    f_t, f_a = r.f_t[:, None] + np.zeros((1, 3)), r.f_a[:, None] + np.zeros((1, 3))
+    for got, want in zip(E.terms(f_t, f_a), E.members[0].terms(f_t, f_a), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert E.kernel is E.members[0].kernel
+    fp = E.fingerprint()
+    assert fp["data"] == E.members[0].fingerprint()["data"]
+    assert [k["lengthscale"] for k in json.loads(fp["kernel"])] == [2.0, 4.0]
+    one = attack.EnsembleProblem(E.members[:1]).fingerprint()
+    assert json.loads(one["kernel"]) == [json.loads(E.members[0].fingerprint()["kernel"])]
+
+
+def test_an_ensemble_names_the_member_that_differs(task):
+    members = [attack.BackdoorProblem.from_task(task, kernels.rbf(2.0, dtype="float64"), ridge=r)
+               for r in (0.0, 0.0, 0.1)]
+    with pytest.raises(ValueError, match=r"problems\[2\] differs from problems\[0\] in \['ridge'\]"):
+        attack.EnsembleProblem(members)
+
+
+@pytest.mark.parametrize("change", ["ridge", "jitter", "w_clean", "w_attack", "data", "kernel"])
+def test_a_checkpoint_of_another_problem_is_refused_naming_what_differs(task, tmp_path, change):
+    def problem(**kw):
+        ls = kw.pop("lengthscale", 2.0)
+        t = kw.pop("task", task)
+        return attack.BackdoorProblem.from_task(t, kernels.rbf(ls, dtype="float64"), **kw)
+
+    ck = tmp_path / "ck.npz"
+    P = problem()
+    X0 = task.X_cand[[0, 1]]
+    attack.optimize_poisons(P, X0, steps=2, checkpoint=ck, checkpoint_every=1, progress=False)
+    other = {"ridge": dict(ridge=0.1), "jitter": dict(jitter=1e-6), "w_clean": dict(w_clean=2.0),
+             "w_attack": dict(w_attack=2.0), "kernel": dict(lengthscale=3.0),
+             "data": dict(task=data.make_task("digits", source=7, target=1, n_train_per_class=15,
+                                              n_eval_per_class=6, seed=1))}[change]
+    with pytest.raises(attack.CheckpointMismatchError, match=rf"\({change} differ\)"):
+        attack.optimize_poisons(problem(**other), X0, steps=4, checkpoint=ck, checkpoint_every=1, progress=False)
+    # the same start in float32 (equal values) is the same run
+    res = attack.optimize_poisons(P, X0.astype(np.float32), steps=2, checkpoint=ck, checkpoint_every=1,
+                                  progress=False)
+    assert res.steps == 2
+
+
+def test_the_fingerprint_holds_a_kernel_spec_that_is_not_json(toy):
+    from pathlib import Path
+
+    P, _ = toy
+    k = kernels.rbf(2.0, dtype="float64")
+    k.spec["source"] = Path("weights") / "net.npz"
+    fp = attack.BackdoorProblem(k, P.X_d, P.y_d, P.X_t, P.y_t, P.X_a).fingerprint()
+    assert json.loads(fp["kernel"])["source"] == str(Path("weights") / "net.npz")
+    assert list(json.loads(fp["kernel"])) == sorted(json.loads(fp["kernel"]))
+
+
+def test_damaged_checkpoints_are_refused_and_left_in_place(toy, tmp_path):
+    P, C = toy
+    X0 = C[[0, 1]]
+    ck = tmp_path / "ck.npz"
+    attack.optimize_poisons(P, X0, steps=2, checkpoint=ck, checkpoint_every=1, progress=False)
+    with np.load(ck) as z:
+        state = {k: z[k] for k in z.files}
+    for name, edit in [("missing", lambda s: s.pop("adam_m")),
+                       ("pickled", lambda s: s.update(adam_m=np.array([{"a": 1}], dtype=object))),
+                       ("extra key", lambda s: s.update(__fingerprint__=np.array(json.dumps(
+                           dict(json.loads(str(s["__fingerprint__"])), extra="1")))))]:
+        s = dict(state)
+        edit(s)
+        bad = tmp_path / f"{name}.npz"
+        np.savez(bad, **s)
+        kind = attack.CheckpointMismatchError if name == "extra key" else attack.CheckpointReadError
+        with pytest.raises(kind, match=r"extra differ" if name == "extra key" else rf"{bad.name} cannot be read"):
+            attack.optimize_poisons(P, X0, steps=4, checkpoint=bad, checkpoint_every=1, progress=False)
+        assert bad.exists()
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_and_raises_the_disk_error(toy, tmp_path, monkeypatch):
+    P, C = toy
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(attack.np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        attack.optimize_poisons(P, C[[0, 1]], steps=2, checkpoint=tmp_path / "ck.npz", checkpoint_every=1,
+                                progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exhaustive_search_takes_pools_of_at_most_16(toy, task):
+    P, _ = toy
+    pool = np.concatenate([task.X_cand, task.X_cand])  # 15 candidates twice
+    best, loss = attack.exhaustive_search(P, pool[:16], 1)
+    assert len(best) == 1 and np.isfinite(loss)
+    with pytest.raises(ValueError, match="pool of 17 is too large"):
+        attack.exhaustive_search(P, pool[:17], 1)
