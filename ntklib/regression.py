@@ -54,10 +54,11 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 
 
 def shift_for(K_dd, ridge: float = 0.0, jitter: float = DEFAULT_JITTER) -> float:
-    """The diagonal shift s = ridge + jitter * mean(diag K_dd) (absolute value)."""
+    """The diagonal shift s = ridge + jitter * mean(diag K_dd) (absolute value), in float64 whatever
+    K_dd's dtype (under NumPy 2 a float32 mean would make the whole sum float32: ridge 0.1 -> 0.10000000149)."""
     ridge = _val.check_float(ridge, "ridge", min=0, hint="the ridge is added to the kernel's diagonal")
     jitter = _val.check_float(jitter, "jitter", min=0, hint="jitter is relative to the mean diagonal (e.g. 1e-8)")
-    return float(ridge + jitter * np.mean(np.diag(K_dd)))
+    return ridge + jitter * float(np.mean(np.diag(K_dd), dtype=np.float64))
 
 
 class KernelRegression:

@@ -218,9 +218,14 @@ def test_rank_one_scores_equal_naive_scores(toy):
 
 def test_attack_runs_without_neural_tangents():
     """With neural-tangents unimportable (as on a GPU box with a current JAX), a plain-JAX
-    network + empirical NTK still runs the whole attack, and stax models say what to do."""
+    network + empirical NTK still runs the whole attack, and stax models say what to do.
+    (Where neural-tangents is not installed, `make test-current`, every test runs that way.)"""
+    import importlib.util
     import subprocess
     import sys
+
+    if importlib.util.find_spec("neural_tangents") is None:
+        pytest.skip("neural-tangents is not installed: the whole suite runs without it here")
 
     code = """
 import sys

@@ -56,6 +56,8 @@ def test_predict_interpolates_and_shift():
     reg = R.fit(_rbf(X, X), np.arange(10.0), ridge=0.0, jitter=1e-12)
     np.testing.assert_allclose(reg.predict(_rbf(X, X)), np.arange(10.0), atol=1e-6)
     assert R.shift_for(np.eye(3) * 2, ridge=0.5, jitter=0.1) == pytest.approx(0.7)
+    # a float32 kernel's shift is still computed in float64 (NumPy 2 would keep the sum in float32)
+    assert R.shift_for(np.eye(3, dtype=np.float32), ridge=0.1, jitter=1e-8) == 0.1 + 1e-8
 
 
 def test_not_positive_definite_error_names_block_and_suggests():
