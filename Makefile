@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 $(STAMP_CURRENT): requirements-current-jax.txt pyproject.toml
 	@test -x $(VENV_CURRENT)/bin/python || $(PYTHON) -m venv $(VENV_CURRENT)
@@ -39,7 +39,7 @@ $(STAMP_CURRENT): requirements-current-jax.txt pyproject.toml
 
 # notebooks and assignments need jupyter, papermill and nbgrader (make test runs them)
 test-current: $(STAMP_CURRENT)
-	$(VENV_CURRENT)/bin/python -m pytest -q -rs --ignore=tests/test_notebooks.py --ignore=tests/test_assignments.py
+	$(VENV_CURRENT)/bin/python -m pytest -q -rs --durations=15 --ignore=tests/test_notebooks.py --ignore=tests/test_assignments.py
 
 lint: $(STAMP)  # what CI checks before the tests (pre-commit runs the same before each commit)
 	$(PY) -m ruff check .

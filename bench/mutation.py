@@ -15,8 +15,10 @@ reported as "message text", and mutants of input checks (a ``check_*`` call, a `
 on shapes or types) as "input check": ``tests/test_bad_inputs.py`` exercises those, but it is not
 run under mutation (see MODULES). Anything left is "untriaged": the list to work through.
 
-    python bench/mutation.py                       # all six modules (about an hour on 2 cores)
+    python bench/mutation.py                       # all six modules (hours on 2 cores: regression 8 min;
+                                                   # attack 550 of its 1134 mutants in 45 min, then ~5 a minute)
     python bench/mutation.py --modules defenses    # one of them
+    python bench/mutation.py --modules attack --only "BackdoorProblem*_evaluate"   # one function's mutants
     make mutation                                  # the same, installing mutmut first
 
 Not part of CI (slow); rerun after changing a numerical module or its tests.
@@ -108,11 +110,13 @@ def _codes(work: Path, module: str) -> dict:
 
 
 def run_module(module: str, max_children: int, timeout: int, resume: bool = False,
-               survivors_only: bool = False, collect: bool = False) -> list[dict]:
-    work = _scratch(module, resume or survivors_only or collect)
+               survivors_only: bool = False, collect: bool = False, only=()) -> list[dict]:
+    work = _scratch(module, resume or survivors_only or collect or bool(only))
     names = []
     if survivors_only:  # the current tests against the earlier run's survivors only
         names = [k for k, v in _codes(work, module).items() if STATUS.get(v) == "survived"]
+    if only:  # the mutants of the named functions (fnmatch patterns on mutmut's names), checked or not
+        names = [f"ntklib.{module}.x*{pattern}__mutmut_*" for pattern in only]
     # one thread per forked mutant: OpenMP (scikit-learn) and XLA thread pools do not survive fork()
     env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -210,12 +214,16 @@ def main(argv=None):
                     help="no run: report what a stopped run of these modules had checked (unchecked mutants counted)")
     ap.add_argument("--survivors", action="store_true",
                     help="rerun only the last run's survivors, against the tests as they are now")
+    ap.add_argument("--only", nargs="+", default=(), metavar="FUNCTION",
+                    help="only the mutants of these functions (patterns: 'greedy_init', 'BackdoorProblem*_evaluate'); "
+                         "for modules whose every mutant runs slow tests (attack: ~5 mutants a minute once the fast "
+                         "ones are done)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"modules": {}, "survivors": []}
     for module in args.modules:  # the report is rewritten after each module (a long run can be stopped)
         summary, *rows = run_module(module, args.max_children, args.timeout, args.resume, args.survivors,
-                                    args.collect)
+                                    args.collect, args.only)
         report["modules"][module] = dict(counts=summary["counts"], tests=MODULES[module],
                                          **({} if args.collect else dict(minutes=round(summary["seconds"] / 60, 1))))
         report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows

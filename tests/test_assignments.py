@@ -12,10 +12,14 @@ sys.path.insert(0, str(ROOT / "assignments"))
 import course  # noqa: E402
 
 
-def _course(tmp_path):
+def _course(tmp_path, only=None):
+    """A copy of the course (its first assignment ``only`` when given: nbgrader then releases one, not four)."""
     work = tmp_path / "course"
     shutil.copytree(ROOT / "assignments", work, ignore=shutil.ignore_patterns("release", "submitted", "autograded",
                                                                                 "feedback", "gradebook.db"))
+    if only:
+        for extra in course.assignments(work)[only:]:
+            shutil.rmtree(work / "source" / extra)
     return work
 
 
@@ -48,7 +52,7 @@ def test_grading_loses_no_submission_and_reports_the_ungradable(tmp_path):
     """Grading the collect folder itself keeps it; a second folder adds to it (an earlier, different copy
     of the same submission is moved aside, not deleted); a damaged notebook is reported by student and
     cause while the others are graded."""
-    work = _course(tmp_path)
+    work = _course(tmp_path, only=1)
     a = course.assignments(work)[0]
     nb = next((work / "source" / a).glob("*.ipynb"))
     collect = work / "submitted"
@@ -63,10 +67,11 @@ def test_grading_loses_no_submission_and_reports_the_ungradable(tmp_path):
     assert {p.relative_to(collect): p.read_bytes() for p in collect.rglob("*") if p.is_file()} == before
     assert grades[("ann", a)].error is None and grades[("ann", a)].score == grades[("ann", a)].max_score
     assert grades[("bob", a)].score is None and grades[("bob", a)].error
-    # a second batch: ann resubmits (different file), cid is new; bob's earlier copy stays
+    # a second batch: ann resubmits (a different file; damaged, so that only cid's is executed), cid is new;
+    # bob's earlier copy stays
     more = tmp_path / "more"
     (more / "ann" / a).mkdir(parents=True)
-    (more / "ann" / a / nb.name).write_text(nb.read_text().replace("NTK", "NTK "))
+    (more / "ann" / a / nb.name).write_text("{ not a notebook either")
     (more / "cid" / a).mkdir(parents=True)
     shutil.copy(nb, more / "cid" / a / nb.name)
     grades = course.grade(work, more)
