@@ -178,7 +178,8 @@ def attack(predictor, X, y, eps: float, norm: str = "linf", steps: int = 1, step
     ``input_grad``): ``steps`` signed (L-infinity) or normalized (L2) gradient steps of size
     ``step_size`` (default ``eps``) on the margin loss -y f(x), each followed by projection
     onto the eps-ball around X and the box [0, 1]. ``steps=1`` with the default step is FGSM;
-    more steps are PGD (Madry et al.; with ``random_start`` from a uniform point of the ball).
+    more steps are PGD (Madry et al.; with ``random_start`` from a random point of the ball: uniform per
+    pixel for L-infinity, on the sphere of radius eps in a uniform direction for L2).
 
     Args:
         X: images (m, H, W, C) in [0, 1] of the training images' shape; y: their labels (m,) in {-1, +1};

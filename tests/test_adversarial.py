@@ -166,12 +166,15 @@ def test_study_helpers_agree_with_their_parts(task, infinite):
     assert [r["usefulness"] for r in table] == [A.accuracy(vals[:, i], task.y_test) for i in range(3)]
 
 
-def test_pgd_follows_the_gradient_at_each_iterate(task, infinite):
+@pytest.mark.parametrize("eps,step,scale", [(1.5, 0.5, 1.0), (0.8, 0.3, 1e-3)])
+def test_pgd_follows_the_gradient_at_each_iterate(task, infinite, eps, step, scale):
     """L2 PGD against an independent loop whose gradients are finite differences of the predictor
-    at the current iterate (not at the clean image)."""
+    at the current iterate (not at the clean image); the second case has gradients and steps of norm
+    below 1 (a predictor scaled by 1e-3), where a wrong floor in the normalizations would show."""
     pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    pred = A.KernelPredictor(pred.kernel, pred.X, scale * pred.alpha)
     X, y = np.clip(task.X_test[:3].astype(np.float64), 0.05, 0.95), task.y_test[:3]
-    eps, step, h = 1.5, 0.5, 1e-5
+    h = 1e-5
     x = X.copy()
     for _ in range(4):
         g = np.zeros_like(x)
@@ -198,3 +201,55 @@ def test_network_pgd_ascends_the_loss(task, norm, eps):
     margin = lambda Z: y * np.asarray(arch.predict(params, Z))  # noqa: E731
     noise = A.random_sign_noise(X, eps / 8 if norm == "l2" else eps)
     assert margin(x_adv).mean() < margin(noise).mean() - 0.1 and np.all(margin(x_adv) <= margin(X) + 1e-6)
+
+
+def test_label_alignment_equals_its_definition_on_a_generic_case():
+    """||V_k^T y||^2 / ||y||^2 with V_k the eigenvectors of the k largest eigenvalues, on labels of norm
+    other than 1 that are not an eigenvector (the unit-eigenvector checks above pass a product for the ratio)."""
+    rng = np.random.default_rng(1)
+    B = rng.standard_normal((7, 7))
+    K, y = B @ B.T, rng.choice([-1.0, 1.0], 7)
+    mu, V = np.linalg.eigh(K)
+    for k in (1, 2, 3, 7):
+        top = V[:, np.argsort(mu)[::-1][:k]]
+        want = sum((top[:, j] @ y) ** 2 for j in range(k)) / (y @ y)
+        np.testing.assert_allclose(A.label_alignment(K, y, k), want, rtol=1e-12)
+    assert 0 < A.label_alignment(K, y, 2) < A.label_alignment(K, y, 3) < 1
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.8)])
+def test_the_random_start_follows_its_definition(task, infinite, norm, eps):
+    """With a predictor whose gradient is zero, PGD stays where its random start put it: X plus eps times
+    the sign of Gaussian noise times a uniform draw per pixel (L-infinity), or plus eps times the
+    normalized noise (L2: on the sphere), projected on the ball and the box, from the seed's generator in
+    that order. And the largest L-infinity radius, eps = 1, is an attack like any other."""
+    X, y = task.X_test.astype(np.float64), task.y_test
+    zero = A.KernelPredictor(infinite, task.X_d, np.zeros(len(task.X_d)))
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal(X.shape)
+    if norm == "linf":
+        start = np.clip(X + np.clip(eps * np.sign(g) * rng.uniform(size=X.shape), -eps, eps), 0, 1)
+    else:
+        d = eps * g / np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        start = np.clip(X + d, 0, 1)
+    got = A.pgd(zero, X, y, eps, norm, steps=2, step_size=eps / 2, random_start=True, seed=7)
+    np.testing.assert_allclose(got, start, rtol=0, atol=1e-12)
+    assert np.abs(got - X).max() > 0.1 * eps  # it moved
+    if norm == "linf":
+        full = A.kernel_predictor(infinite, task.X_d, task.y_d)
+        assert np.abs(A.fgsm(full, X, y, 1.0) - X).max() > 0.5
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 2.0)])
+def test_fgsm_is_one_step_from_the_clean_image(task, infinite, norm, eps):
+    """x = clip(X + eps * sign(g)) (L-infinity) or X + eps g / ||g|| projected (L2), g the gradient of the
+    margin loss at X: one step (a second one would move back the pixels whose gradient sign flips)."""
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test.astype(np.float64), task.y_test
+    g = pred.input_grad(X, -y)
+    if norm == "linf":
+        want = np.clip(X + eps * np.sign(g), 0, 1)
+    else:
+        d = eps * g / np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        want = np.clip(X + d, 0, 1)
+    np.testing.assert_allclose(A.fgsm(pred, X, y, eps, norm), want, rtol=0, atol=1e-12)
