@@ -253,3 +253,13 @@ def test_fgsm_is_one_step_from_the_clean_image(task, infinite, norm, eps):
         d = eps * g / np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
         want = np.clip(X + d, 0, 1)
     np.testing.assert_allclose(A.fgsm(pred, X, y, eps, norm), want, rtol=0, atol=1e-12)
+
+
+def test_the_ridge_predictor_equals_its_formula(task, infinite):
+    """f(x) = K(x, X) (K + s I)^-1 y with s = ridge + jitter * mean(diag K), for a ridge and a jitter that
+    are not the defaults."""
+    X, y, x = task.X_d, task.y_d, task.X_test
+    K, Kx = infinite(X), infinite(x, X)
+    s = 0.5 + 1e-3 * np.mean(np.diag(K))
+    want = Kx @ np.linalg.solve(K + s * np.eye(len(K)), y)
+    np.testing.assert_allclose(A.kernel_predictor(infinite, X, y, ridge=0.5, jitter=1e-3)(x), want, rtol=1e-9)
