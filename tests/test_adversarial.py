@@ -23,6 +23,11 @@ def empirical():
     return kernels.empirical_ntk(arch.apply_fn, arch.init(0, (8, 8, 1)), dtype="float64")
 
 
+def _image_norms(a):
+    """Per-image L2 norms of a batch (m, H, W, C), shaped (m, 1, 1, 1) to broadcast."""
+    return np.sqrt((a.reshape(len(a), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+
+
 def _fd_check(pred, x, seed=0):
     rng = np.random.default_rng(seed)
     c, v = rng.standard_normal(len(x)), rng.standard_normal(x.shape)
@@ -182,9 +187,9 @@ def test_pgd_follows_the_gradient_at_each_iterate(task, infinite, eps, step, sca
             e = np.zeros(x.shape[1:])
             e[idx] = h
             g[(slice(None),) + idx] = -y * (pred(x + e) - pred(x - e)) / (2 * h)
-        n = np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        n = _image_norms(g)
         d = x + step * g / n - X
-        dn = np.sqrt((d.reshape(len(d), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        dn = _image_norms(d)
         x = np.clip(X + d * np.minimum(1, eps / dn), h, 1 - h)  # (h from the box: the differences stay in it)
     adv = A.pgd(pred, X, y, eps, "l2", steps=4, step_size=step)
     np.testing.assert_allclose(adv, x, atol=1e-5)
@@ -230,7 +235,7 @@ def test_the_random_start_follows_its_definition(task, infinite, norm, eps):
     if norm == "linf":
         start = np.clip(X + np.clip(eps * np.sign(g) * rng.uniform(size=X.shape), -eps, eps), 0, 1)
     else:
-        d = eps * g / np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        d = eps * g / _image_norms(g)
         start = np.clip(X + d, 0, 1)
     got = A.pgd(zero, X, y, eps, norm, steps=2, step_size=eps / 2, random_start=True, seed=7)
     np.testing.assert_allclose(got, start, rtol=0, atol=1e-12)
@@ -250,7 +255,7 @@ def test_fgsm_is_one_step_from_the_clean_image(task, infinite, norm, eps):
     if norm == "linf":
         want = np.clip(X + eps * np.sign(g), 0, 1)
     else:
-        d = eps * g / np.sqrt((g.reshape(len(g), -1) ** 2).sum(1)).reshape(-1, 1, 1, 1)
+        d = eps * g / _image_norms(g)
         want = np.clip(X + d, 0, 1)
     np.testing.assert_allclose(A.fgsm(pred, X, y, eps, norm), want, rtol=0, atol=1e-12)
 
