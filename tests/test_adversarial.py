@@ -268,3 +268,165 @@ def test_the_ridge_predictor_equals_its_formula(task, infinite):
     s = 0.5 + 1e-3 * np.mean(np.diag(K))
     want = Kx @ np.linalg.solve(K + s * np.eye(len(K)), y)
     np.testing.assert_allclose(A.kernel_predictor(infinite, X, y, ridge=0.5, jitter=1e-3)(x), want, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------- notebook 08's studies, field by field
+@pytest.fixture(scope="module")
+def wide_task():
+    """50 test images: accuracies fine enough (steps of 0.02) that a wrong step rule or seed shows."""
+    return data.make_task("digits", source=3, target=8, n_train_per_class=15, n_eval_per_class=2,
+                          n_test_per_class=25, seed=0)
+
+
+@pytest.mark.parametrize("norm,eps_list,pgd_step", [("linf", [0.0, 0.02, 0.2], 0.03), ("l2", [0.0, 0.1, 1.0], 0.3)])
+def test_robustness_curve_rows_are_their_definitions(wide_task, infinite, norm, eps_list, pgd_step):
+    """Every field of every row re-computed from its definition: FGSM at each eps (the images returned
+    too), PGD with step max(pgd_step, 2.5 eps / steps) (pgd_step at the middle radius, Madry et al.'s
+    2.5 eps / steps at the largest), sign noise of the same eps at the given seed (L-infinity only: None
+    for L2). At the largest radius PGD with pgd_step alone, and (L-infinity) noise of another seed, give
+    other accuracies: the comparison can tell the rule and the seed apart."""
+    task = wide_task
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    rows, images = A.robustness_curve(pred, X, y, eps_list, norm=norm, pgd_steps=2, pgd_step=pgd_step, seed=5)
+    assert [r["eps"] for r in rows] == eps_list and list(images) == eps_list
+    clean = A.accuracy(pred(X), y)
+    for e, r in zip(eps_list, rows, strict=True):
+        adv = A.fgsm(pred, X, y, e, norm)
+        np.testing.assert_array_equal(images[e], adv)
+        step = max(pgd_step, 2.5 * e / 2)
+        ref = dict(eps=e, clean=clean, fgsm=A.accuracy(pred(adv), y),
+                   pgd=A.accuracy(pred(A.pgd(pred, X, y, e, norm, steps=2, step_size=step)), y),
+                   noise=A.accuracy(pred(A.random_sign_noise(X, e, 5)), y) if norm == "linf" else None)
+        assert r == ref
+    assert [max(pgd_step, 2.5 * e / 2) == pgd_step for e in eps_list[1:]] == [True, False]
+    e = eps_list[-1]
+    assert rows[-1]["pgd"] != A.accuracy(pred(A.pgd(pred, X, y, e, norm, steps=2, step_size=pgd_step)), y)
+    if norm == "linf":
+        assert rows[-1]["noise"] != A.accuracy(pred(A.random_sign_noise(X, e, 0)), y)
+    assert "pgd" not in A.robustness_curve(pred, X, y, [0.1], norm=norm)[0][0]  # pgd_steps = 0 skips PGD
+
+
+def test_robustness_curve_attacks_harder_than_noise(task, infinite):
+    """The attack's direction: FGSM and PGD lower the accuracy at least as much as random signs of the
+    same radius, and PGD at least as much as FGSM (an attack that descended would raise it)."""
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    rows, _ = A.robustness_curve(pred, task.X_test, task.y_test, [0.15], pgd_steps=5)
+    r = rows[0]
+    assert r["pgd"] <= r["fgsm"] < r["noise"] and r["fgsm"] < r["clean"]
+
+
+def test_network_transfer_rows_are_their_definitions(wide_task, infinite):
+    """Each eps, in increasing order whatever the dict's order: the network's accuracy on the kernel's
+    images and on sign noise of the same eps around the clean images (images[0.0]) at the given seed
+    (seed 3 gives another accuracy than the default seed 0 at eps 0.2: the comparison sees the seed)."""
+    task = wide_task
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    _, images = A.robustness_curve(pred, X, y, [0.0, 0.1, 0.2])
+    arch = models.plain_mlp(16, depth=1)
+    params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=50), progress=False).params
+    shuffled = {e: images[e] for e in (0.2, 0.0, 0.1)}
+    rows = A.network_transfer(arch, params, y, shuffled, seed=3)
+    net = lambda Z: train.predict(arch, params, Z)  # noqa: E731
+    assert rows == [dict(eps=e, fgsm_from_kernel=A.accuracy(net(images[e]), y),
+                         noise=A.accuracy(net(A.random_sign_noise(X, e, 3)), y)) for e in (0.0, 0.1, 0.2)]
+    assert rows[2]["noise"] != A.accuracy(net(A.random_sign_noise(X, 0.2, 0)), y)
+    assert rows[2]["fgsm_from_kernel"] < rows[2]["noise"]  # the kernel's attack transfers better than noise
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_feature_table_rows_are_their_definitions(task, infinite, norm, eps):
+    """Every field against its definition (Tsilivis & Kempe 2022, Sec. 4): feature i's eigenvalue,
+    usefulness (clean accuracy of sign f_i), robustness (f_i's accuracy under FGSM against f_i alone),
+    the accuracy of f_0 + ... + f_i, and its share of an FGSM attack on the full predictor."""
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    X, y, k = task.X_test, task.y_test, 4
+    table = A.feature_table(F, X, y, eps, k, norm=norm)
+    vals = F.values(X)
+    full = A.kernel_predictor(infinite, task.X_d, task.y_d, jitter=0.0)
+    np.testing.assert_allclose(full(X), vals.sum(1), rtol=1e-6, atol=1e-8)  # the full predictor is f
+    drop = ((vals - F.values(A.fgsm(F.predictor(np.arange(len(F.mu))), X, y, eps, norm))) * y[:, None]).sum(0)
+    assert [r["feature"] for r in table] == list(range(k))
+    for i, r in enumerate(table):
+        f_i = F.predictor(i)
+        assert r["eigenvalue"] == F.mu[i]
+        assert r["usefulness"] == A.accuracy(vals[:, i], y)
+        assert r["robustness"] == A.accuracy(f_i(A.fgsm(f_i, X, y, eps, norm)), y)
+        assert r["partial_sum_accuracy"] == A.accuracy(vals[:, :i + 1].sum(1), y)
+        np.testing.assert_allclose(r["attack_share"], drop[i] / drop.sum(), rtol=1e-9, atol=1e-12)
+    assert len({r["partial_sum_accuracy"] for r in table}) > 1 or len({r["usefulness"] for r in table}) > 1
+
+
+def _ntk_by_jacobian(arch, params, X):
+    """J J^T in float64 from the full Jacobian (jax.jacrev of the flattened parameters): an
+    independent computation of the empirical NTK."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from ntklib._precision import precision
+
+    with precision("float64"):
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        flat, unravel = ravel_pytree(params)
+        J = jax.jacrev(lambda w: arch.apply_fn(unravel(w), jnp.asarray(X, jnp.float64)).reshape(-1))(flat)
+        return np.asarray(J @ J.T)
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_kernel_trajectory_follows_the_trained_network(task, adversarial):
+    """Each row against an independent re-computation: the network trained for that row's number of
+    steps (full batch, no early stop: the first s steps of a longer run), its NTK from the full Jacobian,
+    the change ||K_s - K_0||_F / ||K_0||_F, the top-k alignment, and the training loss 1/(2n) sum (f - y)^2
+    at those weights (adversarially: the loss recorded on the clean images, as train does)."""
+    arch = models.plain_mlp(16, depth=1)
+    X, y = task.X_d[:16], task.y_d[:16]
+    Xp, yp = task.X_test[:6], task.y_test[:6]
+    cfg = train.TrainConfig(lr=0.5, steps=30, eval_every=10, target_loss=0.0, seed=2)
+    perturb = A.network_pgd(arch, 0.1, steps=2) if adversarial else None
+    rows, res = A.kernel_trajectory(arch, X, y, cfg, Xp, yp, perturb=perturb, k=2)
+    assert [r["step"] for r in rows] == [0, 10, 20, 30]
+    K0 = _ntk_by_jacobian(arch, arch.init(cfg.seed, X.shape[1:]), Xp)
+    assert rows[0]["kernel_change"] == 0.0 and "train_loss" not in rows[0]
+    np.testing.assert_allclose(rows[0]["alignment"], _alignment(K0, yp, 2), rtol=1e-6)
+    changes = []
+    for r in rows[1:]:
+        p = train.train(arch, X, y, train.TrainConfig(lr=0.5, steps=r["step"], eval_every=10, target_loss=0.0,
+                                                      seed=2), progress=False, perturb=perturb).params
+        K = _ntk_by_jacobian(arch, p, Xp)
+        changes.append(np.linalg.norm(K - K0) / np.linalg.norm(K0))
+        np.testing.assert_allclose(r["kernel_change"], changes[-1], rtol=1e-4)
+        np.testing.assert_allclose(r["alignment"], _alignment(K, yp, 2), rtol=1e-4)
+        f = np.asarray(arch.apply_fn(p, X)).reshape(-1)
+        np.testing.assert_allclose(r["train_loss"], np.mean((f - y) ** 2) / 2, rtol=1e-4)
+    assert min(changes) > 0.1 and len(set(changes)) == 3  # a width-16 network's kernel moves far
+    np.testing.assert_array_equal(jax_leaves(res.params), jax_leaves(p))
+
+
+def _alignment(K, y, k):
+    mu, V = np.linalg.eigh(K)
+    Vk = V[:, np.argsort(mu)[::-1][:k]]
+    return float(np.sum((Vk.T @ y) ** 2) / np.sum(y ** 2))
+
+
+def jax_leaves(tree):
+    import jax
+
+    return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree_util.tree_leaves(tree)])
+
+
+def test_predictors_say_what_they_are_and_pgd_passes_its_start_on(task, infinite):
+    """The provenance a predictor carries (kind, indices or settings), the labels the features keep, and
+    pgd as attack() with its random start and seed passed on (another seed, another start)."""
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    np.testing.assert_array_equal(F.y, task.y_d)
+    assert F.predictor(2).spec == {"kind": "eigen_feature", "idx": [2]}
+    assert F.predictor([0, 3]).spec == {"kind": "eigen_feature", "idx": [0, 3]}
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d, t=2.0, lr=0.5)
+    assert pred.spec == {"kind": "kernel_predictor", "ridge": 0.0, "t": 2.0, "lr": 0.5, "kernel": infinite.spec}
+    X, y = task.X_test, task.y_test
+    adv = A.pgd(pred, X, y, 0.1, steps=2, step_size=0.02, random_start=True, seed=3)
+    np.testing.assert_array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02, random_start=True, seed=3))
+    assert not np.array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02, random_start=True, seed=0))
+    assert not np.array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02))
