@@ -58,7 +58,8 @@ assignments: $(STAMP)  # student versions of the course assignments (nbgrader) i
 cifar-pair: $(STAMP)  # CIFAR-10 truck and deer (both splits) as data/cifar-10-subset.npz + .json, to carry to a GPU
 	$(PY) -m ntklib.data subset --classes 9 4
 
-notebooks: $(STAMP)
+notebooks: $(STAMP)  # the parameters cells from ntklib/params.py, then each .py and .ipynb pair in sync
+	$(PY) -m ntklib.params --write
 	$(PY) -m jupytext --sync notebooks/*.py assignments/source/*/*.py
 
 bench: $(STAMP)

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
 from kernels import machine  # noqa: E402
-from ntklib import data, pipeline, profiling, train  # noqa: E402
+from ntklib import data, params, pipeline, profiling, train  # noqa: E402
 from ntklib import validation as V  # noqa: E402
 
 
@@ -70,11 +70,8 @@ def single_checks(quick: bool) -> list[dict]:
         f"check_images CIFAR-sized {cifar.shape}": lambda: V.check_images(cifar, "X_d"),
         f"check_labels digits y_d {task.y_d.shape}": lambda: V.check_labels(task.y_d, "y_d", len(task.X_d)),
         "TrainConfig() (10 fields)": lambda: train.TrainConfig(),
-        "check_params (notebook 05's parameters)": lambda: pipeline.check_params(
-            dataset="digits", source=7, target=1, trigger="periodic", architecture="mlp", width=256,
-            kernel="empirical", budgets=[1, 2, 3, 5, 10], seeds=[0, 1, 2], opt_method="lbfgsb", opt_steps=30,
-            train_steps=4000, lr=2.0, target_loss=1e-3, target_residual=0.1, batch_size=None, asr_level=0.9,
-            task_kw={}, seed=0, smoke=False, fig_dir="figures"),
+        "params.check (notebook 05's parameters)": lambda: params.check(
+            "05_transfer_to_networks", params.defaults("05_transfer_to_networks")),
         "check_int": lambda: V.check_int(5, "budget", min=1, max=10),
     }
     rows = []

@@ -40,37 +40,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import data, kernels, pipeline, plotting, regression, train
+from ntklib import data, kernels, params, pipeline, plotting, regression, train
 
 # %% tags=["parameters"]
-dataset = "digits"          # digits | cifar10
-source = 7                  # source class (label -1)
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
 target = 1                  # target class (label +1)
-trigger = "periodic"        # unused here; kept so one YAML serves every notebook
 architecture = "mlp"        # mlp | cnn (flatten readout)
-kernel = "infinite"         # unused here: this notebook compares the kernels
-widths = [64, 256, 1024, 2048]   # widths for the convergence study
+widths = [64, 256, 1024, 2048]  # widths of the convergence study
 n_points = 16               # images in the convergence study
-lazy_widths = [32, 1024]    # narrow vs wide network for the training comparison
-n_train_per_class = 40      # training images per class for the training comparison
-n_test_per_class = None     # test images per class for the training comparison (None: all)
-train_steps = 1500          # SGD steps (stops early at loss 1e-5)
-budgets = [1]               # unused here
-seed = 0
-smoke = False               # True: tiny sizes, runs in seconds
-fig_dir = "figures"         # relative to the repository root
+lazy_widths = [32, 1024]    # narrow vs wide network of the training comparison
+n_train_per_class = 40      # training images per class of the training comparison
+n_test_per_class = None     # test images per class of the training comparison (None: all)
+train_steps = 1500          # SGD steps of the training comparison (stops early at loss 1e-5)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, architecture=architecture,
-                      widths=widths, n_points=n_points, lazy_widths=lazy_widths, n_train_per_class=n_train_per_class,
-                      n_test_per_class=n_test_per_class, train_steps=train_steps, seed=seed, smoke=smoke,
-                      fig_dir=fig_dir)
-if smoke:
-    widths, n_points, lazy_widths, train_steps = widths[:2], 8, [16, 64], 300
-    n_train_per_class, n_test_per_class = 10, 10
 NB = "01_ntk_background"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
-task = data.make_task(dataset, source, target, trigger, n_train_per_class=n_train_per_class,
+task = data.make_task(dataset, source, target, n_train_per_class=n_train_per_class,
                       n_eval_per_class=5, n_test_per_class=n_test_per_class, seed=seed)
 X = task.X_d[np.random.default_rng(seed).permutation(len(task.X_d))[:n_points]]
 print(task.summary())

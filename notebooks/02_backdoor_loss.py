@@ -48,32 +48,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import attack, pipeline, plotting
+from ntklib import attack, params, pipeline, plotting
 
 # %% tags=["parameters"]
-dataset = "digits"          # digits | cifar10
-source = 7                  # source class (label -1)
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
 target = 1                  # target class (label +1)
 trigger = "periodic"        # periodic | patch
-architecture = "mlp"        # mlp | cnn | plain_mlp | wide_resnet
-width = 512                 # hidden units / channels
-kernel = "infinite"         # empirical (trained on clean d) | empirical_init | infinite
-budgets = [1, 2, 5, 10, 20, 50]   # numbers of poisons
+architecture = "mlp"        # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
+width = 512                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
+# kernel: the poisons' kernel: empirical (the clean victim's, the paper's) | empirical_init | infinite
+kernel = "infinite"
+budgets = [1, 2, 5, 10, 20, 50]  # numbers of poisons
 seeds = [0, 1, 2, 3, 4]     # random subsets of the sampling attack
-hinge_budget = 5            # budget for the prediction-distribution figure
-task_kw = {}                # extra arguments of ntklib.data.make_task (sizes)
-seed = 0                    # task split
-smoke = False
-fig_dir = "figures"
+hinge_budget = 5            # the budget of the prediction-distribution figure
+task_kw = {}                # sizes passed to ntklib.data.make_task (n_train_per_class, n_pool, ...)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
-                      architecture=architecture, width=width, kernel=kernel, budgets=budgets,
-                      seeds=seeds, hinge_budget=hinge_budget, task_kw=task_kw, seed=seed, smoke=smoke,
-                      fig_dir=fig_dir)
-if smoke:
-    budgets, seeds, width = budgets[:3], seeds[:2], min(width, 128)
 NB = "02_backdoor_loss"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
                        task_kw=task_kw, smoke=smoke)

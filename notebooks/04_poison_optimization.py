@@ -36,34 +36,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ntklib import artifacts, attack, pipeline, plotting
+from ntklib import artifacts, attack, params, pipeline, plotting
 
 # %% tags=["parameters"]
-dataset = "digits"
-source = 7
-target = 1
-trigger = "periodic"
-architecture = "mlp"
-width = 512
-kernel = "infinite"         # empirical | empirical_init | infinite
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
+target = 1                  # target class (label +1)
+trigger = "periodic"        # periodic | patch
+architecture = "mlp"        # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
+width = 512                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
+# kernel: the poisons' kernel: empirical (the clean victim's, the paper's) | empirical_init | infinite
+kernel = "infinite"
 budget = 2                  # number of poisons to optimize
 opt_method = "lbfgsb"       # lbfgsb | adam
-opt_steps = 100             # iterations
-lr = 0.01                   # Adam step (unused by L-BFGS-B)
-checkpoint_every = 25
-task_kw = {}
-seed = 0
-smoke = False
-fig_dir = "figures"
+opt_steps = 100             # iterations of the poison optimization
+poison_lr = 0.01            # the poisons' Adam step (unused by L-BFGS-B)
+checkpoint_every = 25       # iterations between checkpoints
+task_kw = {}                # sizes passed to ntklib.data.make_task (n_train_per_class, n_pool, ...)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
-                      architecture=architecture, width=width, kernel=kernel, budget=budget,
-                      opt_method=opt_method, opt_steps=opt_steps, lr=lr, checkpoint_every=checkpoint_every,
-                      task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if smoke:
-    opt_steps, budget, width = min(opt_steps, 3), min(budget, 2), min(width, 128)
 NB = "04_poison_optimization"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
                        task_kw=task_kw, smoke=smoke)
@@ -75,7 +71,7 @@ g = attack.greedy_init(problem, task.X_cand, budget, progress=False)
 X0 = task.X_cand[g.indices]
 out_dir = plotting.figure_dir(NB, fig_dir)
 ckpt = out_dir / "checkpoint.npz"   # rerun with resume=True to continue an interrupted run
-opt = attack.optimize_poisons(problem, X0, method=opt_method, steps=opt_steps, lr=lr, checkpoint=ckpt,
+opt = attack.optimize_poisons(problem, X0, method=opt_method, steps=opt_steps, lr=poison_lr, checkpoint=ckpt,
                               checkpoint_every=checkpoint_every, resume=False)
 print(f"greedy start: loss {opt.start.loss:.3f}, kernel ASR {opt.start.asr:.2f}, CA {opt.start.clean_acc:.2f}")
 print(f"after {opt.steps} {opt_method} steps: loss {opt.final.loss:.3f}, kernel ASR {opt.final.asr:.2f}, "

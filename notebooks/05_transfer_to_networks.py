@@ -49,43 +49,38 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import matplotlib.pyplot as plt
 
-from ntklib import artifacts, evaluate, pipeline, plotting
+from ntklib import artifacts, evaluate, params, pipeline, plotting
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
-dataset = "digits"
-source = 7
-target = 1
-trigger = "periodic"
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
+target = 1                  # target class (label +1)
+trigger = "periodic"        # periodic | patch
 architecture = "mlp"        # the victim, and the network whose NTK designs the poisons
-width = 256
-kernel = "empirical"        # empirical (trained on clean d, the paper's) | empirical_init | infinite
-budgets = [1, 2, 3, 5, 10]
-seeds = [0, 1, 2]           # victim initializations (and sampling subsets)
-opt_method = "lbfgsb"
-opt_steps = 30              # poison optimization iterations per budget (0: greedy only)
-train_steps = 4000          # victim training budget (SGD, momentum 0.9, full batch)
-lr = 2.0
-target_loss = 1e-3          # victims stop once the training loss is below this
+width = 256                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
+# kernel: the poisons' kernel: empirical (the clean victim's, the paper's) | empirical_init | infinite
+kernel = "empirical"
+budgets = [1, 2, 3, 5, 10]  # NTBA budgets
+seeds = [0, 1, 2]           # one victim initialization (and one sampling subset) per seed
+opt_method = "lbfgsb"       # lbfgsb | adam
+opt_steps = 30              # L-BFGS-B iterations of the poison optimization per budget (0: greedy only)
+train_steps = 4000          # the victims' training budget (stops early at target_loss)
+victim_lr = 2.0             # the victims' learning rate
+target_loss = 0.001         # victims stop once the training loss is below this
 target_residual = 0.1       # ... and every point, poisons included, is fitted to within this (None: off)
-batch_size = None           # None: full batch
+batch_size = None           # the victims' minibatch (None: full batch)
 asr_level = 0.9             # the ASR level of the efficiency ratio
-task_kw = {}
-seed = 0
-smoke = False
-fig_dir = "figures"
+task_kw = {}                # sizes passed to ntklib.data.make_task (n_train_per_class, n_pool, ...)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger,
-                      architecture=architecture, width=width, kernel=kernel, budgets=budgets, seeds=seeds,
-                      opt_method=opt_method, opt_steps=opt_steps, train_steps=train_steps, lr=lr,
-                      target_loss=target_loss, target_residual=target_residual, batch_size=batch_size,
-                      asr_level=asr_level, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if smoke:
-    budgets, seeds, opt_steps, train_steps, width = [1, 3], seeds[:1], min(opt_steps, 3), 200, min(width, 128)
 NB = "05_transfer_to_networks"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
-cfg = pipeline.victim_config(dataset, lr=lr, steps=train_steps, target_loss=target_loss,
+cfg = pipeline.victim_config(dataset, lr=victim_lr, steps=train_steps, target_loss=target_loss,
                              target_residual=target_residual, batch_size=batch_size)
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, kernel=kernel, seed=seed,
                        train_config=cfg, task_kw=task_kw, smoke=smoke)

@@ -54,66 +54,55 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import evaluate, pipeline, plotting
+from ntklib import evaluate, params, pipeline, plotting
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
-dataset = "digits"
-source = 7
-target = 1
-trigger = "periodic"
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
+target = 1                  # target class (label +1)
+trigger = "periodic"        # periodic | patch
 trigger_amplitude = None    # None: the dataset's default (digits 0.15, CIFAR-10 6/255)
-architecture = "mlp"         # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
+architecture = "mlp"        # mlp | cnn | wide_resnet, or their plain-JAX twins plain_mlp | plain_cnn | ...
 width = 256                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
 depth = 2                   # hidden layers (mlp), conv layers (cnn), depth (wide_resnet: 10, 16, ...)
-readout = None              # cnn: "flatten" (default) | "pool" (translation-invariant, as the paper's WRN)
-kernels = ["infinite", "empirical_init", "empirical"]  # also "empirical_ensemble" (our extension)
-ensemble_size = 3           # clean networks (other seeds) whose empirical NTKs "empirical_ensemble" averages
-budgets = [1, 2, 3, 5, 10]                   # NTBA budgets
-sampling_budgets = [1, 2, 3, 5, 10, 20, 40]  # the baseline needs more to reach high ASR
-seeds = [0, 1, 2]
-opt_steps = 30
-optimizer = "sgd"           # the victim's optimizer: sgd (momentum 0.9) | adam
+readout = None              # cnn: flatten (None, the default) | pool (translation-invariant, as the paper's WRN)
+# kernels: the kernels that design poisons; also empirical_ensemble (our extension)
+kernels = ["infinite", "empirical_init", "empirical"]
+ensemble_size = 3           # clean networks (other seeds) whose empirical NTKs empirical_ensemble averages
+budgets = [1, 2, 3, 5, 10]  # NTBA budgets
+sampling_budgets = [1, 2, 3, 5, 10, 20, 40]  # the baseline's budgets (it needs more to reach high ASR)
+seeds = [0, 1, 2]           # one victim initialization (and one sampling subset) per seed
+opt_steps = 30              # L-BFGS-B iterations of the poison optimization per budget (0: greedy only)
+optimizer = "sgd"           # the victims' optimizer: sgd (momentum 0.9) | adam
 batch_size = None           # the victims' minibatch (None: full batch)
-train_steps = 4000
-lr = 2.0
-target_loss = 1e-3
-target_residual = 0.1       # every point, poisons included, fitted to within this (None: off)
-victim_variants = [         # changes to the victim's training, poisons fixed (those of `kernel`)
+train_steps = 4000          # the victims' training budget (stops early at target_loss)
+victim_lr = 2.0             # the victims' learning rate
+target_loss = 0.001         # victims stop once the training loss is below this
+target_residual = 0.1       # ... and every point, poisons included, is fitted to within this (None: off)
+victim_variants = [  # changes to the victims' training, the poisons fixed (those of kernel)
     {"label": "short training (300 steps)", "train_steps": 300, "target_residual": None},
-    {"label": "long training (loss < 1e-5, residual < 0.02)", "train_steps": 10000, "target_loss": 1e-5,
+    {"label": "long training (loss < 1e-5, residual < 0.02)", "train_steps": 10000, "target_loss": 1e-05,
      "target_residual": 0.02},
     {"label": "width 512", "width": 512},
-    {"label": "lr 0.5 (10000 steps)", "lr": 0.5, "train_steps": 10000},
+    {"label": "lr 0.5 (10000 steps)", "victim_lr": 0.5, "train_steps": 10000},
 ]
-variant_budgets = [1, 3, 5]             # NTBA budgets re-evaluated for each victim variant
-variant_sampling_budgets = [5, 10, 20]  # and the baseline's
-ridge = 0.0                 # kernel regression's ridge (paper: 0; raise it if the kernel is singular in float32)
-kernel = "empirical"          # the paper's kernel: its poisons are the ones the victim variants are trained on
-asr_level = 0.9
-task_kw = {}
-seed = 0
-smoke = False
-fig_dir = "figures"
+variant_budgets = [1, 3, 5]  # NTBA budgets re-evaluated for each victim variant (among budgets)
+variant_sampling_budgets = [5, 10, 20]  # the baseline's budgets for each victim variant
+ridge = 0.0                 # kernel regression's ridge (the paper's 0; raise it if the kernel is singular in float32)
+kernel = "empirical"        # the kernel whose poisons the victim variants are trained on (one of kernels)
+asr_level = 0.9             # the ASR level of the efficiency ratio
+task_kw = {}                # sizes passed to ntklib.data.make_task (n_train_per_class, n_pool, ...)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(notebook="06_what_transfers", dataset=dataset, source=source, target=target, trigger=trigger,
-                      trigger_amplitude=trigger_amplitude, architecture=architecture, width=width,
-                      depth=depth, readout=readout, ensemble_size=ensemble_size, kernels=kernels, kernel=kernel,
-                      budgets=budgets, sampling_budgets=sampling_budgets,
-                      seeds=seeds, opt_steps=opt_steps, optimizer=optimizer, batch_size=batch_size,
-                      train_steps=train_steps, lr=lr,
-                      target_loss=target_loss, target_residual=target_residual, victim_variants=victim_variants,
-                      variant_budgets=variant_budgets, variant_sampling_budgets=variant_sampling_budgets,
-                      asr_level=asr_level, ridge=ridge, task_kw=task_kw, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if smoke:
-    budgets, sampling_budgets, seeds, opt_steps = [1, 3], [1, 3, 10], seeds[:1], min(opt_steps, 3)
-    train_steps, width = 300, min(width, 128)
-    victim_variants, variant_budgets, variant_sampling_budgets = victim_variants[:1], [1], [3]
 NB = "06_what_transfers"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
 out_dir = plotting.figure_dir(NB, fig_dir)
-cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=lr, steps=train_steps, target_loss=target_loss,
+cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=victim_lr, steps=train_steps, target_loss=target_loss,
                              target_residual=target_residual, batch_size=batch_size)
 
 # %% [markdown]
@@ -215,11 +204,11 @@ for k, r in ratios.items():
 # %%
 variant_rows = []
 base = dict(label="default", train_steps=train_steps, target_loss=target_loss, target_residual=target_residual,
-            width=width, lr=lr, optimizer=optimizer)
+            width=width, victim_lr=victim_lr, optimizer=optimizer)
 poisons = runs[kernel].poisons
 for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
     arch_v = pipeline.build_architecture(architecture, v["width"], depth, readout)
-    cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["lr"], steps=v["train_steps"],
+    cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["victim_lr"], steps=v["train_steps"],
                                    target_loss=v["target_loss"], target_residual=v["target_residual"],
                                    batch_size=batch_size)
     if v["label"] == "default":

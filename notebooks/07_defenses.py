@@ -58,51 +58,43 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import defense_study, defenses, evaluate, kernels, pipeline, plotting
+from ntklib import defense_study, defenses, evaluate, kernels, params, pipeline, plotting
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
-dataset = "digits"          # digits | cifar10
-source = 7                  # class whose triggered images should be classified as target
-target = 1
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
+target = 1                  # target class (label +1)
 trigger = "periodic"        # periodic | patch
 architecture = "mlp"        # the victims' network (its empirical NTK is the attack's kernel)
-width = 256
-depth = 2
-kernel = "empirical"        # the kernel NTBA designs its poisons with (empirical: the paper's)
-optimizer = "sgd"           # the victims' training: sgd (momentum 0.9, full batch) | adam
-train_steps = 4000
-lr = 2.0
-target_loss = 1e-4
+width = 256                 # hidden units (mlp), channels (cnn), 16 x the widening factor (wide_resnet)
+depth = 2                   # hidden layers (mlp), conv layers (cnn), depth (wide_resnet: 10, 16, ...)
+# kernel: the poisons' kernel: empirical (the clean victim's, the paper's) | empirical_init | infinite
+kernel = "empirical"
+optimizer = "sgd"           # the victims' optimizer: sgd (momentum 0.9) | adam
+train_steps = 4000          # the victims' training budget (stops early at target_loss)
+victim_lr = 2.0             # the victims' learning rate
+target_loss = 0.0001        # victims stop once the training loss is below this
 task_kw = {}                # make_task sizes; n_spare_per_class gives I-BAU a clean pool of its own
 ntba_budget = 3             # NTBA poisons (greedy + L-BFGS-B)
 sampling_budgets = [3, 10]  # sampling poisons: the same budget, and one that reaches NTBA's ASR or more
-opt_steps = 30              # L-BFGS-B iterations of NTBA
-seeds = [0, 1, 2]           # one poisoned victim per seed (and one sampling subset per seed)
-detectors = ["spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
-             "representer"]
-n_subsets = 8000            # random half subsets of the kernel datamodel (enough for a stable estimate: see below)
+opt_steps = 30              # L-BFGS-B iterations of the poison optimization per budget (0: greedy only)
+seeds = [0, 1, 2]           # one victim initialization (and one sampling subset) per seed
+# detectors: the detectors compared (ntklib.defense_study.DETECTORS)
+detectors = ["spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo", "representer"]
+n_subsets = 8000            # random half subsets of the kernel datamodel (enough for a stable estimate)
 retrain = True              # retrain without each detector's flagged points
-n_clean = [20, 40, 60]      # I-BAU's clean images (spare clean images if task_kw asks for them, else t: 60 on digits)
+n_clean = [20, 40, 60]      # I-BAU's clean images (spare clean images if task_kw asks for them, else t)
 ibau_rounds = 5             # I-BAU rounds (each: the universal perturbation, then 50 outer steps)
-ibau_variants = ["I-BAU", "no indirect term", "fine-tuning"]  # I-BAU and its ablations (defense_study.IBAU_VARIANTS)
+# ibau_variants: I-BAU and its ablations (ntklib.defense_study.IBAU_VARIANTS)
+ibau_variants = ["I-BAU", "no indirect term", "fine-tuning"]
 seed = 0                    # the task's split
-smoke = False
-fig_dir = "figures"
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(dataset=dataset, source=source, target=target, trigger=trigger, architecture=architecture,
-                      width=width, depth=depth, kernel=kernel, optimizer=optimizer, train_steps=train_steps, lr=lr,
-                      target_loss=target_loss, task_kw=task_kw, ntba_budget=ntba_budget,
-                      sampling_budgets=sampling_budgets, opt_steps=opt_steps, seeds=seeds, detectors=detectors,
-                      n_subsets=n_subsets, retrain=retrain, n_clean=n_clean, ibau_rounds=ibau_rounds,
-                      ibau_variants=ibau_variants, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if smoke:
-    ntba_budget, sampling_budgets, seeds, opt_steps = 2, [2, 4], seeds[:1], 5
-    n_subsets, n_clean, ibau_rounds, train_steps = 200, [10, 20], 2, 200
-    ibau_variants = ibau_variants[:2]
-    task_kw = pipeline.smoke_task_kw({k: v for k, v in task_kw.items() if k != "n_spare_per_class"})
 NB = "07_defenses"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
 
 # %% [markdown]
@@ -114,7 +106,7 @@ plotting.set_theme()
 # poisons (all labelled with the target class).
 
 # %%
-cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=lr, steps=train_steps, target_loss=target_loss,
+cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=victim_lr, steps=train_steps, target_loss=target_loss,
                              batch_size=None)
 exp = pipeline.prepare(dataset, source, target, trigger, architecture, width, depth, kernel, seed=seed,
                        train_config=cfg, task_kw=task_kw, smoke=smoke, progress=False)

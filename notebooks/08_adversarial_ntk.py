@@ -53,50 +53,40 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import adversarial, data, kernels, models, pipeline, plotting, train
+from ntklib import adversarial, data, kernels, models, params, plotting, train
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
-dataset = "digits"          # digits | cifar10
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
 source = 3                  # class labelled -1 (CIFAR-10 reference: 0, airplane)
 target = 8                  # class labelled +1 (CIFAR-10 reference: 1, automobile)
-trigger = "periodic"        # unused here; kept so one YAML serves every notebook
-architecture = "mlp"        # the kernel's network: ReLU MLP, W_std sqrt(2), b_std 0.1 (the authors')
-depth = 1                   # hidden layers (the reference: 1)
-kernel = "infinite"         # infinite (the paper's) | empirical_init (empirical NTK at initialization)
+depth = 1                   # hidden layers of the kernel's ReLU MLP (W_std sqrt(2), b_std 0.1; the reference: 1)
+# predictor_kernel: the attacked predictor's kernel: infinite (the paper's) | empirical_init (the MLP's at
+#   initialization)
+predictor_kernel = "infinite"
 n_train_per_class = None    # training images per class (None: all; CIFAR-10 reference: 1000)
 n_test_per_class = None     # test images per class (None: all; CIFAR-10 reference: 50)
 eps = 0.1                   # the attack radius (L-infinity) of the main results (CIFAR-10 reference: 8/255)
-eps_list = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]   # radii of the accuracy-vs-eps curves
-pgd_steps = 10              # PGD iterations (reference: 10 steps of 0.01)
-pgd_step = 0.01
-widths = [64, 256, 1024, 4096]   # finite networks the kernel's adversarial images are tried on
+eps_list = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]  # radii of the accuracy-vs-eps curves
+pgd_steps = 10              # PGD iterations (the reference: 10 steps of 0.01)
+pgd_step = 0.01             # PGD's step (or 2.5 eps / pgd_steps where larger)
+widths = [64, 256, 1024, 4096]  # finite networks the kernel's adversarial images are tried on
 train_steps = 2000          # their training (full-batch gradient descent, squared loss)
-lr = 1.0                    # their learning rate (also of the network of the kernel-dynamics study)
+network_lr = 1.0            # their learning rate (and that of the kernel-dynamics network)
 transfer_lrs = [1.0, 4.0]   # learning rates of the transfer study (larger: further from the lazy regime)
 n_features = 40             # eigen-features studied
 dynamics_width = 512        # the network whose empirical NTK is followed during training
-dynamics_steps = 600
-dynamics_every = 50
+dynamics_steps = 600        # its training steps
+dynamics_every = 50         # steps between two of its kernels
 n_probe = 100               # images on which that NTK is computed
-seed = 0
-smoke = False
-fig_dir = "figures"
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(notebook="08_adversarial_ntk", dataset=dataset, source=source, target=target, kernel=kernel,
-                      architecture=architecture, depth=depth,
-                      n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class, eps=eps,
-                      eps_list=eps_list, pgd_steps=pgd_steps, pgd_step=pgd_step, widths=widths,
-                      train_steps=train_steps, lr=lr, transfer_lrs=transfer_lrs, n_features=n_features,
-                      dynamics_width=dynamics_width, dynamics_steps=dynamics_steps, dynamics_every=dynamics_every,
-                      n_probe=n_probe, seed=seed, smoke=smoke, fig_dir=fig_dir)
-if smoke:
-    n_train_per_class, n_test_per_class = min(n_train_per_class or 30, 30), min(n_test_per_class or 20, 20)
-    eps_list, widths, train_steps, n_features = eps_list[:3], widths[:2], 200, 8
-    pgd_steps, dynamics_steps, dynamics_every, n_probe = 3, 60, 20, 30
-eps_list = sorted(set(eps_list) | {eps, 0.0})  # the clean images and the main radius are always on the curves
 NB = "08_adversarial_ntk"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
+eps_list = sorted(set(eps_list) | {eps, 0.0})  # the clean images and the main radius are always on the curves
 plotting.set_theme()
 
 # %% [markdown]
@@ -111,7 +101,7 @@ task = data.make_task(dataset, source, target, n_train_per_class=n_train_per_cla
                       n_test_per_class=n_test_per_class, seed=seed)
 X, y, X_test, y_test = task.X_d, task.y_d, task.X_test, task.y_test
 arch = models.mlp(512, depth=depth, W_std=np.sqrt(2), b_std=0.1)
-k = (kernels.infinite_ntk(arch, dtype="float64") if kernel == "infinite" else
+k = (kernels.infinite_ntk(arch, dtype="float64") if predictor_kernel == "infinite" else
      kernels.empirical_ntk(arch.apply_fn, arch.init(seed, X.shape[1:]), dtype="float64"))
 pred = adversarial.kernel_predictor(k, X, y)
 print(f"{dataset} {source} (-1) vs {target} (+1): {len(X)} training, {len(X_test)} test images; kernel {k.name}")
@@ -149,7 +139,7 @@ if n_test_per_class is not None and not smoke:
 # %%
 curve, adv_images = adversarial.robustness_curve(pred, X_test, y_test, eps_list, pgd_steps=pgd_steps,
                                                  pgd_step=pgd_step, seed=seed)
-cfg = train.TrainConfig(optimizer="sgd", lr=lr, momentum=0.0, steps=train_steps, target_loss=0.0,
+cfg = train.TrainConfig(optimizer="sgd", lr=network_lr, momentum=0.0, steps=train_steps, target_loss=0.0,
                         eval_every=max(1, train_steps // 10), seed=seed)
 rows = []
 for w in widths:

@@ -59,44 +59,36 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import data, defense_study, kernels, models, pipeline, plotting, reconstruction, train
+from ntklib import data, defense_study, kernels, models, params, pipeline, plotting, reconstruction, train
 from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
-dataset = "digits"          # digits | cifar10
-source = 7
-target = 1
-trigger = "periodic"        # the poisons' trigger (part 4)
-architecture = "plain_mlp"  # the victims: two-hidden-layer ReLU MLPs in plain JAX (the attack smooths their ReLUs)
-depth = 2
+dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
+source = 7                  # source class (label -1): its triggered images should be classified as target
+target = 1                  # target class (label +1)
+trigger = "periodic"        # the poisons' trigger (part 4): periodic | patch
+depth = 2                   # hidden layers of the victims (plain-JAX ReLU MLPs, whose ReLUs the attack smooths)
 width = 256                 # the main setting's width
 n_train = 20                # the main setting's training images (half per class)
 widths = [64, 256, 1024]    # the width study (at n_train)
 n_trains = [10, 20, 40]     # the N study (at width)
-steps = 2000                # Adam steps of the attack (lr 0.02, the authors')
-lr = 0.02
-init = "flat"               # the start: flat (the authors': scalar training mean + noise) | grey | mean_image
-kernel = "infinite"         # the distilled set's kernel: infinite (the architecture's NTK, no weights) | empirical
+attack_steps = 2000         # Adam steps of the reconstruction attack
+attack_lr = 0.02            # its Adam step (the authors' 0.02)
+init = "flat"               # its start: flat (the authors': scalar training mean + noise) | grey | mean_image
+# distill_kernel: the distilled set's kernel: infinite (the architecture's NTK, no weights) | empirical (the victim's)
+distill_kernel = "infinite"
 distill_pair = [3, 8]       # part 3's classes (7 vs 1 is so easy that any labelled set scores 0.99)
 distill_seeds = [0, 1, 2, 3, 4]  # part 3: one victim and attack per seed (intervals over them)
 ntba_budget = 3             # part 4: poisons added to the n_train clean images
 seeds = [0, 1, 2]           # part 4: one poisoned victim per seed (and one random subset per seed)
-opt_steps = 30
-seed = 0
-smoke = False
-fig_dir = "figures"
+opt_steps = 30              # L-BFGS-B iterations of the poison optimization per budget (0: greedy only)
+seed = 0                    # the task's split
+smoke = False               # True: tiny sizes (the smoke values of ntklib.params), seconds per notebook
+fig_dir = "figures"         # outputs go to <fig_dir>/<notebook>/ (relative: to the repository root)
 
 # %%
-pipeline.check_params(notebook="09_reconstruction", dataset=dataset, source=source, target=target, trigger=trigger,
-                      architecture=architecture,
-                      depth=depth, width=width, n_train=n_train, widths=widths, n_trains=n_trains, steps=steps,
-                      lr=lr, init=init, kernel=kernel, distill_pair=distill_pair, distill_seeds=distill_seeds,
-                      ntba_budget=ntba_budget, seeds=seeds, opt_steps=opt_steps, seed=seed, smoke=smoke,
-                      fig_dir=fig_dir)
-if smoke:
-    n_train, widths, n_trains, steps, width, opt_steps, seeds = 10, [32, 64], [6, 10], 200, 64, 5, seeds[:1]
-    distill_seeds = distill_seeds[:2]
 NB = "09_reconstruction"
+globals().update(params.resolve(NB, globals()))  # every parameter checked; smoke sizes if smoke
 plotting.set_theme()
 
 
@@ -117,7 +109,7 @@ def sample(n, seed=seed, pair=(source, target)):
 
 # %%
 X, y, X_unseen, y_unseen = sample(n_train)
-main = reconstruction.run(X, y, width, depth, steps=steps, lr=lr, X_unseen=X_unseen, seed=seed, init=init)
+main = reconstruction.run(X, y, width, depth, steps=attack_steps, lr=attack_lr, X_unseen=X_unseen, seed=seed, init=init)
 print({k: round(v, 4) if isinstance(v, float) else v for k, v in main["row"].items()})
 m, R = main["match"], main["result"].X
 fig = plotting.image_grid(np.concatenate([X, R[m["rec_index"]]]), ncols=min(len(X), 20),
@@ -135,7 +127,7 @@ plotting.savefig(fig, "reconstructions", NB, fig_dir, data=pd.DataFrame(dict(rec
 
 # %%
 starts = reconstruction.study(X, y, [dict(init=i) for i in reconstruction.INIT], X_unseen=X_unseen, width=width,
-                              depth=depth, steps=steps, lr=lr, seed=seed)
+                              depth=depth, steps=attack_steps, lr=attack_lr, seed=seed)
 print(starts[["init", "start_ssim", "ssim", "baseline_ssim", "beats_unseen", "l2", "match"]].round(3).to_string())
 
 # %% [markdown]
@@ -150,7 +142,7 @@ print(starts[["init", "start_ssim", "ssim", "baseline_ssim", "beats_unseen", "l2
 # %%
 variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="init"),
             dict(linear=False, grad_at="both"), dict(linear=True, grad_at="init")]
-common = dict(depth=depth, steps=steps, lr=lr, seed=seed, init=init)
+common = dict(depth=depth, steps=attack_steps, lr=attack_lr, seed=seed, init=init)
 by_width = reconstruction.study(X, y, [dict(v, width=w) for w in widths for v in variants], X_unseen=X_unseen,
                                 **common)
 by_n = []
@@ -194,9 +186,10 @@ plotting.savefig(fig, "ssim_vs_n_over_w", NB, fig_dir, data=study)
 # %%
 Xd, yd, Xd_unseen, yd_unseen = sample(n_train, pair=distill_pair)
 # infinite: no weights; empirical: each seed's victim's own NTK (the attacker holds its weights)
-k_d = kernels.infinite_ntk(models.mlp(width, depth), dtype="float64") if kernel == "infinite" else "empirical"
+k_d = kernels.infinite_ntk(models.mlp(width, depth), dtype="float64") if distill_kernel == "infinite" else "empirical"
 distill_rows, distill = reconstruction.distillation_study(Xd, yd, Xd_unseen, yd_unseen, k_d, width, depth,
-                                                          seeds=distill_seeds, steps=steps, lr=lr, init=init)
+                                                          seeds=distill_seeds, steps=attack_steps, lr=attack_lr,
+                                                          init=init)
 distill = pd.DataFrame(distill).set_index("set")
 distill["separated"] = (distill.diff_low > 0) | (distill.diff_high < 0)
 print(distill.round(3).to_string())
@@ -204,7 +197,7 @@ fig, ax = plt.subplots(figsize=(7, 3))
 ax.barh(distill.index, distill["mean"], xerr=[distill["mean"] - distill.low, distill.high - distill["mean"]],
         color=["gray", "C0", "C3", "C7"], capsize=3)
 ax.set(xlim=(0.5, 1.0), xlabel=f"test accuracy ({int(distill.n_test.iloc[0])} images, {len(distill_seeds)} seeds)",
-       title=f"kernel model ({kernel} NTK) trained on each set, digits {distill_pair[0]} vs {distill_pair[1]}")
+       title=f"kernel model ({distill_kernel} NTK) trained on each set, digits {distill_pair[0]} vs {distill_pair[1]}")
 fig.tight_layout()
 plotting.savefig(fig, "distillation", NB, fig_dir, data=pd.DataFrame(distill_rows))
 
@@ -225,7 +218,8 @@ poison_rows, poison_grids = [], []
 for ps in psets:
     Xp = np.concatenate([exp.task.X_d, ps["X_p"]])
     yp = np.concatenate([exp.task.y_d, np.ones(len(ps["X_p"]))])
-    r = reconstruction.run(Xp, yp, width, depth, config=cfg, steps=steps, lr=lr, seed=ps["seed"], init=init)
+    r = reconstruction.run(Xp, yp, width, depth, config=cfg, steps=attack_steps, lr=attack_lr, seed=ps["seed"],
+                           init=init)
     s = r["match"]["ssim"]
     is_p = np.arange(len(Xp)) >= len(exp.task.X_d)
     order = np.argsort(-s)

@@ -17,6 +17,7 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 - ``cache``       content-addressed cache of trained victims and poisons
 - ``profiling``   wall time per kind of work (victims, kernels, greedy, optimization)
 - ``validation``  the input checks every public function calls first
+- ``params``      each notebook's parameters, declared once (default, rule, smoke value, doc)
 
 Precision: kernels and networks compute in float32 by default (float64 on
 request, inside a scoped x64 context: ntklib never sets ``jax_enable_x64``
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "data", "triggers", "models", "train", "kernels", "regression", "attack",
     "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial", "book",
-    "defenses", "unlearning", "defense_study", "reconstruction",
+    "defenses", "unlearning", "defense_study", "reconstruction", "params",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

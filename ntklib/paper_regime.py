@@ -23,7 +23,7 @@ attacks, the 90% line).
 The configuration file (YAML) holds notebook 06's names: dataset, source, target, trigger,
 trigger_amplitude, architecture, width, depth, readout, kernel (``empirical`` or
 ``empirical_ensemble``), ensemble_size, ridge, budgets, sampling_budgets, seeds, opt_steps,
-optimizer, lr, batch_size, train_steps, target_loss, target_residual, task_kw, asr_level, and the
+optimizer, victim_lr, batch_size, train_steps, target_loss, target_residual, task_kw, asr_level, and the
 estimate's device, efficiency and compile_seconds.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = ["DEFAULTS", "load_config", "run", "main"]
 DEFAULTS = dict(dataset="cifar10", source=9, target=4, trigger="periodic", trigger_amplitude=None,
                 architecture="plain_wide_resnet", width=32, depth=16, readout=None, kernel="empirical",
                 ensemble_size=3, ridge=0.0, budgets=[1, 2, 5, 10, 20, 50], sampling_budgets=[5, 10, 20, 50, 100, 200],
-                seeds=[0, 1], opt_steps=30, optimizer="adam", lr=1e-3, batch_size=256, train_steps=4000,
+                seeds=[0, 1], opt_steps=30, optimizer="adam", victim_lr=1e-3, batch_size=256, train_steps=4000,
                 target_loss=1e-3, target_residual=0.1, task_kw={}, asr_level=0.9, device="h200", efficiency=0.3,
                 compile_seconds=20.0)
 STAGES = ("data", "clean network", "poisons", "victims", "clean victims")
@@ -176,7 +176,7 @@ def run(cfg: dict, out, progress: bool = True) -> dict:
     trigger = _data.default_trigger(cfg["dataset"], cfg["trigger"], amplitude=cfg["trigger_amplitude"])
     _data.load_dataset(cfg["dataset"], classes=[cfg["source"], cfg["target"]])  # the archive, or the subset
     done("data")
-    train_cfg = _pipeline.victim_config(cfg["dataset"], optimizer=cfg["optimizer"], lr=cfg["lr"],
+    train_cfg = _pipeline.victim_config(cfg["dataset"], optimizer=cfg["optimizer"], lr=cfg["victim_lr"],
                                         steps=cfg["train_steps"], batch_size=cfg["batch_size"],
                                         target_loss=cfg["target_loss"], target_residual=cfg["target_residual"])
     exp = _pipeline.prepare(cfg["dataset"], cfg["source"], cfg["target"], trigger, cfg["architecture"], cfg["width"],

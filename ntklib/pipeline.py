@@ -111,7 +111,7 @@ def _variants(v, k):
 
 
 TASK_KW = ("n_train_per_class", "n_eval_per_class", "n_test_per_class", "n_pool", "n_spare_per_class")
-VARIANT_KEYS = ("train_steps", "target_loss", "target_residual", "width", "lr", "optimizer", "batch_size")
+VARIANT_KEYS = ("train_steps", "target_loss", "target_residual", "width", "victim_lr", "optimizer", "batch_size")
 
 # What each notebook parameter may hold (notebooks and the runner check against this table).
 PARAMETER_RULES = dict(
@@ -136,7 +136,11 @@ PARAMETER_RULES = dict(
     seeds=lambda v, k: _val.check_int_list(v, k, min=0),
     n_train_per_class=_optional_positive_int, n_test_per_class=_optional_positive_int,
     batch_size=_optional_positive_int,
-    lr=lambda v, k: _val.check_lr(v, k),
+    victim_lr=lambda v, k: _val.check_lr(v, k),   # the victims' (05-07), the poisons' Adam step (04),
+    poison_lr=lambda v, k: _val.check_lr(v, k),   # the finite networks' (08), the reconstruction attack's (09)
+    network_lr=lambda v, k: _val.check_lr(v, k),
+    attack_lr=lambda v, k: _val.check_lr(v, k),
+    attack_steps=_positive_int,
     target_loss=lambda v, k: _val.check_float(v, k, min=0),
     target_residual=lambda v, k: _val.check_float(v, k, min=0, include_min=False, allow_none=True),
     asr_level=lambda v, k: _val.check_fraction(v, k),
@@ -165,54 +169,21 @@ PARAMETER_RULES = dict(
     distill_pair=lambda v, k: _val.check_int_list(v, k, min=0),
     distill_seeds=lambda v, k: _val.check_int_list(v, k, min=0),
     init=lambda v, k: _val.check_choice(v, k, ("flat", "grey", "mean_image")),
+    predictor_kernel=lambda v, k: _val.check_choice(v, k, ("infinite", "empirical_init")),
+    distill_kernel=lambda v, k: _val.check_choice(v, k, ("infinite", "empirical")),
 )
 
 
-def _check_06(p):
-    kernels, kernel = p.get("kernels", ()), p.get("kernel")
-    if kernel not in kernels:
-        raise ValueError(f"parameter kernel={kernel!r} must be one of kernels={list(kernels)} (the victim variants "
-                         "use the poisons designed with it)")
-    if p.get("victim_variants") and not set(p.get("variant_budgets", ())) <= set(p.get("budgets", ())):
-        raise ValueError(f"parameter variant_budgets={p.get('variant_budgets')} must be a subset of "
-                         f"budgets={p.get('budgets')} (the variants reuse the poisons designed for those budgets)")
-
-
-def _check_08(p):
-    if p.get("kernel") not in ("infinite", "empirical_init"):
-        raise ValueError(f"parameter kernel={p.get('kernel')!r} is invalid in notebook 08: choose 'infinite' or "
-                         "'empirical_init' (the reference attacks the infinite NTK of an MLP)")
-    if p.get("architecture") != "mlp":
-        raise ValueError(f"parameter architecture={p.get('architecture')!r} is invalid in notebook 08: the reference "
-                         "kernel is an MLP's ('mlp')")
-
-
-def _check_09(p):
-    if p.get("architecture") != "plain_mlp":
-        raise ValueError(f"parameter architecture={p.get('architecture')!r} is invalid in notebook 09: the "
-                         "reconstruction attack needs 'plain_mlp'")
-    if p.get("kernel") not in ("infinite", "empirical"):
-        raise ValueError(f"parameter kernel={p.get('kernel')!r} is invalid in notebook 09: choose 'infinite' (no "
-                         "weights) or 'empirical' (the victim's)")
-    if "distill_seeds" in p and len(p["distill_seeds"]) < 2:
-        raise ValueError(f"parameter distill_seeds={p['distill_seeds']!r} is invalid: part 3's intervals need at "
-                         "least 2 seeds")
-
-
-# Rules between the parameters of one notebook (the runner applies them before the notebook runs).
-NOTEBOOK_CHECKS = {"06_what_transfers": _check_06, "08_adversarial_ntk": _check_08, "09_reconstruction": _check_09}
-
-
-def check_params(notebook: str | None = None, **params) -> dict:
+def check_params(**params) -> dict:
     """Validate notebook parameters; raise ``ValueError`` / ``TypeError`` naming the bad one.
 
     Each parameter named in :data:`PARAMETER_RULES` is checked by its rule (choices from
     ``CHOICES``; budgets, widths and step counts positive integers, lists allowed where the
     name is plural; seeds non-negative integers; rates, levels and amplitudes in range);
     class labels are checked for the dataset, and source and target must differ. Names
-    without a rule pass unchecked (the runner refuses names a notebook does not have).
-    With ``notebook`` (its file stem), the rules that tie that notebook's parameters together
-    (:data:`NOTEBOOK_CHECKS`) apply too: the runner checks them before anything runs.
+    without a rule pass unchecked (the runner refuses names a notebook does not have). A
+    notebook's complete parameters, with the rules between them, are checked by
+    :func:`ntklib.params.check`.
     """
     for key, value in params.items():
         rule = PARAMETER_RULES.get(key)
@@ -240,13 +211,6 @@ def check_params(notebook: str | None = None, **params) -> dict:
                 _data._class_index(ds, c)
             except ValueError as e:
                 raise ValueError(f"parameter distill_pair: {e}") from None
-    if notebook is not None and notebook in NOTEBOOK_CHECKS:
-        NOTEBOOK_CHECKS[notebook](params)
-    arch = params.get("architecture", "")
-    if "spectral_inf" in (params.get("detectors") or ()) and str(arch).startswith("plain_"):
-        raise ValueError(f"parameter detectors names spectral_inf, which needs an infinite-width kernel, but "
-                         f"architecture={arch!r} (plain JAX) has none: use {arch.removeprefix('plain_')!r} or "
-                         "leave spectral_inf out of detectors")
     return params
 
 

@@ -14,10 +14,12 @@ that ``build/notebooks/`` shows what the last run of each notebook did).
     python -m ntklib.runner --smoke 03 05         # a quick run of two of them
     python -m ntklib.runner --params params/cifar10.yaml
 
-Parameters are checked before anything runs, against each notebook's own
-parameters cell: a name no selected notebook has is refused with the closest
-valid names (exit status 2), and so is a value of the wrong type (the default's)
-or out of range (:data:`ntklib.pipeline.PARAMETER_RULES`). A ``--params`` file may
+Parameters are checked before anything runs, against each notebook's schema
+(:mod:`ntklib.params`, the same check the notebook's first cell makes): a name no
+selected notebook has is refused with the closest valid names (exit status 2),
+and so is a value of the wrong type (the default's), out of range
+(:data:`ntklib.pipeline.PARAMETER_RULES`) or at odds with the notebook's other
+parameters (:data:`ntklib.params.NOTEBOOK_RULES`), for the run and its smoke sizes. A ``--params`` file may
 hold parameters of several notebooks (one YAML for every notebook): each notebook
 receives its own, and a name that no notebook has is refused.
 """
@@ -70,26 +72,12 @@ def notebook_parameters(path: Path) -> dict:
     return out
 
 
-def _type_ok(value, default) -> bool:
-    """Does ``value`` have the kind of the notebook's default? None defaults accept anything, and
-    None values are left to :func:`ntklib.pipeline.check_params` (``target_residual=None`` switches
-    the residual target off; ``lr=None`` is refused there)."""
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+def _defaults(path: Path) -> dict:
+    """A notebook's parameter defaults: its schema's (:mod:`ntklib.params`), or for a notebook
+    without one, its parameters cell's."""
+    from . import params as _params
 
-
-def _kind(default) -> str:
-    return {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a dict (mapping)"}.get(type(default), type(default).__name__)
+    return _params.defaults(path.stem) if path.stem in _params.SCHEMAS else notebook_parameters(path)
 
 
 def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
@@ -97,17 +85,22 @@ def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
 
     ``params`` (from ``-p`` and ``--smoke``) must each belong to at least one selected
     notebook; ``shared`` (a ``--params`` file) to at least one notebook of the repository.
-    Values must have the type of the notebook's default and pass
-    :func:`ntklib.pipeline.check_params`. Returns {notebook stem: the parameters it gets}.
+    Each notebook's values (its defaults with these on top) must pass :func:`ntklib.params.check`,
+    and so must its smoke sizes when ``smoke`` is set. Returns {notebook stem: the parameters it gets}.
     Raises :class:`ParameterError` naming the parameter, the notebook and the closest names."""
+    from . import params as _params
     from . import pipeline
     from .validation import closest
 
     shared = dict(shared or {})
-    every = {p.stem: notebook_parameters(p) for p in notebook_sources()}
+    every = {p.stem: _defaults(p) for p in notebook_sources()}
     selected = {p.stem: every[p.stem] for p in paths}
     names_sel = sorted({n for d in selected.values() for n in d})
     names_all = sorted({n for d in every.values() for n in d})
+
+    def renamed(key):
+        return f" ({key!r} was renamed: {_params.RENAMED[key]})" if key in _params.RENAMED else ""
+
     for key in params:
         if key not in names_sel:
             owners = [s for s, d in every.items() if key in d]
@@ -115,22 +108,28 @@ def check_parameters(paths, params: dict, shared: dict | None = None) -> dict:
                      "selected" if owners else "no notebook has it")
             near = closest(key, names_sel)
             hint = f"; did you mean {' or '.join(near)}?" if near else ""
-            raise ParameterError(f"unknown parameter {key!r} for {', '.join(selected)}: {where}{hint}. "
+            raise ParameterError(f"unknown parameter {key!r} for {', '.join(selected)}: {where}{renamed(key)}{hint}. "
                                  f"Valid names: {', '.join(names_sel)}")
     for key in shared:
         if key not in names_all:
             near = closest(key, names_all)
             hint = f"; did you mean {' or '.join(near)}?" if near else ""
-            raise ParameterError(f"unknown parameter {key!r} in the --params file: no notebook has it{hint}")
+            raise ParameterError(f"unknown parameter {key!r} in the --params file: no notebook has it"
+                                 f"{renamed(key)}{hint}")
     plan = {}
     for stem, defaults in selected.items():
         given = {k: v for k, v in {**shared, **params}.items() if k in defaults}
-        for k, v in given.items():
-            if not _type_ok(v, defaults[k]):
-                raise ParameterError(f"parameter {k}={v!r} for {stem} is invalid: must be {_kind(defaults[k])} "
-                                     f"(the default is {defaults[k]!r})")
         try:
-            pipeline.check_params(notebook=stem, **{**defaults, **given})
+            if stem in _params.SCHEMAS:  # the values it runs with, and those of its smoke run
+                values = _params.check(stem, {**defaults, **given})
+                if values["smoke"]:
+                    _params.check(stem, _params.smoke_values(stem, values))
+            else:
+                for k, v in given.items():
+                    if not _params.type_ok(v, defaults[k]):
+                        raise TypeError(f"parameter {k}={v!r} is invalid: must be {_params.kind(defaults[k])} "
+                                        f"(the default is {defaults[k]!r})")
+                pipeline.check_params(**{**defaults, **given})
         except (TypeError, ValueError) as e:
             raise ParameterError(f"{stem}: {e}") from None
         plan[stem] = given
@@ -162,7 +161,7 @@ def _check_data(plan: dict):
         except FileNotFoundError as e:  # a subset (make cifar-pair) serves the classes it holds
             for stem, p in plan.items():
                 if p.get("dataset") == "cifar10":
-                    defaults = notebook_parameters(NOTEBOOKS / f"{stem}.py")
+                    defaults = _defaults(NOTEBOOKS / f"{stem}.py")
                     classes = [p.get(k, defaults.get(k)) for k in ("source", "target")]
                     if data.find_cifar10_subset(classes) is None:
                         raise ParameterError(f"dataset=cifar10: {e}") from None
@@ -278,11 +277,17 @@ def main(argv=None):
     ap.add_argument("--check-pairs", action="store_true",
                     help="only check that every .py source and its .ipynb agree (exit 1 if not)")
     args = ap.parse_args(argv)
-    if args.check_pairs:  # the notebooks and the course assignments' sources
+    if args.check_pairs:  # the notebooks and the course assignments' sources; the parameters cells
+        from . import params as _params
+
         bad = unsynced_pairs(notebook_sources() + sorted((ROOT / "assignments" / "source").glob("*/*.py")))
         for line in bad:
             print(f"unsynced: {line}; run `make notebooks` (jupytext --sync)", file=sys.stderr)
-        return 1 if bad else 0
+        stale = _params.stale_cells(NOTEBOOKS)
+        for nb in stale:
+            print(f"stale: the parameters cell of notebooks/{nb}.py is not its schema's (ntklib.params); run "
+                  "`python -m ntklib.params --write` and `make notebooks`", file=sys.stderr)
+        return 1 if bad or stale else 0
     import yaml
 
     params, shared = {}, {}

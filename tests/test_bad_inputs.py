@@ -19,6 +19,7 @@ from ntklib import (
     evaluate,
     kernels,
     models,
+    params,
     pipeline,
     reconstruction,
     regression,
@@ -302,11 +303,11 @@ CASES = [
     # ------------------------------------------------------------------ pipeline
     ("params-kernel", lambda e: pipeline.check_params(kernel="magic"), ValueError, "kernel='magic' is invalid"),
     ("params-zero-budget", lambda e: pipeline.check_params(budgets=[1, 0]), ValueError, "budgets[1]=0 is invalid"),
-    ("params-zero-lr", lambda e: pipeline.check_params(lr=0), ValueError, "lr=0 is invalid: must be > 0"),
+    ("params-zero-lr", lambda e: pipeline.check_params(victim_lr=0), ValueError, "victim_lr=0 is invalid: must be > 0"),
     ("params-task-kw-typo", lambda e: pipeline.check_params(task_kw={"n_train": 3}), ValueError,
      "did you mean 'n_train_per_class'"),
-    ("params-variant-typo", lambda e: pipeline.check_params(victim_variants=[{"label": "x", "lrr": 1}]), ValueError,
-     "did you mean 'lr'"),
+    ("params-variant-typo", lambda e: pipeline.check_params(victim_variants=[{"label": "x", "victim_lrr": 1}]),
+     ValueError, "did you mean 'victim_lr'"),
     ("params-smoke-string", lambda e: pipeline.check_params(smoke="yes"), TypeError, "must be True or False"),
     ("victim-config-dataset", lambda e: pipeline.victim_config("cifar100"), ValueError, "dataset='cifar100'"),
     ("victim-config-typo", lambda e: pipeline.victim_config(step=10), ValueError, "did you mean 'steps'"),
@@ -470,9 +471,24 @@ CASES = [
      "parameter distill_pair: "),
     ("params-distill-pair-same", lambda e: pipeline.check_params(distill_pair=[3, 3]), ValueError,
      "two different classes"),
-    ("params-spectral-inf-plain", lambda e: pipeline.check_params(architecture="plain_mlp",
-                                                                  detectors=["spectral", "spectral_inf"]), ValueError,
+    ("params-spectral-inf-plain", lambda e: params.check("07_defenses", {**params.defaults("07_defenses"),
+                                                                       "architecture": "plain_mlp"}), ValueError,
      "needs an infinite-width kernel"),
+    ("params-08-kernel", lambda e: params.check("08_adversarial_ntk", {**params.defaults("08_adversarial_ntk"),
+                                                                     "predictor_kernel": "empirical"}), ValueError,
+     "predictor_kernel='empirical' is invalid"),
+    ("params-06-variant-budgets", lambda e: params.check("06_what_transfers", {**params.defaults("06_what_transfers"),
+                                                                            "variant_budgets": [4]}), ValueError,
+     "must be a subset of budgets"),
+    ("params-missing", lambda e: params.check("04_poison_optimization", {"seed": 0}), ValueError,
+     "parameter(s) ['dataset', "),
+    ("params-unknown", lambda e: params.check("04_poison_optimization", {**params.defaults("04_poison_optimization"),
+                                                                         "lr": 0.1}), ValueError,
+     "unknown parameter(s) ['lr']"),
+    ("params-wrong-kind", lambda e: params.check("04_poison_optimization", {**params.defaults("04_poison_optimization"),
+                                                                            "budget": "2"}), TypeError,
+     "budget='2' is invalid: must be an integer"),
+    ("params-no-schema", lambda e: params.defaults("10_nothing"), ValueError, "has no parameter schema"),
 ]
 
 
@@ -487,9 +503,12 @@ RUNNER_CASES = [
     ("unknown", ["--smoke", "-p", "nosuchparam=1", "04"], "unknown parameter 'nosuchparam'"),
     ("typo", ["--smoke", "-p", "bugdet=3", "04"], "did you mean budget"),
     ("other-notebook", ["--smoke", "-p", "widths=[16]", "04"], "it is a parameter of 01_ntk_background"),
-    ("wrong-type", ["--smoke", "-p", "budget=two", "04"], "budget='two' for 04_poison_optimization is invalid"),
+    ("wrong-type", ["--smoke", "-p", "budget=two", "04"],
+     "04_poison_optimization: parameter budget='two' is invalid: must be an integer"),
     ("float-for-int", ["--smoke", "-p", "opt_steps=2.5", "04"], "must be an integer"),
-    ("out-of-range", ["--smoke", "-p", "lr=-1", "04"], "lr=-1 is invalid: must be > 0"),
+    ("out-of-range", ["--smoke", "-p", "poison_lr=-1", "04"], "poison_lr=-1 is invalid: must be > 0"),
+    ("renamed", ["--smoke", "-p", "lr=0.5", "05"], "'lr' was renamed: victim_lr (05, 06, 07"),
+    ("rule-between-parameters", ["-p", "budgets=[2]", "06"], "variant_budgets=[1, 3, 5] must be a subset of budgets"),
     ("bad-choice", ["--smoke", "-p", "kernel=magic", "02"], "kernel='magic' is invalid"),
     ("no-equals", ["-p", "seed", "04"], "write -p NAME=VALUE"),
     ("params-file-missing", ["--params", "no/such.yaml", "04"], "no such file"),
@@ -500,7 +519,8 @@ RUNNER_CASES = [
 
 
 @pytest.mark.parametrize("argv,phrase", [c[1:] for c in RUNNER_CASES], ids=[c[0] for c in RUNNER_CASES])
-def test_runner_refuses_bad_parameters_before_running(argv, phrase, capsys, tmp_path):
+def test_runner_refuses_bad_parameters_before_running(argv, phrase, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("a notebook ran: the case was not refused"))
     assert runner.main(["--out", str(tmp_path)] + argv) == 2
     assert phrase in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "nothing may run before the parameters are checked"
@@ -525,8 +545,8 @@ def test_runner_gives_each_notebook_its_own_parameters():
     src05 = runner.notebook_sources(["05"])
     assert runner.check_parameters(src05, {"target_residual": None})["05_transfer_to_networks"] == {
         "target_residual": None}
-    with pytest.raises(runner.ParameterError, match="lr=None is invalid: must be a number"):
-        runner.check_parameters(src05, {"lr": None})
+    with pytest.raises(runner.ParameterError, match="victim_lr=None is invalid: must be a number"):
+        runner.check_parameters(src05, {"victim_lr": None})
 
 
 def test_damaged_cifar_archive_is_named_and_leaves_nothing_behind(tmp_path):
@@ -606,10 +626,11 @@ def test_there_are_enough_cases():
 
 @pytest.mark.parametrize("path", sorted(p for p in runner.ROOT.glob("params/*.yaml")
                                          if not p.name.startswith("paper_regime")), ids=lambda p: p.name)
-def test_committed_parameter_files_pass_the_runners_checks(path):
-    """Each params/*.yaml is accepted by the notebooks its own command line names (every notebook
-    when it names none), with the rules between each notebook's parameters (pipeline.NOTEBOOK_CHECKS):
-    a file gone stale after a notebook changed fails here, not an hour into a run."""
+def test_committed_parameter_files_pass_the_checks_of_the_notebooks_they_serve(path):
+    """Each params/*.yaml passes the checks of every notebook it would reach: those its own command
+    line names (every notebook when it names none), for the run and its smoke run, with the rules
+    between each notebook's parameters (ntklib.params.NOTEBOOK_RULES): a file gone stale after a
+    notebook changed fails here, not an hour into a run."""
     import re
 
     import yaml
@@ -618,7 +639,46 @@ def test_committed_parameter_files_pass_the_runners_checks(path):
     names = re.findall(r"ntklib\.runner ((?:\d\d\s+)+)--params " + rel, path.read_text())
     names += re.findall(r"make figures PARAMS=" + rel + r' NOTEBOOKS="([\d ]+)"', path.read_text())
     selection = sorted({n for group in names for n in group.split()})
-    runner.check_parameters(runner.notebook_sources(selection), {}, yaml.safe_load(path.read_text()))
+    shared = yaml.safe_load(path.read_text())
+    runner.check_parameters(runner.notebook_sources(selection), {}, shared)
+    runner.check_parameters(runner.notebook_sources(selection), {"smoke": True}, shared)
+
+
+def test_every_notebook_parameters_cell_is_its_schema():
+    """The parameters cell of each notebook is ntklib.params' rendering of its schema (the names, their
+    order and defaults), and every schema's defaults and smoke values pass its checks (`make lint`,
+    runner --check-pairs, reports a cell edited by hand)."""
+    assert params.stale_cells(runner.NOTEBOOKS) == []
+    assert sorted(params.SCHEMAS) == [p.stem for p in runner.notebook_sources()]
+    for path in runner.notebook_sources():
+        assert runner.notebook_parameters(path) == params.defaults(path.stem)
+        values = params.check(path.stem, params.defaults(path.stem))
+        params.check(path.stem, params.smoke_values(path.stem, values))
+
+
+def test_a_hand_edited_parameters_cell_is_found_and_rewritten(tmp_path):
+    src = runner.NOTEBOOKS / "04_poison_optimization.py"
+    (tmp_path / src.name).write_text(src.read_text().replace("budget = 2 ", "budget = 3 "))
+    assert params.stale_cells(tmp_path) == ["04_poison_optimization"]
+    assert params.write_cells(tmp_path) == ["04_poison_optimization"]
+    assert (tmp_path / src.name).read_text() == src.read_text() and params.stale_cells(tmp_path) == []
+
+
+def test_resolve_checks_and_applies_the_smoke_values(capsys):
+    """What a notebook's first cell does: its namespace's values checked, and with smoke=True the smoke
+    values (printed), checked again; a namespace without the parameters cell is refused by name."""
+    ns = {**params.defaults("06_what_transfers"), "smoke": True, "budgets": [1, 3, 5, 10], "other": 1}
+    out = params.resolve("06_what_transfers", ns)
+    assert set(out) == set(params.names("06_what_transfers"))
+    assert out["budgets"] == [1, 3] and out["seeds"] == [0] and out["width"] == 128 and out["train_steps"] == 300
+    assert out["victim_variants"] == params.defaults("06_what_transfers")["victim_variants"][:1]
+    assert out["ridge"] == 0.0 and out["victim_lr"] == 2.0  # no smoke value: kept
+    assert "smoke run: " in capsys.readouterr().out
+    assert params.resolve("06_what_transfers", {**ns, "smoke": False})["budgets"] == [1, 3, 5, 10]
+    with pytest.raises(NameError, match=r"parameter\(s\) \['dataset'"):
+        params.resolve("06_what_transfers", {"smoke": True})
+    with pytest.raises(ValueError, match="victim_lr=-1"):
+        params.resolve("06_what_transfers", {**ns, "victim_lr": -1})
 
 
 # ---------------------------------------------------------------------------- faults: the cache

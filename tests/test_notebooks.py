@@ -45,7 +45,7 @@ def test_pair_in_sync_and_one_parameters_cell(src):
     py_nb = jupytext.read(src)
     tagged = [c for c in py_nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for knob in ["dataset", "source", "target", "trigger", "architecture", "kernel", "seed", "smoke", "fig_dir"]:
+    for knob in ["dataset", "source", "target", "seed", "smoke", "fig_dir"]:  # what every notebook shares
         assert f"\n{knob} = " in "\n" + tagged[0].source, f"{src.stem}: parameter {knob} missing"
     assert py_nb.metadata["kernelspec"]["name"] == "python3"
     assert py_nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
