@@ -33,7 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import kernels as _kernels
+from . import models as _models
 from . import regression as _reg
+from . import train as _train
 from . import validation as _val
 
 __all__ = ["KernelPredictor", "kernel_predictor", "EigenFeatures", "eigen_features", "attack", "fgsm", "pgd",
@@ -80,7 +83,7 @@ def kernel_predictor(kernel, X, y, ridge: float = 0.0, t: float | None = None, l
         t, lr: training time >= 0 and step > 0; f_t uses K's eigendecomposition.
     Cost: the n x n kernel, and O(n^3) for the Cholesky factor (t = None) or eigh (t given).
     """
-    _val.check_kernel(kernel)
+    _kernels.check_kernel(kernel)
     X = _val.check_images(X, "X (training images)")
     y = _val.check_labels(y, "y", len(X))
     ridge = _val.check_float(ridge, "ridge", min=0)
@@ -139,7 +142,7 @@ class EigenFeatures:
 def eigen_features(kernel, X, y) -> EigenFeatures:
     """Eigen-features of the ridgeless predictor (Tsilivis & Kempe 2022, Sec. 4).
     Cost: the n x n kernel and one O(n^3) symmetric eigendecomposition."""
-    _val.check_kernel(kernel)
+    _kernels.check_kernel(kernel)
     X = _val.check_images(X, "X (training images)")
     y = _val.check_labels(y, "y", len(X))
     K = np.asarray(kernel(X), dtype=np.float64)
@@ -288,7 +291,7 @@ def network_pgd(arch, eps: float, steps: int = 3, step_size: float | None = None
     """A JAX function ``perturb(params, x, y) -> x_adv``: PGD on a network's margin loss
     -y f(x; params), inside the eps-ball and [0, 1]; pass it as ``perturb`` to
     :func:`ntklib.train.train` for adversarial training (Madry et al. 2018)."""
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     _val.check_choice(norm, "norm", NORMS)
     eps = _val.check_float(eps, "eps", min=0, max=1)
     steps = _val.check_steps(steps, "steps")
@@ -356,9 +359,7 @@ def network_transfer(arch, params, y, images: dict, seed: int = 0) -> list[dict]
     (``images``: {eps: images}, e.g. from :func:`robustness_curve`), beside random sign noise
     of the same eps on the clean images (``images[0.0]`` or the smallest eps's, assumed clean
     at eps 0). Returns one dict per eps: eps, fgsm_from_kernel, noise."""
-    from . import train as _train
-
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     if not isinstance(images, dict) or not images:
         raise TypeError(f"images={_val.describe(images)} is invalid: must be a dict {{eps: images}} such as "
                         "robustness_curve's second result")
@@ -408,11 +409,8 @@ def kernel_trajectory(arch, X, y, config, X_probe, y_probe, perturb=None, k: int
     follow its empirical NTK on the probe images at every evaluation point: relative change
     from the start and the alignment of its top-``k`` eigenspace with the probe labels.
     Returns (rows, result): rows of dicts (step, train_loss, kernel_change, alignment)."""
-    from . import kernels as _kernels
-    from . import train as _train
-
-    _val.check_architecture(arch)
-    config = _val.check_config(config)
+    _models.check_architecture(arch)
+    config = _train.check_config(config)
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     X_probe = _val.check_images(X_probe, "X_probe", X.shape[1:])

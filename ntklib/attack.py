@@ -35,6 +35,7 @@ import numpy as np
 from scipy import optimize as _sopt
 from tqdm.auto import tqdm
 
+from . import kernels as _kernels
 from . import profiling as _profiling
 from . import regression as _reg
 from . import validation as _val
@@ -85,7 +86,7 @@ class BackdoorProblem:
 
     def __init__(self, kernel, X_d, y_d, X_t, y_t, X_a, ridge: float = 0.0,
                  jitter: float = _reg.DEFAULT_JITTER, w_clean: float = 1.0, w_attack: float = 1.0):
-        _val.check_kernel(kernel)
+        _kernels.check_kernel(kernel)
         X_d = check_images(X_d, "X_d (clean training set)", allow_empty=False)
         shape = X_d.shape[1:]
         if len(_val.as_array(X_t, "X_t")) == 0:

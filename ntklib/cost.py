@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import models as _models
 from . import validation as _val
 
 __all__ = ["Device", "DEVICES", "Stage", "forward_flops", "xla_flops", "n_params", "per_image_flops",
@@ -124,7 +125,7 @@ def _sub_jaxprs(params):
 
 def _example(arch, shape, batch):
     shape = _val.check_image_shape(shape, "shape")
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     params = jax.eval_shape(lambda: arch.init(0, (1,) + shape))
     x = jax.ShapeDtypeStruct((batch,) + shape, jnp.float32)
     return params, x

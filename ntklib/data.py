@@ -37,6 +37,7 @@ __all__ = [
     "load_digits", "load_cifar10", "load_dataset", "download_cifar10", "find_cifar10",
     "verify_cifar10", "make_task", "BackdoorTask", "CIFAR10_CLASSES", "DATASETS",
     "default_trigger", "project_data_dir", "export_cifar10_subset", "find_cifar10_subset", "CIFAR10_SUBSET",
+    "class_index",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -241,7 +242,7 @@ def find_cifar10_subset(classes, data_dir=None) -> Path | None:
     """The subset file (:data:`CIFAR10_SUBSET`) in the data folders that holds every one of
     ``classes`` (all ten when None), or None. A subset that lacks some of them is named in the
     error of :func:`load_cifar10`, not used."""
-    want = set(range(10)) if classes is None else {_class_index("cifar10", c) for c in _class_list(classes)}
+    want = set(range(10)) if classes is None else {class_index("cifar10", c) for c in _class_list(classes)}
     for d in _search_dirs(data_dir):
         meta = d / Path(CIFAR10_SUBSET).with_suffix(".json")
         if (d / CIFAR10_SUBSET).is_file() and meta.is_file():
@@ -262,7 +263,7 @@ def export_cifar10_subset(classes=(9, 4), out=None, data_dir=None) -> Path:
     (:data:`CIFAR10_MD5`) and the sha256 of every array (checked when it is read). ``out``: the
     ``.npz`` path (default ``data/cifar-10-subset.npz``). Two classes: 12,000 images, 37 MB raw.
     Returns the path of the ``.npz``."""
-    keep = [_class_index("cifar10", c) for c in _class_list(classes)]
+    keep = [class_index("cifar10", c) for c in _class_list(classes)]
     out = _val.check_path(out if out is not None else project_data_dir() / CIFAR10_SUBSET, "out",
                           suffixes=(".npz",), writable=True)
     folder = find_cifar10(data_dir)
@@ -296,7 +297,7 @@ def load_cifar10(classes=None, data_dir=None):
     saves memory (all of CIFAR-10 in float32 is 737 MB). Without the archive, a subset
     file of :func:`export_cifar10_subset` that holds the classes gives the same arrays.
     """
-    keep = None if classes is None else [_class_index("cifar10", c) for c in _class_list(classes)]
+    keep = None if classes is None else [class_index("cifar10", c) for c in _class_list(classes)]
     try:
         folder = find_cifar10(data_dir)
     except FileNotFoundError as e:
@@ -339,7 +340,7 @@ def load_dataset(name: str, classes=None, data_dir=None):
     if name == "digits":
         Xtr, ytr, Xte, yte = _digits_split()
         if classes is not None:
-            keep = [_class_index("digits", c) for c in _class_list(classes)]
+            keep = [class_index("digits", c) for c in _class_list(classes)]
             mtr, mte = np.isin(ytr, keep), np.isin(yte, keep)
             Xtr, ytr, Xte, yte = Xtr[mtr], ytr[mtr], Xte[mte], yte[mte]
         return Xtr, ytr, Xte, yte
@@ -355,7 +356,9 @@ def _class_list(classes) -> list:
     return classes
 
 
-def _class_index(dataset: str, c) -> int:
+def class_index(dataset: str, c) -> int:
+    """The class number 0-9 of ``c`` in ``dataset`` (an integer, or a CIFAR-10 class name such as
+    ``"truck"``); ``ValueError`` naming the valid classes otherwise."""
     if dataset == "cifar10" and isinstance(c, str):
         if c not in CIFAR10_CLASSES:
             raise ValueError(f"unknown CIFAR-10 class {c!r}; classes are {CIFAR10_CLASSES}")
@@ -476,7 +479,7 @@ def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",
                          "remaining image and none is left spare")
     if data_dir is not None:
         data_dir = _val.check_path(data_dir, "data_dir", must_exist=True)
-    s, t = _class_index(dataset, source), _class_index(dataset, target)
+    s, t = class_index(dataset, source), class_index(dataset, target)
     if s == t:
         raise ValueError(f"source and target must differ (both are {source!r})")
     trig = default_trigger(dataset, trigger) if isinstance(trigger, str) else trigger

@@ -31,6 +31,7 @@ from . import attack as _attack
 from . import defenses as _def
 from . import evaluate as _eval
 from . import kernels as _kernels
+from . import models as _models
 from . import train as _train
 from . import unlearning as _unl
 from . import validation as _val
@@ -104,14 +105,14 @@ def detect(arch, params, X, y, n_poison: int, detectors=None, X_query=None, infi
     ``detectors``: names from :data:`DETECTORS` (None: all that apply, see :func:`check_detectors`);
     ``X_query``: triggered images for ``representer``; ``infinite``: the infinite-NTK kernel
     for ``spectral_inf``."""
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     arch.check_fits(X.shape[1:], params, who="X")
     if X_query is not None:
         X_query = _val.check_images(X_query, "X_query", X.shape[1:])
     if infinite is not None:
-        _val.check_kernel(infinite, "infinite")
+        _kernels.check_kernel(infinite, "infinite")
     detectors = check_detectors(detectors, infinite is not None, X_query is not None)
     n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
     seed = _val.check_seed(seed)
@@ -200,7 +201,7 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     detectors = check_detectors(detectors, arch.kernel_fn is not None)
     retrain = _val.check_bool(retrain, "retrain")
     n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
-    data = [_eval._victim_data(task, s["X_p"]) for s in sets]
+    data = [_eval.victim_data(task, s["X_p"]) for s in sets]
     cfgs = [dataclasses.replace(cfg, seed=int(s["seed"])) for s in sets]
     victims = _train.train_many(arch, data, cfgs, progress=progress, desc=f"poisoned victims ({len(sets)})")
     infinite = None

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from . import attack as _attack
+from . import models as _models
 from . import train as _train
 from . import validation as _val
 
 __all__ = ["kernel_metrics", "network_metrics", "transfer", "sweep", "summarize", "efficiency_ratio",
-           "ntba_poisons"]
+           "ntba_poisons", "victim_data"]
 
 
 def kernel_metrics(problem, X_p) -> dict:
@@ -69,8 +70,9 @@ def _check_seeds(seeds) -> list[int]:
     return _val.check_int_list(seeds, "seeds", min=0, hint="one victim is trained per seed")
 
 
-def _victim_data(task, X_p):
-    """d + poisons (labelled +1) as one training set."""
+def victim_data(task, X_p):
+    """A victim's training set: d and the poisons X_p (b, H, W, C), labelled +1, as one
+    (X (n_d + b, H, W, C), y (n_d + b,)); X_p in d's dtype."""
     X_p = _val.check_images(X_p, "X_p (poisons)", task.X_d.shape[1:], allow_empty=True).astype(task.X_d.dtype)
     return np.concatenate([task.X_d, X_p]), np.concatenate([task.y_d, np.ones(len(X_p))])
 
@@ -90,10 +92,10 @@ def transfer(task, arch, X_p, config: _train.TrainConfig | None = None, seeds=(0
              progress: bool = False) -> list[dict]:
     """Train fresh networks on d + poisons (one per seed, batched) and measure them."""
     _check_task(task)
-    _val.check_architecture(arch)
-    cfg = _val.check_config(config)
+    _models.check_architecture(arch)
+    cfg = _train.check_config(config)
     seeds = _check_seeds(seeds)
-    X, y = _victim_data(task, X_p)
+    X, y = victim_data(task, X_p)
     results = _train.train_many(arch, [(X, y)] * len(seeds),
                                 [dataclasses.replace(cfg, seed=int(s)) for s in seeds], progress=progress)
     return [dict(seed=int(s), **_victim_row(task, arch, X, y, r)) for s, r in zip(seeds, results, strict=True)]
@@ -151,7 +153,7 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     _check_task(task)
     m = len(task.X_cand)
     if network:
-        _val.check_architecture(arch)
+        _models.check_architecture(arch)
     seeds = _check_seeds(seeds)
     if isinstance(methods, str):
         methods = (methods,)
@@ -159,7 +161,7 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
         _val.check_choice(meth, f"methods[{i}]", ("ntba", "sampling"))
     opt_steps = _val.check_steps(opt_steps, "opt_steps", min=0)
     _val.check_choice(opt_method, "opt_method", ("lbfgsb", "adam"))
-    train_config = _val.check_config(train_config) if network else train_config
+    train_config = _train.check_config(train_config) if network else train_config
     if csv_path is not None:  # checked now: the table is written after all the training
         csv_path = _val.check_path(csv_path, "csv_path", suffixes=(".csv",), writable=True)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +189,7 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
     for meth, b, s in jobs:
         X_p = ntba[b]["X_p"] if meth == "ntba" else task.X_cand[_attack.sampling_baseline(m, b, seed=int(s))]
         rows.append(dict(method=meth, budget=b, seed=int(s), **kernel_metrics(problem, X_p)))
-        sets.append(_victim_data(task, X_p))
+        sets.append(victim_data(task, X_p))
     if network:
         cfg = train_config or _train.TrainConfig()
         results = _train.train_many(arch, sets, [dataclasses.replace(cfg, seed=int(s)) for _, _, s in jobs],

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import models as _models
 from . import profiling as _profiling
 from . import validation as _val
 from ._precision import precision
@@ -50,6 +51,15 @@ __all__ = ["Kernel", "infinite_ntk", "infinite_nngp", "empirical_ntk", "user_ker
            "make_kernel"]
 
 DEFAULT_MEMORY = 1 << 30  # bytes of working memory per tile
+
+
+def check_kernel(kernel, name: str = "kernel"):
+    """A :class:`Kernel` (anything else is named with the way to wrap it)."""
+    if not isinstance(kernel, Kernel):
+        _val.fail(TypeError, name, kernel, "must be an ntklib.kernels.Kernel",
+                  "build one with ntklib.kernels.infinite_ntk / empirical_ntk, or wrap a JAX function "
+                  "pair(x1, x2) -> (n1, n2) with ntklib.kernels.user_kernel")
+    return kernel
 
 
 class Kernel:
@@ -336,7 +346,7 @@ def _spatial(input_shape):
 
 
 def _infinite(arch, get, dtype, tile, input_shape, memory):
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     if arch.kernel_fn is None:
         raise ValueError(f"architecture {arch.spec.get('name')} has no infinite-width kernel "
                          "(plain JAX networks); use empirical_ntk")
@@ -465,4 +475,4 @@ def make_kernel(kind: str, arch=None, params=None, **kw) -> Kernel:
     if kind == "empirical":
         if params is None:
             raise ValueError("the empirical NTK needs network parameters (params=...)")
-        return empirical_ntk(_val.check_architecture(arch).apply_fn, params, spec=dict(architecture=arch.spec), **kw)
+        return empirical_ntk(_models.check_architecture(arch).apply_fn, params, spec=dict(architecture=arch.spec), **kw)

@@ -39,6 +39,14 @@ __all__ = ["NeuralTangentsMissing", "Architecture", "mlp", "cnn", "wide_resnet",
            "ARCHITECTURES", "PLAIN"]
 
 
+def check_architecture(arch, name: str = "arch"):
+    """An :class:`Architecture`."""
+    if not isinstance(arch, Architecture):
+        _val.fail(TypeError, name, arch, "must be an ntklib.models.Architecture",
+                  "build one with ntklib.models.mlp / cnn / plain_mlp / build(spec)")
+    return arch
+
+
 @dataclass
 class Architecture:
     """A scalar-output network and, where defined, its infinite-width kernel.
@@ -51,6 +59,9 @@ class Architecture:
         pooled: True when the readout pools over positions (costly infinite kernel).
         features_fn: ``features_fn(params, x) -> (n, width)``, the representation the
             readout layer sees (penultimate activations), or None where not defined.
+        programs: compiled programs for this architecture, kept by the modules that build
+            them (:mod:`ntklib.train`'s jitted steps and predictions), so a second victim of
+            the same architecture and settings compiles nothing.
     """
 
     spec: dict
@@ -59,7 +70,7 @@ class Architecture:
     kernel_fn: Callable | None = None
     pooled: bool = False
     features_fn: Callable | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+    programs: dict = field(default_factory=dict, repr=False, compare=False)
 
     def init(self, seed, input_shape):
         """Parameters for inputs of shape ``(H, W, C)`` (or with a batch axis).

@@ -197,7 +197,7 @@ def check_params(**params) -> dict:
     for key in ("source", "target"):
         if key in params:
             try:
-                _data._class_index(ds, params[key])
+                _data.class_index(ds, params[key])
             except ValueError as e:
                 raise ValueError(f"parameter {key}: {e}") from None
     if "source" in params and "target" in params and params["source"] == params["target"]:
@@ -208,7 +208,7 @@ def check_params(**params) -> dict:
             raise ValueError(f"parameter distill_pair={pair!r} is invalid: two different classes, e.g. [3, 8]")
         for c in pair:
             try:
-                _data._class_index(ds, c)
+                _data.class_index(ds, c)
             except ValueError as e:
                 raise ValueError(f"parameter distill_pair: {e}") from None
     return params
@@ -307,7 +307,7 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
                  task_kw=dict(task_kw or {}), smoke=smoke, trigger_amplitude=trigger_amplitude,
                  **({"trigger": trigger} if isinstance(trigger, str) else {}))
     if train_config is not None:
-        _val.check_config(train_config, "train_config")
+        _train.check_config(train_config, "train_config")
     if isinstance(trigger, str):
         trigger = _data.default_trigger(dataset, trigger, amplitude=trigger_amplitude)
     task = _data.make_task(dataset, source, target, trigger, seed=seed, **(task_kw or {}))

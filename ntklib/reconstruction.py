@@ -62,7 +62,7 @@ __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss
 
 
 def _check_mlp(arch):
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     if arch.spec.get("name") != "plain_mlp":
         raise ValueError(f"architecture {arch.spec.get('name')!r} is invalid here: the reconstruction attack "
                          "needs ntklib.models.plain_mlp (its ReLUs are smoothed during the search)")
@@ -95,7 +95,7 @@ def linearized(arch, params0) -> _models.Architecture:
     """The first-order Taylor network f(x; p) = f(x; p0) + <grad_p f(x; p0), p - p0> around ``params0``,
     as an :class:`~ntklib.models.Architecture` that :func:`ntklib.train.train` can train (start it at
     ``params0``). Cost: one forward-mode JVP per forward pass."""
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     p0 = jax.tree_util.tree_map(np.asarray, params0)  # cast to the trained parameters' dtype at each call
 
     def apply_fn(params, x, **_):
@@ -404,7 +404,7 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     arch = _models.plain_mlp(_val.check_int(width, "width", min=1), _val.check_int(depth, "depth", min=1))
     # everything the attack and the measurement need, checked before the victim trains
     _val.check_bool(linear, "linear")
-    config = None if config is None else _val.check_config(config)
+    config = None if config is None else _train.check_config(config)
     steps, lr, seed = _val.check_steps(steps, "steps"), _val.check_lr(lr), _val.check_seed(seed)
     mlp_apply(arch, beta)
     level = start_level(X, init)
@@ -477,7 +477,7 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
     X_test = _val.check_images(X_test, "X_test", X.shape[1:])
     y_test = _val.check_labels(y_test, "y_test", len(X_test))
     if not (isinstance(kernel, str) and kernel == "empirical"):
-        _val.check_kernel(kernel, "kernel")
+        _kernels.check_kernel(kernel, "kernel")
     seeds = _val.check_int_list(seeds, "seeds", min=0)
     if len(seeds) < 2:
         raise ValueError(f"seeds={seeds} is invalid: an interval over seeds needs at least 2 of them")

@@ -45,6 +45,16 @@ __all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "s
            "residuals", "param_distance"]
 
 
+def check_config(config, name: str = "config"):
+    """A :class:`TrainConfig` (None: the default one)."""
+    if config is None:
+        return TrainConfig()
+    if not isinstance(config, TrainConfig):
+        hint = "use TrainConfig(**that_dict)" if isinstance(config, dict) else "build one with ntklib.train.TrainConfig"
+        _val.fail(TypeError, name, config, "must be an ntklib.train.TrainConfig", hint)
+    return config
+
+
 @dataclass
 class TrainConfig:
     """Training settings (all JSON-able).
@@ -178,8 +188,8 @@ def train(arch, X, y, config: TrainConfig | None = None, params=None, progress: 
     ``on_eval``: optional host function ``on_eval(step, params)`` called at every evaluation
     point (snapshots of the network along training, e.g. for its empirical NTK).
     """
-    _val.check_architecture(arch)
-    cfg = _val.check_config(config)
+    _models.check_architecture(arch)
+    cfg = check_config(config)
     X, y = _check_data(X, y)
     _check_fits(arch, X, params)
     for name, fn in (("perturb", perturb), ("on_eval", on_eval)):
@@ -295,8 +305,8 @@ def _victim_programs(arch, cfg, minibatch: bool, batched: bool = True):
     axis (``batched``) or for one victim alone (cached on the architecture). One victim per
     program skips the vmap: a vmapped convolution lowers to a grouped one, 2x slower on CPU."""
     ck = ("train_many", cfg.optimizer, float(cfg.lr), float(cfg.momentum or 0.0), minibatch, batched)
-    if ck in arch._cache:
-        return arch._cache[ck]
+    if ck in arch.programs:
+        return arch.programs[ck]
     tx = _optimizer(cfg)
 
     def step_one(p, s, X, y, w, active, idx):
@@ -329,7 +339,7 @@ def _victim_programs(arch, cfg, minibatch: bool, batched: bool = True):
                                                                     None if idx is None else idx[0])))
         evaluate = jax.jit(lambda p, X, y, mask, n: ex(eval_one(sq(p), X[0], y[0], mask[0], n[0])))
     progs = (tx, step, evaluate)
-    arch._cache[ck] = progs
+    arch.programs[ck] = progs
     return progs
 
 
@@ -507,7 +517,7 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     marked ``diverged`` (with a warning naming it) while the others finish.
     Cost: the sum of the victims' steps, each one forward and backward pass.
     """
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
         raise TypeError("train_many: data must be a list of (X, y) pairs, one per victim; got one (X, y) pair "
                         "(wrap it as [(X, y)])")
@@ -527,7 +537,7 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     for i, (pair, c, p) in enumerate(zip(data, cfgs, inits, strict=True)):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"train_many: victim {i}'s data must be an (X, y) pair, got {_val.describe(pair)}")
-        _val.check_config(c, f"configs[{i}]")
+        check_config(c, f"configs[{i}]")
         X, y = _check_data(*pair, f"victim {i}")
         if X.shape[1:] != np.shape(data[0][0])[1:]:
             raise ValueError(f"victim {i}: images of shape {X.shape[1:]}, but victim 0 has "
@@ -597,12 +607,12 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
 
 def predict(arch, params, x, batch: int = 1024) -> np.ndarray:
     """Network outputs f(x) (n,) as float64, evaluated in batches."""
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     x = _val.check_array(x, "x", min_ndim=2)
     batch = _val.check_int(batch, "batch", min=1)
     _check_fits(arch, x, params, "x")
     _check_xla()
-    fn = arch._cache.setdefault("predict", jax.jit(arch.predict))
+    fn = arch.programs.setdefault("predict", jax.jit(arch.predict))
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     with precision(dtype):
         outs = [np.asarray(fn(params, jnp.asarray(x[i:i + batch], dtype))) for i in range(0, len(x), batch)]
@@ -627,7 +637,7 @@ def save_params(path, arch, params, extra: dict | None = None) -> Path:
     path = _val.check_path(path, "path", suffixes=(".npz",), writable=True)
     if path.is_dir():
         raise IsADirectoryError(f"path={str(path)!r} is a folder; give a file name ending in .npz")
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     _val.check_params_tree(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree_util.tree_leaves(params)

@@ -54,6 +54,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from . import models as _models
 from . import validation as _val
 
 __all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation"]
@@ -102,7 +103,7 @@ def _project(delta, radius):
 
 
 def _check_inputs(arch, params, X, y, who: str):
-    _val.check_architecture(arch)
+    _models.check_architecture(arch)
     X = _val.check_images(X, f"{who} (the defender's clean images)", allow_empty=True).astype(np.float32)
     if len(X) == 0:
         raise ValueError(f"{who} is empty: I-BAU needs clean images to unlearn with (the paper uses 100 to 5000)")

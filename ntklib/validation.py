@@ -34,7 +34,7 @@ from . import profiling as _profiling
 __all__ = [
     "describe", "closest", "check_scalar", "check_int", "check_float", "check_bool", "check_seed", "check_lr",
     "check_steps", "check_fraction", "check_choice", "check_images", "check_array", "check_labels", "check_budget",
-    "check_budgets", "check_int_list", "check_kernel", "check_architecture", "check_config", "check_path",
+    "check_budgets", "check_int_list", "check_path", "fail",
     "check_params_tree", "check_keys", "file_error", "as_array", "check_mask", "check_gram", "check_image_shape",
     "check_loss", "DivergenceError",
 ]
@@ -58,7 +58,8 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=0.5)
 
 
-def _fail(exc, name, value, rule, hint=""):
+def fail(exc, name, value, rule, hint=""):
+    """Raise ``exc("<name>=<value> is invalid: <rule>[; <hint>]")``: the one message form of every check."""
     msg = f"{name}={describe(value)} is invalid: {rule}"
     if hint:
         msg += f"; {hint}"
@@ -95,18 +96,18 @@ def check_scalar(value, name: str, kind: str = "float", *, min=None, max=None, i
     if kind == "int":
         whole = _is_int(value) or (_is_real(value) and np.isfinite(float(value)) and float(value).is_integer())
         if not whole:
-            _fail(TypeError, name, value, f"must be {what}{' or None' if allow_none else ''}", hint)
+            fail(TypeError, name, value, f"must be {what}{' or None' if allow_none else ''}", hint)
         value_ok = int(value)
     else:
         if not _is_real(value):
-            _fail(TypeError, name, value, f"must be {what}{' or None' if allow_none else ''}", hint)
+            fail(TypeError, name, value, f"must be {what}{' or None' if allow_none else ''}", hint)
         value_ok = float(value)
         if not np.isfinite(value_ok):
-            _fail(ValueError, name, value, "must be finite", hint)
+            fail(ValueError, name, value, "must be finite", hint)
     too_low = min is not None and (value_ok < min if include_min else value_ok <= min)
     too_high = max is not None and (value_ok > max if include_max else value_ok >= max)
     if too_low or too_high:
-        _fail(ValueError, name, value, f"must be {_bounds(min, max, include_min, include_max)}", hint)
+        fail(ValueError, name, value, f"must be {_bounds(min, max, include_min, include_max)}", hint)
     return value_ok
 
 
@@ -125,7 +126,7 @@ def check_float(value, name: str, *, min=None, max=None, include_min: bool = Tru
 def check_bool(value, name: str) -> bool:
     """True or False (not 0/1, not a string)."""
     if not isinstance(value, (bool, np.bool_)):
-        _fail(TypeError, name, value, "must be True or False")
+        fail(TypeError, name, value, "must be True or False")
     return bool(value)
 
 
@@ -159,7 +160,7 @@ def check_choice(value, name: str, choices: Sequence):
     if not ok:
         near = closest(str(value), [str(c) for c in choices]) if isinstance(value, str) else []
         hint = f"did you mean {' or '.join(repr(c) for c in near)}?" if near else ""
-        _fail(ValueError, name, value, f"must be one of {list(choices)}", hint)
+        fail(ValueError, name, value, f"must be one of {list(choices)}", hint)
     return value
 
 
@@ -180,18 +181,18 @@ def as_array(x, name) -> np.ndarray:
     """``x`` as a real numeric ndarray (no other checks); TypeError for None, strings, dicts,
     ragged nested lists, object, complex or non-numeric arrays."""
     if x is None:
-        _fail(TypeError, name, x, "must be an array, got None")
+        fail(TypeError, name, x, "must be an array, got None")
     if isinstance(x, (str, bytes, dict)):
-        _fail(TypeError, name, x, "must be a numeric array")
+        fail(TypeError, name, x, "must be a numeric array")
     try:
         a = np.asarray(x)
     except ValueError as e:  # ragged nested lists
         raise TypeError(f"{name} is invalid: cannot be read as an array ({e}); give one numeric array") from None
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        _fail(TypeError, name, x, f"must be a numeric array, got dtype {a.dtype}",
+        fail(TypeError, name, x, f"must be a numeric array, got dtype {a.dtype}",
               "a list of arrays of different shapes cannot be one batch")
     if np.iscomplexobj(a):
-        _fail(TypeError, name, x, "must be real-valued")
+        fail(TypeError, name, x, "must be real-valued")
     return a
 
 
@@ -201,19 +202,19 @@ def check_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
     ``shape`` match anything), all entries finite, non-empty unless ``allow_empty``."""
     a = as_array(x, name)
     if ndim is not None and a.ndim != ndim:
-        _fail(ValueError, name, a, f"must have {ndim} dimensions, got {a.ndim}")
+        fail(ValueError, name, a, f"must have {ndim} dimensions, got {a.ndim}")
     if min_ndim is not None and a.ndim < min_ndim:
-        _fail(ValueError, name, a, f"must have at least {min_ndim} dimensions (a batch (n, ...)), got {a.ndim}")
+        fail(ValueError, name, a, f"must have at least {min_ndim} dimensions (a batch (n, ...)), got {a.ndim}")
     if shape is not None:
         shape = tuple(shape)
         if a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape, strict=True)):
             want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
-            _fail(ValueError, name, a, f"must have shape {want}")
+            fail(ValueError, name, a, f"must have shape {want}")
     if not allow_empty and a.size == 0:
-        _fail(ValueError, name, a, "is empty", "give at least one entry")
+        fail(ValueError, name, a, "is empty", "give at least one entry")
     if finite and a.size and not np.all(np.isfinite(a)):
         bad = int(np.sum(~np.isfinite(a)))
-        _fail(ValueError, name, a, f"holds {bad} NaN or infinite entries",
+        fail(ValueError, name, a, f"holds {bad} NaN or infinite entries",
               "fix the data (e.g. poisons from a failed optimization) before passing it")
     return a if dtype is None else a.astype(dtype, copy=False)
 
@@ -226,20 +227,20 @@ def check_images(X, name: str, shape=None, *, box: bool = True, allow_empty: boo
     if a.ndim != 4:
         hint = "add a batch axis with x[None] for a single image" if a.ndim == 3 else \
             "images are NHWC batches: (n, height, width, channels)"
-        _fail(ValueError, name, a, f"must be an image batch (n, H, W, C), got {a.ndim} dimensions", hint)
+        fail(ValueError, name, a, f"must be an image batch (n, H, W, C), got {a.ndim} dimensions", hint)
     if shape is not None and a.shape[1:] != tuple(shape):
-        _fail(ValueError, name, a, f"holds images of shape {a.shape[1:]}, expected {tuple(shape)}",
+        fail(ValueError, name, a, f"holds images of shape {a.shape[1:]}, expected {tuple(shape)}",
               "all images of one task share the training images' shape")
     if not allow_empty and len(a) == 0:
-        _fail(ValueError, name, a, "is an empty batch", "give at least one image")
+        fail(ValueError, name, a, "is an empty batch", "give at least one image")
     if a.size:
         if not np.all(np.isfinite(a)):
-            _fail(ValueError, name, a, f"holds {int(np.sum(~np.isfinite(a)))} NaN or infinite pixels",
+            fail(ValueError, name, a, f"holds {int(np.sum(~np.isfinite(a)))} NaN or infinite pixels",
                   "fix the images (e.g. poisons from a failed optimization) before using them")
         if box:
             lo, hi = float(a.min()), float(a.max())
             if lo < -tol or hi > 1 + tol:
-                _fail(ValueError, name, a, f"has pixels outside [0, 1] (min {lo:.3g}, max {hi:.3g})",
+                fail(ValueError, name, a, f"has pixels outside [0, 1] (min {lo:.3g}, max {hi:.3g})",
                       "images are floats in [0, 1]; divide 8-bit images by 255")
     return a
 
@@ -248,15 +249,15 @@ def check_labels(y, name: str, n: int | None = None, *, values=(-1.0, 1.0)) -> n
     """Labels as float64 (n,), each in ``values`` (default the binary task's -1 / +1; None: any finite)."""
     a = as_array(y, name)
     if a.ndim != 1:
-        _fail(ValueError, name, a, f"must be a vector of labels (n,), got {a.ndim} dimensions")
+        fail(ValueError, name, a, f"must be a vector of labels (n,), got {a.ndim} dimensions")
     if n is not None and len(a) != n:
-        _fail(ValueError, name, a, f"holds {len(a)} labels for {n} images", "give one label per image")
+        fail(ValueError, name, a, f"holds {len(a)} labels for {n} images", "give one label per image")
     a = a.astype(np.float64)
     if not np.all(np.isfinite(a)):
-        _fail(ValueError, name, a, "holds NaN or infinite labels")
+        fail(ValueError, name, a, "holds NaN or infinite labels")
     if values is not None and a.size and not np.all(np.isin(a, values)):
         bad = sorted(set(np.unique(a[~np.isin(a, values)]).tolist()))[:5]
-        _fail(ValueError, name, a, f"holds labels {bad}, but labels must be in {list(values)}",
+        fail(ValueError, name, a, f"holds labels {bad}, but labels must be in {list(values)}",
               "the binary task labels the target class +1 and the source class -1 (map 0/1 labels with "
               "y = 2 * y - 1)")
     return a
@@ -276,13 +277,13 @@ def check_mask(mask, name: str, n: int | None = None, of: str = "points") -> np.
     in {-1, +1} are refused (as a mask, every -1 would count as True)."""
     a = as_array(mask, name)
     if a.ndim != 1:
-        _fail(ValueError, name, a, f"must be a boolean mask (n,), got {a.ndim} dimensions")
+        fail(ValueError, name, a, f"must be a boolean mask (n,), got {a.ndim} dimensions")
     if n is not None and len(a) != n:
-        _fail(ValueError, name, a, f"holds {len(a)} flags for {n} {of}", f"give one flag per one of the {of}")
+        fail(ValueError, name, a, f"holds {len(a)} flags for {n} {of}", f"give one flag per one of the {of}")
     if a.dtype != np.bool_:
         values = np.unique(a)
         if not np.all(np.isin(values, (0, 1))):
-            _fail(ValueError, name, a, f"must be a boolean mask, got the values {values[:5].tolist()}",
+            fail(ValueError, name, a, f"must be a boolean mask, got the values {values[:5].tolist()}",
                   "for labels in {-1, +1} pass labels == 1 (or the comparison you mean)")
     return a.astype(bool)
 
@@ -293,21 +294,21 @@ def check_gram(K, name: str = "K", n: int | None = None, *, tol: float = 1e-4, m
     Cost: one Cholesky factorization, O(n^3 / 3), the order of the work that uses the matrix."""
     a = check_array(K, name, ndim=2, dtype=np.float64)
     if a.shape[0] != a.shape[1] or len(a) < min_size:
-        _fail(ValueError, name, a, f"must be a square kernel matrix (n, n) with n >= {min_size}")
+        fail(ValueError, name, a, f"must be a square kernel matrix (n, n) with n >= {min_size}")
     if n is not None and len(a) != n:
-        _fail(ValueError, name, a, f"must be ({n}, {n}), one row and column per point")
+        fail(ValueError, name, a, f"must be ({n}, {n}), one row and column per point")
     scale = float(np.max(np.abs(np.diag(a)))) if len(a) else 0.0
     scale = scale if scale > 0 else float(np.max(np.abs(a)) or 1.0)
     asym = float(np.max(np.abs(a - a.T))) if len(a) else 0.0
     if asym > tol * scale:
-        _fail(ValueError, name, a, f"is not symmetric (largest |K - K^T| = {asym:.3g}, diagonal scale {scale:.3g})",
+        fail(ValueError, name, a, f"is not symmetric (largest |K - K^T| = {asym:.3g}, diagonal scale {scale:.3g})",
               "a kernel matrix is K(X, X) of one set of points; pass that, not a cross block K(X1, X2)")
     a = (a + a.T) / 2
     try:
         np.linalg.cholesky(a + tol * scale * np.eye(len(a)))
     except np.linalg.LinAlgError:
         low = float(np.linalg.eigvalsh(a)[0])
-        _fail(ValueError, name, a, f"is not positive semi-definite (smallest eigenvalue {low:.3g}, diagonal scale "
+        fail(ValueError, name, a, f"is not positive semi-definite (smallest eigenvalue {low:.3g}, diagonal scale "
               f"{scale:.3g})", "a kernel matrix has no negative eigenvalues; check its sign and how it was computed")
     return a
 
@@ -315,11 +316,11 @@ def check_gram(K, name: str = "K", n: int | None = None, *, tol: float = 1e-4, m
 def check_image_shape(shape, name: str = "shape") -> tuple:
     """The shape of one image: (H, W, C), three integers >= 1."""
     if isinstance(shape, (str, bytes, dict)) or not isinstance(shape, Iterable):
-        _fail(TypeError, name, shape, "must be the shape of one image, (height, width, channels)",
+        fail(TypeError, name, shape, "must be the shape of one image, (height, width, channels)",
               "e.g. (8, 8, 1) for digits, (32, 32, 3) for CIFAR-10; X.shape[1:] for a batch X")
     values = check_int_list(list(shape), name, min=1)
     if len(values) != 3:
-        _fail(ValueError, name, shape, f"must be (height, width, channels), got {len(values)} numbers",
+        fail(ValueError, name, shape, f"must be (height, width, channels), got {len(values)} numbers",
               "e.g. (8, 8, 1) for digits, (32, 32, 3) for CIFAR-10; X.shape[1:] for a batch X")
     return tuple(values)
 
@@ -341,10 +342,10 @@ def check_int_list(values, name: str, *, min=None, max=None, allow_empty: bool =
     if _is_int(values):
         values = [values]
     if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
-        _fail(TypeError, name, values, "must be a list of integers", hint)
+        fail(TypeError, name, values, "must be a list of integers", hint)
     values = list(values)
     if not values and not allow_empty:
-        _fail(ValueError, name, values, "is empty", hint or "give at least one value")
+        fail(ValueError, name, values, "is empty", hint or "give at least one value")
     return [check_int(v, f"{name}[{i}]", min=min, max=max, hint=hint) for i, v in enumerate(values)]
 
 
@@ -362,60 +363,27 @@ def check_params_tree(params, name: str = "params"):
 
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
-        _fail(ValueError, name, params, "holds no arrays", "pass the parameters of an initialized network")
+        fail(ValueError, name, params, "holds no arrays", "pass the parameters of an initialized network")
     for i, leaf in enumerate(leaves):
         a = np.asarray(leaf)
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-            _fail(TypeError, f"{name} (leaf {i})", a, "must be numeric")
+            fail(TypeError, f"{name} (leaf {i})", a, "must be numeric")
         if not np.all(np.isfinite(a)):
-            _fail(ValueError, f"{name} (leaf {i})", a, "holds NaN or infinite values",
+            fail(ValueError, f"{name} (leaf {i})", a, "holds NaN or infinite values",
                   "a diverged network cannot be used; retrain it with a lower learning rate")
     return params
 
 
 # ---------------------------------------------------------------------------- objects
-def check_kernel(kernel, name: str = "kernel"):
-    """An :class:`ntklib.kernels.Kernel` (anything else is named with the way to wrap it)."""
-    from .kernels import Kernel
-
-    if not isinstance(kernel, Kernel):
-        _fail(TypeError, name, kernel, "must be an ntklib.kernels.Kernel",
-              "build one with ntklib.kernels.infinite_ntk / empirical_ntk, or wrap a JAX function "
-              "pair(x1, x2) -> (n1, n2) with ntklib.kernels.user_kernel")
-    return kernel
-
-
-def check_architecture(arch, name: str = "arch"):
-    """An :class:`ntklib.models.Architecture`."""
-    from .models import Architecture
-
-    if not isinstance(arch, Architecture):
-        _fail(TypeError, name, arch, "must be an ntklib.models.Architecture",
-              "build one with ntklib.models.mlp / cnn / plain_mlp / build(spec)")
-    return arch
-
-
-def check_config(config, name: str = "config"):
-    """A :class:`ntklib.train.TrainConfig` (None: the default one)."""
-    from .train import TrainConfig
-
-    if config is None:
-        return TrainConfig()
-    if not isinstance(config, TrainConfig):
-        hint = "use TrainConfig(**that_dict)" if isinstance(config, dict) else "build one with ntklib.train.TrainConfig"
-        _fail(TypeError, name, config, "must be an ntklib.train.TrainConfig", hint)
-    return config
-
-
 def check_path(path, name: str, *, must_exist: bool = False, suffixes: Sequence[str] | None = None,
                writable: bool = False) -> Path:
     """A filesystem path (str or PathLike): existing if ``must_exist``, with one of
     ``suffixes`` if given, in a folder that can be written if ``writable``."""
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
-        _fail(TypeError, name, path, "must be a file path (str or pathlib.Path)")
+        fail(TypeError, name, path, "must be a file path (str or pathlib.Path)")
     p = Path(path)
     if suffixes is not None and p.suffix not in suffixes:
-        _fail(ValueError, name, path, f"must end in {' or '.join(suffixes)}")
+        fail(ValueError, name, path, f"must end in {' or '.join(suffixes)}")
     if must_exist and not p.exists():
         raise FileNotFoundError(f"{name}={str(p)!r}: no such file; check the path")
     if writable:
