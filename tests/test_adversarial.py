@@ -307,6 +307,17 @@ def test_robustness_curve_rows_are_their_definitions(wide_task, infinite, norm, 
     assert "pgd" not in A.robustness_curve(pred, X, y, [0.1], norm=norm)[0][0]  # pgd_steps = 0 skips PGD
 
 
+def test_robustness_curve_pgd_step_is_madrys_rule_when_larger(wide_task, infinite):
+    """With many PGD steps the rule's 2.5 eps / steps lies below eps: the row is PGD at that step, and
+    PGD at a step of eps (pgd's fallback) gives another accuracy here (L2, eps 1, 6 steps)."""
+    task = wide_task
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    rows, _ = A.robustness_curve(pred, X, y, [1.0], norm="l2", pgd_steps=6, pgd_step=0.01)
+    acc = lambda s: A.accuracy(pred(A.pgd(pred, X, y, 1.0, "l2", steps=6, step_size=s)), y)  # noqa: E731
+    assert rows[0]["pgd"] == acc(2.5 / 6) != acc(1.0)
+
+
 def test_robustness_curve_attacks_harder_than_noise(task, infinite):
     """The attack's direction: FGSM and PGD lower the accuracy at least as much as random signs of the
     same radius, and PGD at least as much as FGSM (an attack that descended would raise it)."""
