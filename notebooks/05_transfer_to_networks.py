@@ -43,14 +43,12 @@
 # `evaluate.summarize`, `evaluate.efficiency_ratio`, `artifacts.save_poisons`, `plotting.savefig`.
 
 # %%
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import matplotlib.pyplot as plt
 
 from ntklib import artifacts, evaluate, params, pipeline, plotting
-from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
 dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
@@ -151,5 +149,4 @@ results = dict(
     per_method_budget={f"{r.method}/{r.budget}": {k: r[k] for k in summary.columns if k not in ("method", "budget")}
                        for _, r in summary.iterrows()},
 )
-(out_dir / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
-print("results written to", out_dir / "results.json")
+print("results written to", plotting.save_results(results, NB, fig_dir))

@@ -42,11 +42,12 @@
 # **Runtime** at defaults: about 6 minutes on 2 CPU cores (`smoke=True`: about a minute);
 # less after notebook 05, whose clean victim, poisons and victims it reuses from the cache.
 #
-# **ntklib used:** `pipeline.prepare`, `pipeline.run`, `evaluate.sweep`, `evaluate.summarize`,
-# `evaluate.efficiency_ratio`, `plotting.savefig`.
+# **ntklib used:** `pipeline.compare_kernels` (`pipeline.run` per kernel, `evaluate.sweep`),
+# `pipeline.KernelComparison`, `pipeline.victim_variants`, `pipeline.victim_config`,
+# `evaluate.ratio_curve`, `evaluate.efficiency_ratio`, `plotting.kernel_vs_network`,
+# `plotting.asr_vs_budget`, `plotting.ratio_curves`, `plotting.savefig`, `plotting.save_results`.
 
 # %%
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -55,7 +56,6 @@ import numpy as np
 import pandas as pd
 
 from ntklib import evaluate, params, pipeline, plotting
-from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
 dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
@@ -112,23 +112,15 @@ cfg = pipeline.victim_config(dataset, optimizer=optimizer, lr=victim_lr, steps=t
 # kernel used to design the poisons changes. The sampling baseline is trained once.
 
 # %%
-runs = {}
-for k in kernels:
-    print(f"--- kernel: {k}")
-    runs[k] = pipeline.run(dataset, source, target, trigger, architecture, width, depth, kernel=k,
-                           budgets=budgets, seeds=seeds, opt_steps=opt_steps, train_config=cfg, methods=("ntba",),
-                           trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw, smoke=smoke,
-                           asr_level=asr_level, ensemble_size=ensemble_size, readout=readout, ridge=ridge)
-ref = runs[kernel].experiment
-task = ref.task
+comparison = pipeline.compare_kernels(kernels, kernel, sampling_budgets, budgets=budgets, seeds=seeds,
+                                      dataset=dataset, source=source, target=target, trigger=trigger,
+                                      architecture=architecture, width=width, depth=depth, opt_steps=opt_steps,
+                                      train_config=cfg, trigger_amplitude=trigger_amplitude, seed=seed, task_kw=task_kw,
+                                      smoke=smoke, asr_level=asr_level, ensemble_size=ensemble_size, readout=readout,
+                                      ridge=ridge)
+task, summary = comparison.runs[kernel].experiment.task, comparison.summary
 print(task.summary())
-samp = evaluate.sweep(task, ref.problem, ref.arch, budgets=sampling_budgets, seeds=seeds, train_config=cfg,
-                      methods=("sampling",))
-table = pd.concat([r.table.assign(kernel=k) for k, r in runs.items()] + [samp.assign(kernel="-")],
-                  ignore_index=True)
-table.to_csv(out_dir / "kernel_comparison.csv", index=False)
-summary = table.groupby(["kernel", "method", "budget"])[
-    ["kernel_asr", "net_asr", "net_ca", "train_loss", "max_poison_residual", "train_steps"]].mean().reset_index()
+comparison.table.to_csv(out_dir / "kernel_comparison.csv", index=False)
 print(summary.round(3).to_string(index=False))
 
 # %% [markdown]
@@ -139,27 +131,12 @@ print(summary.round(3).to_string(index=False))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-ax = axes[0]
-for k in kernels:
-    d = summary[(summary.kernel == k) & (summary.method == "ntba")]
-    ax.plot(d.kernel_asr, d.net_asr, marker="o", color=plotting.PALETTE.get(k), label=k)
-    for _, r in d.iterrows():
-        ax.annotate(str(int(r.budget)), (r.kernel_asr, r.net_asr), textcoords="offset points", xytext=(4, -10),
-                    fontsize=8)
-ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
-ax.set(xlabel="kernel-model ASR (attack set a)", ylabel="trained-network ASR (test)", xlim=(-0.02, 1.02),
-       ylim=(-0.02, 1.02), title="NTBA poisons: kernel vs network (labels: poisons)")
-ax.legend(loc="lower right")
-ax = axes[1]
-for k in kernels:
-    d = summary[(summary.kernel == k) & (summary.method == "ntba")]
-    ax.plot(d.budget, d.net_asr, marker="o", color=plotting.PALETTE.get(k), label=f"NTBA, {k}")
-d = summary[summary.method == "sampling"]
-ax.plot(d.budget, d.net_asr, marker="s", color=plotting.PALETTE["sampling"], label="sampling")
-ax.axhline(asr_level, color="k", lw=0.8, ls=":")
-ax.set(xscale="log", xlabel="number of poisons", ylabel="trained-network ASR (test)", ylim=(-0.02, 1.02),
-       title=f"{architecture}-{width} victims, {len(seeds)} seeds")
-ax.legend(loc="lower right")
+plotting.kernel_vs_network(axes[0], summary, kernels)
+axes[0].set_title("NTBA poisons: kernel vs network (labels: poisons)")
+plotting.asr_vs_budget(axes[1], summary, "kernel", asr_level=asr_level)
+axes[1].set_title(f"{architecture}-{width} victims, {len(seeds)} seeds")
+for ax in axes:
+    ax.legend(loc="lower right", fontsize=8)
 plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary)
 
 # %% [markdown]
@@ -171,29 +148,15 @@ plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary)
 
 # %%
 levels = np.round(np.arange(0.3, 0.96, 0.05), 2)
-with_baseline = {k: pd.concat([runs[k].table, samp], ignore_index=True) for k in kernels}
-curves = {k: [evaluate.efficiency_ratio(t, "net_asr", float(lv)) for lv in levels] for k, t in with_baseline.items()}
+curves = {k: evaluate.ratio_curve(comparison.with_baseline(k), levels) for k in kernels}
 fig, ax = plt.subplots(figsize=(6.5, 4))
-for k, rs in curves.items():
-    x = [lv for lv, r in zip(levels, rs, strict=True) if r["ratio"] is not None]
-    y = [r["ratio"] for r in rs if r["ratio"] is not None]
-    lb = [r["lower_bound"] for r in rs if r["ratio"] is not None]
-    ax.plot(x, y, color=plotting.PALETTE.get(k), label=k)
-    ax.scatter(x, y, color=[plotting.PALETTE.get(k) if not b else "white" for b in lb],
-               edgecolor=plotting.PALETTE.get(k), zorder=3)
-ax.axhline(10, color="k", lw=0.8, ls=":")
-ax.axvline(asr_level, color="grey", lw=0.8, ls="--")
-ax.set(xlabel="network ASR level", ylabel="poison-efficiency ratio (sampling / NTBA)", yscale="log",
-       title="How many times fewer poisons NTBA needs")
+plotting.ratio_curves(ax, curves, level=asr_level)
+ax.set_title("How many times fewer poisons NTBA needs")
 ax.legend()
 plotting.savefig(fig, "efficiency_ratio_curve", NB, fig_dir,
-                 data=pd.DataFrame([dict(kernel=k, **r) for k, rs in curves.items()
-                                    for r in rs]))
-ratios = {k: evaluate.efficiency_ratio(t, "net_asr", asr_level) for k, t in with_baseline.items()}
-for k, r in ratios.items():
-    print(f"{k:15s} at {asr_level:.0%} network ASR: NTBA needs {r['ntba_budget']}, sampling "
-          f"{r['sampling_budget'] or f'more than {max(sampling_budgets)}'}: ratio {r['ratio']}"
-          f"{' (lower bound)' if r['lower_bound'] else ''}")
+                 data=pd.DataFrame([dict(kernel=k, **r) for k, rs in curves.items() for r in rs]))
+ratios = comparison.ratios(asr_level)
+print(pd.DataFrame(ratios).T[["ntba_budget", "sampling_budget", "ratio", "lower_bound"]].to_string())
 
 # %% [markdown]
 # ## What the victim's training does to transfer
@@ -202,44 +165,17 @@ for k, r in ratios.items():
 # variant trains NTBA victims and sampling victims with the same seeds.
 
 # %%
-variant_rows = []
-base = dict(label="default", train_steps=train_steps, target_loss=target_loss, target_residual=target_residual,
-            width=width, victim_lr=victim_lr, optimizer=optimizer)
-poisons = runs[kernel].poisons
-for v in [dict(base)] + [dict(base, **v) for v in victim_variants]:
-    arch_v = pipeline.build_architecture(architecture, v["width"], depth, readout)
-    cfg_v = pipeline.victim_config(dataset, optimizer=v["optimizer"], lr=v["victim_lr"], steps=v["train_steps"],
-                                   target_loss=v["target_loss"], target_residual=v["target_residual"],
-                                   batch_size=batch_size)
-    if v["label"] == "default":
-        df_v = pd.concat([runs[kernel].table, samp], ignore_index=True)
-    else:
-        print(f"--- victim: {v['label']}")
-        df_v = evaluate.sweep(task, ref.problem, arch_v, budgets=variant_budgets, seeds=seeds,
-                              train_config=cfg_v, ntba=poisons, sampling_budgets=variant_sampling_budgets)
-    r = evaluate.efficiency_ratio(df_v, "net_asr", asr_level)
-    g = df_v.groupby(["method", "budget"])[["net_asr", "net_ca", "train_loss", "max_poison_residual"]].mean()
-    variant_rows.append(dict(variant=v["label"], settings={k: v[k] for k in v if k != "label"}, ratio=r,
-                             per_method_budget={f"{m}/{b}": row.to_dict() for (m, b), row in g.iterrows()}))
-    print(f"{v['label']:48s} ratio {r['ratio']}{' (lower bound)' if r['lower_bound'] else ''} | "
-          f"NTBA ASR by budget {g.loc['ntba', 'net_asr'].round(2).to_dict()} | "
-          f"max poison residual {g.loc['ntba', 'max_poison_residual'].max():.2f}")
+per_budget, variant_ratios = pipeline.victim_variants(comparison, kernel, victim_variants, variant_budgets,
+                                                     variant_sampling_budgets, architecture, depth, readout,
+                                                     asr_level)
+print(variant_ratios.to_string(index=False))
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
-for i, vr in enumerate(variant_rows):
-    pm = vr["per_method_budget"]
-    xs = sorted(int(k.split("/")[1]) for k in pm if k.startswith("ntba/"))
-    ax.plot(xs, [pm[f"ntba/{b}"]["net_asr"] for b in xs], marker="o", color=f"C{i}", label=f"NTBA, {vr['variant']}")
-    xs = sorted(int(k.split("/")[1]) for k in pm if k.startswith("sampling/"))
-    ax.plot(xs, [pm[f"sampling/{b}"]["net_asr"] for b in xs], ls="--", color=f"C{i}", alpha=0.7)
-ax.axhline(asr_level, color="k", lw=0.8, ls=":")
-ax.set(xscale="log", xlabel="number of poisons", ylabel="trained-network ASR (test)", ylim=(-0.02, 1.02),
-       title=f"victim variants (solid: NTBA, {kernel} kernel; dashed: sampling)")
+plotting.asr_vs_budget(ax, per_budget, "variant", asr_level=asr_level, label_sampling=False)
+ax.set_title(f"victim variants (solid: NTBA, {kernel} kernel; dashed: sampling)")
 ax.legend(fontsize=7, loc="lower right")
-plotting.savefig(fig, "victim_variants", NB, fig_dir,
-                 data=pd.DataFrame([dict(variant=vr["variant"], key=k, **val) for vr in variant_rows
-                                    for k, val in vr["per_method_budget"].items()]))
+plotting.savefig(fig, "victim_variants", NB, fig_dir, data=per_budget)
 
 # %%
 results = dict(
@@ -247,14 +183,13 @@ results = dict(
                 width=width, depth=depth, readout=readout, kernels=kernels, ensemble_size=ensemble_size,
                 budgets=budgets, sampling_budgets=sampling_budgets, seeds=seeds, opt_steps=opt_steps, ridge=ridge,
                 victim=cfg.__dict__, task=task.spec, smoke=smoke),
-    kernel_comparison={k: dict(ratio=ratios[k], spec=runs[k].experiment.spec) for k in kernels},
+    kernel_comparison={k: dict(ratio=ratios[k], spec=comparison.runs[k].experiment.spec) for k in kernels},
     per_kernel_method_budget={f"{r.kernel}/{r.method}/{r.budget}": {c: r[c] for c in summary.columns
                                                                     if c not in ("kernel", "method", "budget")}
                               for _, r in summary.iterrows()},
-    victim_variants=variant_rows,
+    victim_variants=variant_ratios.to_dict("records"), victim_variants_per_budget=per_budget.to_dict("records"),
 )
-(out_dir / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
-print("results written to", out_dir / "results.json")
+print("results written to", plotting.save_results(results, NB, fig_dir))
 
 # %% [markdown]
 # ## The numbers the next section reads
@@ -266,18 +201,9 @@ print("results written to", out_dir / "results.json")
 # each budget.
 
 # %%
-ntba = summary[summary.method == "ntba"].set_index(["kernel", "budget"])
-evidence = pd.DataFrame({
-    "max |kernel ASR - net ASR|": (ntba.kernel_asr - ntba.net_asr).abs().groupby("kernel").max(),
-    f"net ASR, {min(budgets)} poison(s)": ntba.net_asr.xs(min(budgets), level="budget"),
-    "max poison residual": ntba.max_poison_residual.groupby("kernel").max(),
-    "min clean acc.": ntba.net_ca.groupby("kernel").min(),
-    "max train steps": ntba.train_steps.groupby("kernel").max(),
-})
-print(evidence.round(3).to_string())
-print(pd.DataFrame([{"variant": vr["variant"], "ratio": vr["ratio"]["ratio"],
-                     **{k: round(x["net_asr"], 3) for k, x in vr["per_method_budget"].items() if k.startswith("ntba/")}}
-                    for vr in variant_rows]).to_string(index=False))
+print(comparison.evidence().round(3).to_string())
+print(per_budget[per_budget.method == "ntba"].pivot(index="variant", columns="budget", values="net_asr")
+      .join(variant_ratios.set_index("variant").ratio).round(3).to_string())
 
 # %% [markdown]
 # ## Why transfer succeeds or fails
@@ -315,7 +241,7 @@ print(pd.DataFrame([{"variant": vr["variant"], "ratio": vr["ratio"]["ratio"],
 # with 210 clean images, each random poison is already about half a percent of the training
 # set.
 #
-# *(Until 2026-11-23 the victims of this notebook were evaluated with jitted forward passes
-# that the pinned XLA:CPU computed wrongly (see docs/results.md); the loss "plateau near 1e-3"
-# and the unfitted single poison reported then were artifacts of that evaluation; the
-# headline ratios did not change.)*
+# *(Earlier versions of this notebook evaluated the victims with jitted forward passes that
+# the pinned XLA:CPU computed wrongly (see docs/results.md); the loss "plateau near 1e-3" and
+# the unfitted single poison reported then were artifacts of that evaluation; the headline
+# ratios did not change.)*

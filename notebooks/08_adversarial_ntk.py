@@ -39,13 +39,14 @@
 # images, infinite NTK of a one-hidden-layer ReLU network, $\epsilon = 8/255$) is
 # `params/cifar10_adversarial.yaml`.
 #
-# **ntklib used:** `adversarial.kernel_predictor`, `adversarial.robustness_curve`,
-# `adversarial.eigen_features`, `adversarial.feature_table`, `adversarial.kernel_trajectory`,
-# `adversarial.network_pgd`, `kernels.infinite_ntk`, `train.train_many`, `plotting.savefig`.
+# **ntklib used:** `adversarial.reference_mlp`, `adversarial.kernel_predictor`, `adversarial.accuracy_spread`,
+# `adversarial.robustness_curve`, `adversarial.transfer_study`, `adversarial.eigen_features`,
+# `adversarial.feature_table`, `adversarial.feature_gradients`, `adversarial.dynamics_study`,
+# `adversarial.curve_at`, `kernels.infinite_ntk`, `plotting.mean_sd_lines`, `plotting.savefig`,
+# `plotting.save_results`.
 
 # %%
 import dataclasses
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,8 +54,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntklib import adversarial, data, kernels, models, params, plotting, train
-from ntklib.plotting import to_jsonable
+from ntklib import adversarial, data, kernels, params, plotting, train
 
 # %% tags=["parameters"]
 dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
@@ -100,7 +100,7 @@ plotting.set_theme()
 task = data.make_task(dataset, source, target, n_train_per_class=n_train_per_class, n_eval_per_class=1,
                       n_test_per_class=n_test_per_class, seed=seed)
 X, y, X_test, y_test = task.X_d, task.y_d, task.X_test, task.y_test
-arch = models.mlp(512, depth=depth, W_std=np.sqrt(2), b_std=0.1)
+arch = adversarial.reference_mlp(512, depth)
 k = (kernels.infinite_ntk(arch, dtype="float64") if predictor_kernel == "infinite" else
      kernels.empirical_ntk(arch.apply_fn, arch.init(seed, X.shape[1:]), dtype="float64"))
 pred = adversarial.kernel_predictor(k, X, y)
@@ -118,12 +118,7 @@ spread = None
 if n_test_per_class is not None and not smoke:
     whole = data.make_task(dataset, source, target, n_train_per_class=n_train_per_class, n_eval_per_class=1,
                            seed=seed)
-    assert np.array_equal(whole.X_d, X)  # the same training set: test sizes do not change the split
-    right = np.sign(pred(whole.X_test)) == whole.y_test
-    m = len(X_test)
-    subsets = [right[i::len(right) // m][:m].mean() for i in range(len(right) // m)]
-    spread = dict(whole_split_accuracy=float(right.mean()), n_whole=len(right), subset_size=m,
-                  subset_min=float(min(subsets)), subset_max=float(max(subsets)))
+    spread = adversarial.accuracy_spread(pred, whole.X_test, whole.y_test, len(X_test))
     print(spread)
 
 # %% [markdown]
@@ -141,19 +136,8 @@ curve, adv_images = adversarial.robustness_curve(pred, X_test, y_test, eps_list,
                                                  pgd_step=pgd_step, seed=seed)
 cfg = train.TrainConfig(optimizer="sgd", lr=network_lr, momentum=0.0, steps=train_steps, target_loss=0.0,
                         eval_every=max(1, train_steps // 10), seed=seed)
-rows = []
-for w in widths:
-    net = models.mlp(w, depth=depth, W_std=np.sqrt(2), b_std=0.1)
-    p0 = net.init(seed, X.shape[1:])
-    runs = train.train_many(net, [(X, y)] * len(transfer_lrs),
-                            [dataclasses.replace(cfg, lr=r) for r in transfer_lrs], progress=False)
-    for r_lr, r in zip(transfer_lrs, runs, strict=True):
-        if r.diverged:
-            print(f"width {w}, lr {r_lr}: training diverged; left out")
-            continue
-        moved = train.param_distance(r.params, p0) / train.param_distance(p0)
-        rows += [dict(width=w, lr=r_lr, train_loss=r.final_loss, relative_param_change=moved, **t)
-                 for t in adversarial.network_transfer(net, r.params, y_test, adv_images, seed)]
+rows, diverged = adversarial.transfer_study(X, y, adv_images, y_test, widths, transfer_lrs, cfg, depth, seed)
+print("networks whose training diverged, left out (width, lr):", diverged or "none")
 transfer = pd.DataFrame(rows)
 kernel_curve = pd.DataFrame(curve)
 print(kernel_curve.round(3).to_string(index=False))
@@ -162,10 +146,10 @@ print(transfer[transfer.eps == max(eps_list)].round(4).to_string(index=False))
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 ax = axes[0]
-ax.plot(kernel_curve.eps, kernel_curve.fgsm, "o-", color="k", label="kernel, FGSM")
-if "pgd" in kernel_curve:
-    ax.plot(kernel_curve.eps, kernel_curve.pgd, "s--", color="k", label=f"kernel, PGD ({pgd_steps} steps)")
-ax.plot(kernel_curve.eps, kernel_curve.noise, ":", color="gray", label="kernel, random signs")
+for col, style, color, label in (("fgsm", "o-", "k", "FGSM"), ("pgd", "s--", "k", f"PGD ({pgd_steps} steps)"),
+                                 ("noise", ":", "gray", "random signs")):
+    if col in kernel_curve:
+        ax.plot(kernel_curve.eps, kernel_curve[col], style, color=color, label=f"kernel, {label}")
 for i, w in enumerate(widths):
     d = transfer[(transfer.width == w) & (transfer.lr == transfer_lrs[0])]
     ax.plot(d.eps, d.fgsm_from_kernel, "o-", color=f"C{i}", label=f"width {w} (lr {transfer_lrs[0]:g}), "
@@ -215,8 +199,7 @@ plotting.savefig(fig, "eigen_features", NB, fig_dir, data=table)
 
 # %%
 n_show = min(8, n_features)
-grads = np.stack([F.predictor(i).input_grad(X_test[:1], np.ones(1))[0] for i in range(n_show)])
-grads = (grads - grads.min(axis=(1, 2, 3), keepdims=True)) / np.ptp(grads, axis=(1, 2, 3), keepdims=True)
+grads = adversarial.feature_gradients(F, X_test[:1], n_show)
 fig = plotting.image_grid(grads, ncols=n_show, titles=[f"feature {i}" for i in range(n_show)],
                           suptitle="input gradients of the top eigen-features (normalized)")
 plotting.savefig(fig, "feature_gradients", NB, fig_dir)
@@ -231,21 +214,14 @@ plotting.savefig(fig, "feature_gradients", NB, fig_dir)
 # the kernel's top-10 eigenspace.
 
 # %%
-probe = slice(0, min(n_probe, len(X)))
-net = models.mlp(dynamics_width, depth=depth, W_std=np.sqrt(2), b_std=0.1)
 dyn_cfg = dataclasses.replace(cfg, steps=dynamics_steps, eval_every=dynamics_every)
-dyn = []
-for name, perturb in [("standard", None), ("adversarial", adversarial.network_pgd(net, eps, steps=3))]:
-    traj, _ = adversarial.kernel_trajectory(net, X, y, dyn_cfg, X[probe], y[probe], perturb=perturb, k=10)
-    dyn += [dict(r, training=name) for r in traj]
-dyn = pd.DataFrame(dyn)
+dyn = adversarial.dynamics_study(adversarial.reference_mlp(dynamics_width, depth), X, y, dyn_cfg, n_probe, eps)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-for name, d in dyn.groupby("training"):
-    axes[0].plot(d.step, d.kernel_change, "o-", ms=3, label=name)
-    axes[1].plot(d.step, d.alignment, "o-", ms=3, label=name)
-axes[0].set(xlabel="training step", ylabel=r"$\|K_t - K_0\|_F / \|K_0\|_F$", title="kernel change")
-axes[1].set(xlabel="training step", ylabel="share of labels in the top-10 eigenspace", title="label alignment")
-for ax in axes:
+for ax, col, label, title in zip(axes, ("kernel_change", "alignment"), (r"$\|K_t - K_0\|_F / \|K_0\|_F$",
+                                 "share of labels in the top-10 eigenspace"), ("kernel change", "label alignment"),
+                                 strict=True):
+    plotting.mean_sd_lines(ax, dyn, "step", col, "training")
+    ax.set(xlabel="training step", ylabel=label, title=title)
     ax.legend()
 plotting.savefig(fig, "kernel_dynamics", NB, fig_dir, data=dyn)
 
@@ -253,50 +229,35 @@ plotting.savefig(fig, "kernel_dynamics", NB, fig_dir, data=dyn)
 # ## Results
 
 # %%
-at = kernel_curve.set_index("eps")
 results = dict(dataset=dataset, source=source, target=target, n_train=len(X), n_test=len(X_test), kernel=k.name,
-               eps=eps, clean_accuracy=float(at.clean.iloc[0]),
-               fgsm_accuracy=float(at.fgsm.get(eps, np.nan)),
-               pgd_accuracy=float(at.pgd.get(eps, np.nan)) if "pgd" in at else None,
-               clean_accuracy_spread=spread, transfer=transfer[transfer.eps == eps].to_dict("records"),
-               features=table.head(30).to_dict("records"),
-               dynamics=dyn.to_dict("records"))
-if dataset == "cifar10":
-    results["reference"] = dict(source="Tsilivis & Kempe 2022, authors' notebook (their first 2000 training and "
-                                       "100 test images)", clean_accuracy=0.81, fgsm_accuracy=0.02, pgd_accuracy=0.02)
-(plotting.figure_dir(NB, fig_dir) / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
-print(json.dumps({kk: results[kk] for kk in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy")}, indent=1))
+               eps=eps, **adversarial.curve_at(curve, eps), clean_accuracy_spread=spread,
+               transfer=transfer[transfer.eps == eps].to_dict("records"), features=table.head(30).to_dict("records"),
+               dynamics=dyn.to_dict("records"),
+               reference=adversarial.REFERENCE_CIFAR2 if dataset == "cifar10" else None)
+print({kk: results[kk] for kk in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy")})
+print("results written to", plotting.save_results(results, NB, fig_dir))
 
 # %% [markdown]
 # ## What the numbers say
 #
-# Measured on 2026-11-23 on 2 CPU cores, at the defaults (`figures/08_adversarial_ntk/`) and
-# with `params/cifar10_adversarial.yaml` (`figures/cifar10_adversarial/08_adversarial_ntk/`).
+# *(The prose describes the default run, digits 3 vs 8 at $\epsilon = 0.1$, and quotes no
+# number: read them in the tables printed above and in `results.json`. The dated measurements,
+# with the CIFAR-10 reference setting (`params/cifar10_adversarial.yaml`) beside the authors'
+# numbers, are in the adversarial section of docs/results.md.)*
 #
-# - **The reference setting (CIFAR-10 airplane vs automobile).** FGSM at $\epsilon = 8/255$
-#   takes the kernel predictor from 0.91 to **0.02**, PGD to **0.02** (authors: 0.81, 0.02,
-#   0.02). Random signs of the same radius change nothing (0.91). The clean accuracy differs
-#   by the test images, not the predictor: on the whole 2000-image test split of the two
-#   classes the same predictor is right on 0.87, and disjoint 100-image subsets range from
-#   0.81 to 0.92; the authors' 100 images (the first of TensorFlow Datasets' order, which this
-#   offline repository does not have) are one such draw. Eigen-features, usefulness /
-#   robustness: feature 1 0.55 / 0.41 (authors 0.68 / 0.49), feature 10 0.54 / 0.28 (0.59 /
-#   0.25), feature 25 0.50 / 0.06 (0.51 / 0.07).
-# - **Where the attack acts.** On CIFAR-10 the first 40 features carry 4% of the margin that
-#   FGSM removes from the full predictor: the attack works through the many deep features,
-#   each near chance alone and none robust, as the paper argues. On digits (3 vs 8,
-#   $\epsilon = 0.1$: kernel 1.00 → 0.79) one feature dominates: feature 1 alone is 94%
-#   accurate, keeps 86% under FGSM against itself, and takes 29% of the attack on the full
-#   predictor; the first 40 features take 87%.
-# - **Transfer.** Networks of width 64 to 4096 trained by gradient descent on digits fall to
-#   0.77-0.81 on the kernel's FGSM images (random signs: 0.98-1.00), at both learning rates,
-#   although the narrow ones move their parameters 8 times more (relative change 0.18 vs
-#   0.02): here the kernel's attack transfers as well to feature-learning networks as to lazy
-#   ones. On CIFAR-10 the CPU-sized networks (300 steps, training loss 0.28, not fitted)
-#   fall from 0.84 (random signs) to 0.72 (width 256) and 0.80 (width 1024).
-# - **Kernel dynamics.** Adversarial training moves the empirical NTK further (CIFAR-10: 0.45
-#   of its initial norm after 100 steps, flat from step 50, against 0.025; digits: 0.11
-#   against 0.06 after 600 steps) and raises the share of the labels in its top-10
-#   eigenspace (CIFAR-10: 0.987 against 0.970; digits: 0.992 against 0.991, already
-#   saturated): the kernel concentrates on its top eigenspace, as the paper reports. "It
-#   settles earlier" shows on CIFAR-10 only in these short CPU runs.
+# - **The attack needs no network.** FGSM and PGD against the kernel predictor take its accuracy
+#   far below its clean accuracy, while random signs of the same radius change little: the
+#   predictor's closed form is enough to find its adversarial directions. How much a test set of
+#   the size used can move the clean accuracy is `clean_accuracy_spread` (on CIFAR-10, where the
+#   test set is a subset).
+# - **Where the attack acts.** The `attack_share` column splits the margin that FGSM removes
+#   exactly over the eigen-features. On digits a few top features, accurate and fairly robust
+#   alone, carry much of it; on CIFAR-10 the top features carry little of it and the attack works
+#   through the many deep features, each near chance alone and none robust, as the paper argues.
+# - **Transfer.** Compare `fgsm_from_kernel` with `noise` in the transfer table: the networks of
+#   every width fall on the kernel's FGSM images and not on random signs, at both learning rates,
+#   although the narrow networks move their parameters far more (`relative_param_change`): on
+#   digits the kernel's attack transfers as well to feature-learning networks as to lazy ones.
+# - **Kernel dynamics.** Adversarial training moves the empirical NTK further than standard
+#   training and raises the share of the labels in its top eigenspace: the kernel concentrates on
+#   its top eigenspace, as the paper reports (`kernel_dynamics.png`).

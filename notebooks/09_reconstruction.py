@@ -47,11 +47,11 @@
 # most of it the width-1024 attacks (`smoke=True`: ~1 minute).
 #
 # **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.distillation_study`,
-# `reconstruction.match`, `data.make_task`, `pipeline.prepare`,
-# `defense_study.poison_sets`, `kernels.infinite_ntk`, `plotting.savefig`, `plotting.image_grid`.
+# `reconstruction.INIT`, `data.make_task`, `pipeline.prepare`, `defense_study.poison_sets`,
+# `defense_study.poison_recovery`, `kernels.infinite_ntk`, `plotting.savefig`, `plotting.image_grid`,
+# `plotting.save_results`.
 
 # %%
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,7 +60,6 @@ import numpy as np
 import pandas as pd
 
 from ntklib import data, defense_study, kernels, models, params, pipeline, plotting, reconstruction, train
-from ntklib.plotting import to_jsonable
 
 # %% tags=["parameters"]
 dataset = "digits"          # digits | cifar10 (CIFAR-10 from data/ or $NTKLIB_DATA_DIR)
@@ -213,87 +212,54 @@ cfg = train.TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, steps=3000, targe
 exp = pipeline.prepare(dataset, source, target, trigger, "plain_mlp", width, depth, "empirical", seed=seed,
                        train_config=cfg, task_kw=dict(n_train_per_class=n_train // 2, n_eval_per_class=10),
                        progress=False)
-psets = defense_study.poison_sets(exp, ntba_budget, [ntba_budget], seeds=seeds, opt_steps=opt_steps)
-poison_rows, poison_grids = [], []
-for ps in psets:
-    Xp = np.concatenate([exp.task.X_d, ps["X_p"]])
-    yp = np.concatenate([exp.task.y_d, np.ones(len(ps["X_p"]))])
-    r = reconstruction.run(Xp, yp, width, depth, config=cfg, steps=attack_steps, lr=attack_lr, seed=ps["seed"],
-                           init=init)
-    s = r["match"]["ssim"]
-    is_p = np.arange(len(Xp)) >= len(exp.task.X_d)
-    order = np.argsort(-s)
-    poison_rows.append(dict(attack=ps["attack"], budget=ps["budget"], seed=ps["seed"],
-                            ssim_poisons=float(s[is_p].mean()), ssim_clean=float(s[~is_p].mean()),
-                            poisons_in_top=int(is_p[order[:is_p.sum()]].sum()),
-                            mean_rank_poisons=float(np.mean(np.flatnonzero(is_p[order]) + 1)), n=len(Xp)))
-    if ps["seed"] == seeds[0]:
-        poison_grids.append((ps["attack"], Xp[is_p], r["result"].X[r["match"]["rec_index"][is_p]], s[is_p]))
-poisons = pd.DataFrame(poison_rows)
+sets = defense_study.poison_sets(exp, ntba_budget, [ntba_budget], seeds=seeds, opt_steps=opt_steps)
+poisons, examples = defense_study.poison_recovery(exp, sets, steps=attack_steps, lr=attack_lr, init=init)
 print(poisons.round(3).to_string())
-print(poisons.groupby("attack")[["ssim_poisons", "ssim_clean", "poisons_in_top", "mean_rank_poisons"]].mean().round(3))
-fig, axes = plt.subplots(2 * len(poison_grids), ntba_budget, figsize=(1.4 * ntba_budget, 3 * len(poison_grids)),
-                         squeeze=False)
-for g, (name, P, Rp, sp) in enumerate(poison_grids):
-    for j in range(len(P)):
-        axes[2 * g, j].imshow(P[j, ..., 0] if P.shape[-1] == 1 else P[j], cmap="gray", vmin=0, vmax=1)
-        axes[2 * g + 1, j].imshow(Rp[j, ..., 0] if Rp.shape[-1] == 1 else Rp[j], cmap="gray", vmin=0, vmax=1)
-        axes[2 * g, j].set_title(f"{name} poison", fontsize=7)
-        axes[2 * g + 1, j].set_title(f"SSIM {sp[j]:.2f}", fontsize=7)
-for a in axes.ravel():
-    a.axis("off")
-fig.tight_layout()
+print(poisons.groupby("setting")[["ssim_poisons", "ssim_clean", "poisons_in_top", "mean_rank_poisons"]].mean().round(3))
+fig = plotting.image_grid(np.concatenate([im for P, R, _ in examples.values() for im in (P, R)]), ncols=ntba_budget,
+                          titles=[t for name, (P, _, sp) in examples.items()
+                                  for t in [name] * len(P) + [f"SSIM {v:.2f}" for v in sp]],
+                          suptitle=f"poisons (seed {seeds[0]}) and their matched reconstructions")
 plotting.savefig(fig, "poisons", NB, fig_dir, data=poisons)
 
 # %%
 results = dict(dataset=dataset, main=main["row"], starts=starts.to_dict("records"), study=study.to_dict("records"),
                distilled=distill.reset_index().to_dict("records"), poisons=poisons.to_dict("records"))
-(plotting.figure_dir(NB, fig_dir) / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
+print("results written to", plotting.save_results(results, NB, fig_dir))
 
 # %% [markdown]
 # ## What the numbers say
 #
-# Measured on 2026-12-04 on 2 CPU cores at the defaults (`figures/09_reconstruction/`): digits
-# 7 → 1 (part 3: 3 vs 8), two-hidden-layer ReLU MLPs trained by full-batch SGD with momentum to a
-# loss below 1e-5, 2N candidates from the authors' flat start, 2000 Adam steps.
+# *(The prose describes the default run, digits 7 → 1 (part 3: 3 vs 8), two-hidden-layer ReLU
+# MLPs trained to a loss below 1e-5, 2N candidates from the authors' flat start, and quotes no
+# number: read them in the tables printed above and in `results.json`; the dated measurements and
+# `bench/reconstruction.py`'s comparison of the attack's forms are in the reconstruction section of
+# docs/results.md.)*
 #
-# - **The bar matters.** Matched one to one, 2N random *unseen* digits of the same classes
-#   already reach SSIM 0.70 (L2 1.56) against the N = 20 training images, so SSIM > 0.6 "recovers"
-#   90% of them without any attack. The sharper count is the fraction of training images whose
-#   reconstruction is closer than every unseen digit of the test split.
-# - **The start.** From the flat image the candidates score SSIM 0.14 before the first step;
-#   started around the private mean image they score 0.50 before any attack (the outline an
-#   attacker holding only the weights does not have). After 2000 steps the three starts end close
-#   together at this setting (SSIM 0.68 flat, 0.70 grey, 0.70 mean image; leaked 25%, 40%, 30% of
-#   20 images, a difference of one to three images): the mean image flattered the starting point
-#   more than the result.
-# - **Where the gradients are taken explains most of "standard vs linearized".** At N = 20 the
-#   standard network attacked at its trained weights leaks 0% / 25% / 60% of its images at widths
-#   64 / 256 / 1024 (SSIM 0.52 / 0.68 / 0.78); the *same* network attacked at its initial weights
-#   leaks 30% / 50% / 75% (0.68 / 0.78 / 0.84), at both points (the authors' `both_kernels`) 45% /
-#   75% / 75% (0.75 / 0.82 / 0.84), and its linearization 70% / 55% / 75% (0.79 / 0.77 / 0.82). So
-#   at widths 256 and 1024 the standard network leaks as much as its linearization once the
-#   gradient point is the same; only the narrowest network (64) still falls short of its
-#   linearization at its initial weights (30% vs 70%), and there the network itself, further from
-#   the kernel regime, is the difference. Wider networks leak more in every form.
-# - **N / W: more images per parameter leak less.** At width 256 the linearized network leaks
-#   80%, 55% and 48% of 10, 20 and 40 images; the standard one at its initial weights 80%, 50%,
-#   40%, at its trained weights 40%, 25%, 32%.
-# - **Distillation** (3 vs 8, infinite NTK, which knows nothing of the weights; 5 seeds, 90 test
-#   images, 95% t-intervals): the 2N reconstructions labelled by the victim give a kernel model
-#   0.944 [0.923, 0.966] test accuracy, the N real training images 0.956 (the same images every
-#   seed), the 2N starting images labelled the same way 0.767 [0.556, 0.977], the victim itself
-#   0.958. The paired difference from the real images is −0.011 [−0.033, 0.011] for the
-#   reconstructions and −0.19 [−0.40, 0.02] for the starting images: neither interval excludes
-#   zero, so five seeds on 90 test images establish neither that the reconstructions are worse
-#   than the real images nor that they beat their own noisy start, although the start does far
-#   worse on average and varies much more from seed to seed.
-# - **Poisons come back better than clean images**, for both attacks (3 seeds, 3 poisons
-#   among 23 images): matched SSIM 0.83 for NTBA's poisons against 0.71 for the clean images,
-#   0.81 against 0.66 for random triggered images; their mean rank by SSIM is 7.6 (NTBA) and 5.3
-#   (sampling) of 23, where chance is 12. In kernel terms: a poison is a triggered source image
-#   labelled as the target, so the network must move far to fit it, its weight a_i in Delta theta
-#   is large, and the gradient sum is dominated by it. Optimizing the poisons for the kernel does
-#   not make them stand out more than random triggered images: a defender holding the weights
-#   sees both kinds, and neither reliably (0.3 and 1 of the 3 poisons among the 3 best-recovered
-#   images).
+# - **The bar matters.** Matched one to one, random *unseen* digits of the same classes already
+#   reach a high SSIM against the training images (`baseline_ssim`), so an SSIM threshold alone
+#   "recovers" most of them without any attack. The sharper count is `beats_unseen`, the fraction
+#   of training images whose reconstruction is closer than every unseen digit of the test split.
+# - **The start.** Started around the private per-pixel mean image, the candidates score far
+#   higher before the first step (`start_ssim`) than from the flat image: that is the outline an
+#   attacker holding only the weights does not have. After the attack the three starts end close
+#   together (differences of a few images of N): the mean image flattered the starting point more
+#   than the result.
+# - **Where the gradients are taken explains most of "standard vs linearized".** Compare the four
+#   attack forms at each width: the standard network attacked at its initial weights (or at both
+#   points, the authors' `both_kernels`) leaks about as much as its linearization once the network
+#   is wide, so most of the gap between "standard @ final" and "linearized @ init" is the gradient
+#   point; the narrowest network, furthest from the kernel regime, is where the network itself
+#   makes a difference. Wider networks leak more, and more images per parameter (larger N / W)
+#   leak less.
+# - **Distillation.** The reconstructions, labelled by the victim, train a kernel model (the
+#   infinite NTK, which knows nothing of the weights) nearly as well as the real training images,
+#   and their noisy starting images do worse on average and vary far more from seed to seed; the
+#   `separated` column says which of these differences the paired intervals over seeds establish
+#   (with five seeds and a small test set, typically none).
+# - **Poisons come back better than clean images** for both attacks (`ssim_poisons` against
+#   `ssim_clean`, and their mean rank against chance, (n + 1) / 2). In kernel terms: a poison is a
+#   triggered source image labelled as the target, so the network must move far to fit it, its
+#   weight $a_i$ in $\Delta\theta$ is large, and the gradient sum is dominated by it. Optimizing the
+#   poisons for the kernel does not make them stand out more than random triggered images: a
+#   defender holding the weights sees both kinds, and neither reliably (`poisons_in_top`).

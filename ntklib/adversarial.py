@@ -41,7 +41,14 @@ from . import validation as _val
 
 __all__ = ["KernelPredictor", "kernel_predictor", "EigenFeatures", "eigen_features", "attack", "fgsm", "pgd",
            "accuracy", "random_sign_noise", "feature_attack_shares", "relative_kernel_change", "label_alignment",
-           "network_pgd", "robustness_curve", "network_transfer", "feature_table", "kernel_trajectory", "NORMS"]
+           "network_pgd", "robustness_curve", "network_transfer", "feature_table", "kernel_trajectory", "NORMS",
+           "reference_mlp", "accuracy_spread", "transfer_study", "curve_at", "feature_gradients", "dynamics_study",
+           "REFERENCE_CIFAR2"]
+
+REFERENCE_CIFAR2 = dict(source="Tsilivis & Kempe 2022, authors' notebook (their first 2000 training and 100 test "
+                               "images)", clean_accuracy=0.81, fgsm_accuracy=0.02, pgd_accuracy=0.02)
+"""The authors' numbers on CIFAR-10 airplane vs automobile at eps 8/255 (L-infinity): the kernel
+predictor's clean, FGSM and PGD accuracy (notebook 08 quotes them beside its own)."""
 
 NORMS = ("linf", "l2")
 
@@ -383,6 +390,93 @@ def network_transfer(arch, params, y, images: dict, seed: int = 0) -> list[dict]
     return rows
 
 
+def reference_mlp(width: int = 512, depth: int = 1) -> _models.Architecture:
+    """The authors' fully connected ReLU network (Tsilivis & Kempe, Sec. 5 and their code): ``depth``
+    hidden layers of ``width`` units, NTK parameterization, W_std sqrt(2), b_std 0.1. Its infinite
+    NTK is notebook 08's kernel; its finite versions are the networks the attacks transfer to."""
+    return _models.mlp(_val.check_int(width, "width", min=1), depth=_val.check_int(depth, "depth", min=1),
+                       W_std=np.sqrt(2), b_std=0.1)
+
+
+def accuracy_spread(predictor, X, y, m: int) -> dict:
+    """How far a test set of ``m`` images can fall from a predictor's accuracy: its accuracy on the
+    whole split (X, y) and the lowest and highest over the disjoint strided subsets of size m
+    (subset i holds images i, i + s, i + 2s, ... with s = len(X) // m; there are s of them). A
+    reference quoted on a draw of m images is one such subset. Returns whole_split_accuracy, n_whole,
+    subset_size, subset_min, subset_max. Cost: one prediction of the whole split."""
+    X = _val.check_images(X, "X")
+    y = _val.check_labels(y, "y", len(X))
+    m = _val.check_int(m, "m", min=1, max=len(X), hint=f"a subset of the {len(X)} images of the split")
+    right = np.sign(np.asarray(predictor(X))) == y
+    stride = len(right) // m
+    subsets = [right[i::stride][:m].mean() for i in range(stride)]
+    return dict(whole_split_accuracy=float(right.mean()), n_whole=len(right), subset_size=m,
+                subset_min=float(min(subsets)), subset_max=float(max(subsets)))
+
+
+def transfer_study(X, y, images: dict, y_test, widths, lrs, config, depth: int = 1, seed: int = 0,
+                   progress: bool = False) -> tuple[list[dict], list[tuple]]:
+    """Do the kernel's adversarial images fool trained networks (notebook 08; Tsilivis & Kempe,
+    Sec. 5)? For each width, :func:`reference_mlp` networks trained from the same initialization
+    (``config.seed``) on (X, y) with ``config`` at each learning rate of ``lrs`` (one
+    :func:`ntklib.train.train_many` batch per width), then :func:`network_transfer` on ``images``
+    ({eps: test images}, :func:`robustness_curve`'s second result) with labels ``y_test`` (its random
+    signs drawn with ``seed``). The
+    smaller the learning rate and the wider the network, the closer it stays to its kernel
+    (lazy regime): ``relative_param_change`` = ||theta_T - theta_0|| / ||theta_0|| measures it.
+
+    Returns (rows, diverged): one row per (width, lr, eps) with width, lr, train_loss,
+    relative_param_change, eps, fgsm_from_kernel, noise; and the (width, lr) pairs whose training
+    diverged (left out of the rows). Cost: len(widths) x len(lrs) trainings."""
+    import dataclasses
+
+    X = _val.check_images(X, "X")
+    y = _val.check_labels(y, "y", len(X))
+    widths = _val.check_int_list(widths, "widths", min=1)
+    if isinstance(lrs, (str, dict)) or not isinstance(lrs, (list, tuple)) or not lrs:
+        raise TypeError(f"lrs={_val.describe(lrs)} is invalid: must be a non-empty list of learning rates, "
+                        "e.g. [1.0, 4.0]")
+    lrs = [_val.check_lr(r, "lrs") for r in lrs]
+    config = _train.check_config(config)
+    rows, diverged = [], []
+    for w in widths:
+        net = reference_mlp(w, depth)
+        p0 = net.init(config.seed, X.shape[1:])
+        runs = _train.train_many(net, [(X, y)] * len(lrs), [dataclasses.replace(config, lr=r) for r in lrs],
+                                 progress=progress)
+        for r_lr, r in zip(lrs, runs, strict=True):
+            if r.diverged:
+                diverged.append((w, r_lr))
+                continue
+            moved = _train.param_distance(r.params, p0) / _train.param_distance(p0)
+            rows += [dict(width=w, lr=r_lr, train_loss=r.final_loss, relative_param_change=moved, **t)
+                     for t in network_transfer(net, r.params, y_test, images, seed)]
+    return rows, diverged
+
+
+def curve_at(curve, eps: float) -> dict:
+    """The accuracies of a :func:`robustness_curve` (its rows) at radius ``eps``: clean_accuracy,
+    fgsm_accuracy and pgd_accuracy (None where the curve has no PGD; NaN where eps is not on it)."""
+    rows = {float(r["eps"]): r for r in curve}
+    at = rows.get(float(eps), {})
+    first = next(iter(rows.values()))
+    return dict(clean_accuracy=float(first["clean"]), fgsm_accuracy=float(at.get("fgsm", np.nan)),
+                pgd_accuracy=float(at.get("pgd", np.nan)) if "pgd" in first else None)
+
+
+def feature_gradients(features: EigenFeatures, x, n: int) -> np.ndarray:
+    """What the top eigen-features look at: the input gradient of f_i at the one image ``x``
+    (1, H, W, C) for i < ``n`` (the direction FGSM against feature i moves it), each rescaled to
+    [0, 1] for display. Returns (n, H, W, C). Cost: n VJPs through K(x, X)."""
+    x = _val.check_images(x, "x", features.X.shape[1:])
+    if len(x) != 1:
+        raise ValueError(f"x holds {len(x)} images: give one (e.g. X_test[:1])")
+    n = _val.check_int(n, "n", min=1, max=len(features.mu), hint=f"the kernel has {len(features.mu)} features")
+    g = np.stack([features.predictor(i).input_grad(x, np.ones(1))[0] for i in range(n)])
+    lo, span = g.min(axis=(1, 2, 3), keepdims=True), np.ptp(g, axis=(1, 2, 3), keepdims=True)
+    return (g - lo) / np.where(span > 0, span, 1.0)
+
+
 def feature_table(features: EigenFeatures, X, y, eps: float, k: int, norm: str = "linf"):
     """For the first ``k`` eigen-features (Tsilivis & Kempe 2022, Sec. 4): usefulness (clean
     accuracy of sign f_i), robustness (accuracy of f_i under FGSM against f_i alone), the
@@ -433,3 +527,21 @@ def kernel_trajectory(arch, X, y, config, X_probe, y_probe, perturb=None, k: int
     for r, loss in zip(rows[1:], res.history["loss"], strict=True):
         r["train_loss"] = loss
     return rows, res
+
+
+def dynamics_study(arch, X, y, config, n_probe: int, eps: float, pgd_steps: int = 3, k: int = 10):
+    """The empirical NTK during standard and adversarial training (notebook 08; Tsilivis & Kempe,
+    Sec. 6): :func:`kernel_trajectory` of ``arch`` trained on (X, y) with ``config``, once plainly and
+    once adversarially (:func:`network_pgd` with ``eps`` and ``pgd_steps`` inside each step), on the
+    first ``n_probe`` training images. Returns a pandas DataFrame: step, kernel_change, alignment,
+    train_loss, training ("standard" | "adversarial")."""
+    import pandas as pd
+
+    X = _val.check_images(X, "X")
+    n_probe = _val.check_int(n_probe, "n_probe", min=1)
+    probe = slice(0, min(n_probe, len(X)))
+    rows = []
+    for name, perturb in (("standard", None), ("adversarial", network_pgd(arch, eps, steps=pgd_steps))):
+        traj, _ = kernel_trajectory(arch, X, y, config, X[probe], np.asarray(y)[probe], perturb=perturb, k=k)
+        rows += [dict(r, training=name) for r in traj]
+    return pd.DataFrame(rows)

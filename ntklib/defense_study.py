@@ -36,7 +36,8 @@ from . import train as _train
 from . import unlearning as _unl
 from . import validation as _val
 
-__all__ = ["DETECTORS", "IBAU_VARIANTS", "poison_sets", "detect", "detection_study", "ibau_study"]
+__all__ = ["DETECTORS", "IBAU_VARIANTS", "poison_sets", "setting", "settings", "detect", "detection_study",
+           "ibau_study", "direction_study", "stability_study", "runtime", "poison_recovery"]
 
 DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
              "representer")
@@ -68,6 +69,25 @@ def poison_sets(exp, ntba_budget: int = 3, sampling_budgets=(3, 10), seeds=(0, 1
         sets += [dict(attack="sampling", budget=b, seed=s,
                       X_p=exp.task.X_cand[_attack.sampling_baseline(m, b, seed=s)]) for s in seeds]
     return sets
+
+
+def setting(attack: str, budget: int) -> str:
+    """The label of an attack setting in the study's tables and figures: ``"ntba 3"``."""
+    return f"{attack} {int(budget)}"
+
+
+def settings(sets) -> list[str]:
+    """The distinct settings of ``sets`` (:func:`setting`), NTBA's first, then by budget."""
+    found = {(s["attack"], int(s["budget"])) for s in sets}
+    return [setting(a, b) for a, b in sorted(found, key=lambda ab: (ab[0] != "ntba", ab[1], ab[0]))]
+
+
+def _first_of_each_setting(sets) -> dict[str, int]:
+    """{setting: index of its first poison set in ``sets``} in the order of :func:`settings`."""
+    first = {}
+    for j, s in enumerate(sets):
+        first.setdefault(setting(s["attack"], s["budget"]), j)
+    return {name: first[name] for name in settings(sets)}
 
 
 def _gram(kernel, X, X2=None):
@@ -194,7 +214,8 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
     a fresh victim trained on the kept points. Returns (table, victims) where the table has one
     row per (set, detector) (detector "none": the poisoned victim itself) with auc, caught,
-    removed, precision, recall, seconds, net_asr, net_ca; ``victims`` holds the poisoned
+    removed, precision, recall, seconds, net_asr, net_ca (and attack, budget, setting, seed);
+    ``victims`` holds the poisoned
     victims' params in the order of ``sets`` (for :func:`ibau_study`)."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
     sets = _check_sets(exp, sets)  # everything checked before the first victim trains
@@ -211,7 +232,7 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     for s, (X, y), v in zip(tqdm(sets, desc="detectors", disable=not progress), data, victims, strict=True):
         n_d = len(task.X_d)
         truth = np.r_[np.zeros(n_d, bool), np.ones(len(X) - n_d, bool)]
-        base = dict(attack=s["attack"], budget=s["budget"], seed=s["seed"])
+        base = dict(attack=s["attack"], budget=s["budget"], setting=setting(s["attack"], s["budget"]), seed=s["seed"])
         rows.append(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)))
         target = y > 0
         for d in detect(arch, v.params, X, y, len(X) - n_d, detectors, task.X_test_trig, infinite, n_subsets,
@@ -240,7 +261,7 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
     same subset for every victim of a size), measured after every round (round 0: before).
     ``variants``: {name: settings of :func:`ntklib.unlearning.ibau`} run side by side on the same
     victims, clean images and seed (default {"I-BAU": {}}; :data:`IBAU_VARIANTS` adds the two
-    ablations); ``ibau_kw``: settings shared by all. Columns: variant, attack, budget, seed,
+    ablations); ``ibau_kw``: settings shared by all. Columns: variant, attack, budget, setting, seed,
     n_clean, round, net_asr, net_ca, seconds (the whole run's wall time) and, with
     ``diagnostics=True``, the fixed-point residual and spectral radius of d_delta Phi at each
     round's delta*."""
@@ -272,7 +293,8 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
     rows = []
     jobs = [(v, s, p, n) for v in variants for s, p in zip(sets, victims, strict=True) for n in n_clean]
     for v, s, params, n in tqdm(jobs, desc="I-BAU", disable=not progress):
-        base = dict(variant=v, attack=s["attack"], budget=s["budget"], seed=s["seed"], n_clean=n)
+        base = dict(variant=v, attack=s["attack"], budget=s["budget"], setting=setting(s["attack"], s["budget"]),
+                    seed=s["seed"], n_clean=n)
         rows.append(dict(base, round=0, **_eval.network_metrics(arch, params, task)))
         idx = order[:n]
         t0 = time.perf_counter()
@@ -288,3 +310,118 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
                 if key in res.history:
                     row[key] = res.history[key][k]
     return pd.DataFrame(rows)
+
+
+def _check_victims(sets, victims) -> list:
+    if isinstance(victims, dict) or not isinstance(victims, (list, tuple)) or len(victims) != len(sets):
+        raise ValueError(f"victims={_val.describe(victims)} is invalid: one poisoned victim's params per poison "
+                         f"set ({len(sets)}); pass the victims detection_study returns")
+    return list(victims)
+
+
+def _poisoned_data(exp, s):
+    """The poisoned training set of poison set ``s`` (d, then the poisons labelled +1) and its truth
+    mask (True on the poisons)."""
+    X, y = _eval.victim_data(exp.task, s["X_p"])
+    return X, y, np.arange(len(X)) >= len(exp.task.X_d)
+
+
+def direction_study(exp, sets, victims, n_dir: int = 10) -> pd.DataFrame:
+    """Where the poisons stand in the spectrum of the victim's representation (notebook 07).
+    Spectral signatures (Tran et al., NeurIPS 2018, Sec. 3) score the target class's centred
+    penultimate activations by their squared projection on the *top* singular direction only; here,
+    for the first poison set of each setting (:func:`settings`) and its poisoned victim, the ROC AUC
+    on the target class of the squared projection on each of the first ``n_dir`` directions
+    (:func:`ntklib.defenses.spectral_direction_scores`), beside each direction's share of the
+    variance. Columns: setting, direction (1-based), auc, variance_share. Cost: one forward pass and
+    one thin SVD per setting."""
+    sets = _check_sets(exp, sets)
+    victims = _check_victims(sets, victims)
+    n_dir = _val.check_int(n_dir, "n_dir", min=1)
+    if exp.arch.features_fn is None:
+        raise ValueError(f"{exp.arch.spec.get('name')} has no penultimate layer (features_fn): the directions "
+                         "are those of the victim's representation; use mlp, cnn or their plain twins")
+    rows = []
+    for name, j in _first_of_each_setting(sets).items():
+        X, y, truth = _poisoned_data(exp, sets[j])
+        target = _def.class_rows(y)
+        S, share = _def.spectral_direction_scores(exp.arch.features(victims[j], X[target]), n_dir)
+        for k in range(S.shape[1]):
+            rows.append(dict(setting=name, direction=k + 1,
+                             auc=_def.detection_metrics(S[:, k], truth[target])["auc"], variance_share=float(share[k])))
+    return pd.DataFrame(rows)
+
+
+def stability_study(exp, sets, victims, n_subsets: int = 8000) -> pd.DataFrame:
+    """How many random subsets the kernel datamodel needs (notebook 07): on the first NTBA poison
+    set's victim (the first set's when there is none), its empirical NTK of the poisoned training set
+    in float64, :func:`ntklib.defenses.datamodel_stability` at n_subsets / 4, n_subsets / 2 and
+    n_subsets (at least 2). Columns: n_subsets, r, r_rowsum. Cost: six datamodel estimates."""
+    sets = _check_sets(exp, sets)
+    victims = _check_victims(sets, victims)
+    n_subsets = _val.check_int(n_subsets, "n_subsets", min=2)
+    j = next((k for k, s in enumerate(sets) if s["attack"] == "ntba"), 0)
+    X, y, _ = _poisoned_data(exp, sets[j])
+    K = np.asarray(_kernels.empirical_ntk(exp.arch.apply_fn, victims[j], dtype="float64")(X))
+    sizes = sorted({max(2, n_subsets // 4), max(2, n_subsets // 2), n_subsets})
+    return pd.DataFrame([_def.datamodel_stability(K, y, n_subsets=n) for n in sizes])
+
+
+def runtime(detections: pd.DataFrame, ibau: pd.DataFrame | None = None, detectors=None) -> pd.DataFrame:
+    """Wall time of each defense in the study's tables: per detector (rows of
+    :func:`detection_study`'s table other than "none", in the order of ``detectors``) the mean and
+    the max of its seconds; with ``ibau`` (:func:`ibau_study`'s table), a row "I-BAU (all rounds)":
+    the mean over its runs (one per setting, seed and clean-set size) of a whole run's seconds, and
+    the max. Columns: defense, mean, max."""
+    det = detections[detections.detector != "none"]
+    order = list(dict.fromkeys(det.detector)) if detectors is None else [d for d in detectors
+                                                                         if d in set(det.detector)]
+    table = det.groupby("detector")["seconds"].agg(["mean", "max"]).reindex(order)
+    if ibau is not None:
+        i_bau = ibau[(ibau.variant == "I-BAU") & (ibau["round"] > 0)]
+        table.loc["I-BAU (all rounds)"] = [float(i_bau.groupby(["setting", "seed", "n_clean"]).seconds.first().mean()),
+                                           float(i_bau.seconds.max())]
+    return table.rename_axis("defense").reset_index()
+
+
+def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = "flat",
+                    beta: float | None = 10.0) -> tuple[pd.DataFrame, dict]:
+    """Poisons in the weights (notebook 09): a defender holds a poisoned victim's weights and
+    reconstructs its training set (Loo et al., ICLR 2024; :func:`ntklib.reconstruction.run`, 2N
+    candidates, gradients at the trained weights). Per poison set: the victim of its seed trained
+    with ``exp.train_config`` on d plus the poisons (``exp.arch`` must be a plain_mlp, the network
+    the attack smooths), the reconstructions matched one to one to the training images; do the
+    poisons come back better than the clean images?
+
+    Returns (table, examples). The table has one row per set: attack, budget, setting, seed, n,
+    ssim_poisons and ssim_clean (mean matched SSIM), poisons_in_top (poisons among the |p|
+    best-recovered training images; chance |p|^2 / n), mean_rank_poisons (by SSIM, 1 = best;
+    chance (n + 1) / 2). ``examples``: {setting: (poisons, their matched reconstructions, their
+    SSIMs)} for the first set of each setting. Cost: one victim and one attack of ``steps`` Adam
+    steps per set."""
+    from . import reconstruction as _rec
+
+    sets = _check_sets(exp, sets)
+    spec = exp.arch.spec
+    if spec.get("name") != "plain_mlp" or _models.plain_mlp(spec["width"], spec["depth"]).spec != spec:
+        raise ValueError(f"exp.arch is {spec}: the reconstruction attack needs the plain-JAX ReLU MLP whose ReLUs it "
+                         "smooths, at its default initialization; prepare the experiment with "
+                         "architecture='plain_mlp'")
+    first = set(_first_of_each_setting(sets).values())
+    rows, examples = [], {}
+    for j, s in enumerate(sets):
+        X, y, is_p = _poisoned_data(exp, s)
+        r = _rec.run(X, y, spec["width"], spec["depth"], config=exp.train_config, steps=steps, lr=lr, beta=beta,
+                     seed=int(s["seed"]), init=init)
+        ssim = np.asarray(r["match"]["ssim"])
+        order = np.argsort(-ssim, kind="stable")
+        ranks = np.empty(len(X), int)
+        ranks[order] = np.arange(1, len(X) + 1)
+        name = setting(s["attack"], s["budget"])
+        rows.append(dict(attack=s["attack"], budget=s["budget"], setting=name, seed=s["seed"], n=len(X),
+                         ssim_poisons=float(ssim[is_p].mean()), ssim_clean=float(ssim[~is_p].mean()),
+                         poisons_in_top=int(is_p[order[:is_p.sum()]].sum()),
+                         mean_rank_poisons=float(ranks[is_p].mean())))
+        if j in first:
+            examples[name] = (X[is_p], r["result"].X[r["match"]["rec_index"][is_p]], ssim[is_p])
+    return pd.DataFrame(rows), examples

@@ -25,7 +25,7 @@ from . import train as _train
 from . import validation as _val
 
 __all__ = ["kernel_metrics", "network_metrics", "transfer", "sweep", "summarize", "efficiency_ratio",
-           "ntba_poisons", "victim_data"]
+           "ntba_poisons", "victim_data", "ratio_curve"]
 
 
 def kernel_metrics(problem, X_p) -> dict:
@@ -245,3 +245,11 @@ def efficiency_ratio(df: pd.DataFrame, metric: str = "net_asr", level: float = 0
         else:
             out["ratio"], out["lower_bound"] = max_b / nb, True
     return out
+
+
+def ratio_curve(df: pd.DataFrame, levels, metric: str = "net_asr") -> list[dict]:
+    """:func:`efficiency_ratio` at every level of ``levels`` (fractions in [0, 1]): how the ratio
+    depends on the ASR level it is read at (a single level can flatter or hide an attack). One dict
+    per level, as :func:`efficiency_ratio` returns it."""
+    levels = [_val.check_fraction(lv, f"levels[{i}]") for i, lv in enumerate(levels)]
+    return [efficiency_ratio(df, metric, lv) for lv in levels]

@@ -37,7 +37,7 @@ from . import validation as _val
 
 __all__ = ["CHOICES", "PARAMETER_RULES", "check_params",
            "smoke_task_kw", "build_architecture", "prepare", "Experiment", "victim_config",
-           "design_poisons", "run", "AttackRun"]
+           "design_poisons", "run", "AttackRun", "KernelComparison", "compare_kernels", "victim_variants"]
 
 CHOICES = dict(
     dataset=_data.DATASETS,
@@ -444,3 +444,128 @@ def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="
                             train_config=exp.train_config, methods=methods, ntba=poisons, progress=progress,
                             sampling_budgets=sampling_budgets)
     return AttackRun(exp, poisons, table, _evaluate.efficiency_ratio(table, "net_asr", asr_level))
+
+
+@dataclass
+class KernelComparison:
+    """Result of :func:`compare_kernels`: one :class:`AttackRun` per kernel (NTBA only), the
+    sampling baseline's sweep (trained once, on the reference kernel's task), all rows in one
+    ``table`` (column ``kernel``; "-" for sampling) and their ``summary``: the mean over seeds per
+    (kernel, method, budget) of kernel_asr, net_asr, net_ca, train_loss, max_poison_residual,
+    train_steps."""
+
+    runs: dict
+    sampling: object
+    table: object
+    summary: object
+
+    def with_baseline(self, kernel: str):
+        """The kernel's NTBA rows and the sampling rows: the table :func:`ntklib.evaluate.efficiency_ratio`
+        reads."""
+        import pandas as pd
+
+        return pd.concat([self.runs[kernel].table, self.sampling], ignore_index=True)
+
+    def ratios(self, level: float = 0.9) -> dict:
+        """{kernel: the efficiency ratio at ``level`` network ASR}."""
+        return {k: _evaluate.efficiency_ratio(self.with_baseline(k), "net_asr", level) for k in self.runs}
+
+    def evidence(self):
+        """Per kernel, from its NTBA rows of :attr:`summary` (means over seeds, then the extreme over
+        budgets): the largest gap between kernel-model and network ASR, the network ASR of the
+        smallest budget, the largest poison residual, the lowest clean accuracy and the most training
+        steps: the numbers notebook 06's account of transfer reads."""
+        import pandas as pd
+
+        ntba = self.summary[self.summary.method == "ntba"].set_index(["kernel", "budget"])
+        b0 = int(ntba.index.get_level_values("budget").min())
+        return pd.DataFrame({
+            "max |kernel ASR - net ASR|": (ntba.kernel_asr - ntba.net_asr).abs().groupby("kernel").max(),
+            f"net ASR, {b0} poison(s)": ntba.net_asr.xs(b0, level="budget"),
+            "max poison residual": ntba.max_poison_residual.groupby("kernel").max(),
+            "min clean acc.": ntba.net_ca.groupby("kernel").min(),
+            "max train steps": ntba.train_steps.groupby("kernel").max(),
+        }).reindex(list(self.runs))
+
+
+def compare_kernels(kernels, reference: str, sampling_budgets, budgets=(1, 2, 3, 5, 10), seeds=(0, 1, 2),
+                    progress: bool = False, **run_kw) -> KernelComparison:
+    """What transfers (notebook 06): the same task, victim architecture, training, budgets and seeds,
+    only the kernel that designs NTBA's poisons changes (:func:`run` once per kernel of
+    ``kernels``, ``methods=("ntba",)``, ``run_kw`` its other arguments); the sampling baseline
+    (``sampling_budgets``) is trained once on the task of ``reference`` (one of ``kernels``; every
+    kernel's task is the same split). Cost: one :func:`run` per kernel and one sampling sweep."""
+    import pandas as pd
+
+    if isinstance(kernels, str) or not isinstance(kernels, (list, tuple)) or not kernels:
+        raise TypeError(f"kernels={_val.describe(kernels)} is invalid: must be a non-empty list of kernel names "
+                        f"{list(CHOICES['kernel'])}")
+    if reference not in kernels:
+        raise ValueError(f"reference={reference!r} is invalid: must be one of kernels {list(kernels)} (the sampling "
+                         "baseline trains on its task)")
+    if "methods" in run_kw:
+        raise TypeError("compare_kernels runs NTBA per kernel and the sampling baseline once: do not pass methods")
+    runs = {k: run(kernel=k, budgets=budgets, seeds=seeds, methods=("ntba",), progress=progress, **run_kw)
+            for k in kernels}
+    ref = runs[reference].experiment
+    samp = _evaluate.sweep(ref.task, ref.problem, ref.arch, budgets=sampling_budgets, seeds=seeds,
+                           train_config=ref.train_config, methods=("sampling",), progress=progress)
+    table = pd.concat([r.table.assign(kernel=k) for k, r in runs.items()] + [samp.assign(kernel="-")],
+                      ignore_index=True)
+    summary = table.groupby(["kernel", "method", "budget"])[
+        ["kernel_asr", "net_asr", "net_ca", "train_loss", "max_poison_residual", "train_steps"]].mean().reset_index()
+    return KernelComparison(runs, samp, table, summary)
+
+
+def victim_variants(comparison: KernelComparison, kernel: str, variants, budgets, sampling_budgets,
+                    architecture: str = "mlp", depth: int = 2, readout=None, asr_level: float = 0.9,
+                    progress: bool = False):
+    """What the victim's training does to transfer (notebook 06): the poisons stay those designed
+    with ``kernel`` in ``comparison``; the victims change. ``variants``: dicts with a ``label`` and
+    changes of :data:`VARIANT_KEYS` to the default victim (the comparison's: its width, its training
+    config); each variant trains NTBA victims at ``budgets`` (among the comparison's) and sampling
+    victims at ``sampling_budgets``, with the comparison's seeds; the default victim is the
+    comparison itself (no new training). ``architecture``, ``depth``, ``readout``: the victim's
+    network as :func:`build_architecture` names it (rebuilt at each variant's width).
+
+    Returns (per_budget, ratios), pandas DataFrames: per_budget one row per (variant, method, budget)
+    with the means over seeds of net_asr, net_ca, train_loss, max_poison_residual; ratios one row
+    per variant: variant, the efficiency ratio's fields at ``asr_level`` (ratio, lower_bound,
+    ntba_budget, sampling_budget) and the variant's settings. Cost: one sweep per variant."""
+    import pandas as pd
+
+    if kernel not in comparison.runs:
+        raise ValueError(f"kernel={kernel!r} is invalid: the comparison holds {list(comparison.runs)}")
+    check_params(victim_variants=variants)
+    r0 = comparison.runs[kernel]
+    exp, cfg = r0.experiment, r0.experiment.train_config
+    width = exp.arch.spec.get("width")
+    if width is None:
+        raise ValueError(f"the comparison's architecture {exp.arch.spec.get('name')} has no width: victim variants "
+                         "rebuild the victim at a width")
+    missing = [b for b in budgets if b not in r0.poisons]
+    if missing:
+        raise ValueError(f"budgets {missing} are not among the comparison's NTBA budgets {sorted(r0.poisons)}")
+    seeds = sorted(set(int(s) for s in r0.table.seed))
+    dataset = exp.task.spec["dataset"]
+    base = dict(train_steps=cfg.steps, target_loss=cfg.target_loss, target_residual=cfg.target_residual,
+                width=width, victim_lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size)
+    per_budget, ratios = [], []
+    for v in [dict(base, label="default")] + [dict(base, **v) for v in variants]:
+        if v["label"] == "default":
+            df = comparison.with_baseline(kernel)
+        else:
+            arch = build_architecture(architecture, v["width"], depth, readout)
+            cfg_v = victim_config(dataset, optimizer=v["optimizer"], lr=v["victim_lr"], steps=v["train_steps"],
+                                  target_loss=v["target_loss"], target_residual=v["target_residual"],
+                                  batch_size=v["batch_size"])
+            df = _evaluate.sweep(exp.task, exp.problem, arch, budgets=budgets, seeds=seeds, train_config=cfg_v,
+                                 ntba=r0.poisons, sampling_budgets=sampling_budgets, progress=progress)
+        g = df.groupby(["method", "budget"])[["net_asr", "net_ca", "train_loss", "max_poison_residual"]].mean()
+        per_budget.append(g.reset_index().assign(variant=v["label"]))
+        r = _evaluate.efficiency_ratio(df, "net_asr", asr_level)
+        ratios.append(dict(variant=v["label"], **{k: r[k] for k in ("ratio", "lower_bound", "ntba_budget",
+                                                                     "sampling_budget")},
+                           settings={k: v[k] for k in v if k != "label"}))
+    cols = ["variant", "method", "budget", "net_asr", "net_ca", "train_loss", "max_poison_residual"]
+    return pd.concat(per_budget, ignore_index=True)[cols], pd.DataFrame(ratios)

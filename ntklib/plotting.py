@@ -85,6 +85,120 @@ def save_numbers(data, name: str, notebook: str, fig_dir="figures") -> Path:
     return path
 
 
+def save_results(results: dict, notebook: str, fig_dir="figures") -> Path:
+    """Write a notebook's summary ``results`` (a dict of numbers, lists, tables as records) to
+    ``<fig_dir>/<notebook>/results.json`` (numpy values made JSON-able, NaN as null); returns the
+    path. ``bench/report.py`` reads these files into docs/results.md."""
+    if not isinstance(results, dict):
+        raise TypeError(f"results={type(results).__name__} is invalid: must be a dict (of numbers, lists and "
+                        "tables as records, e.g. df.to_dict('records'))")
+    path = figure_dir(notebook, fig_dir) / "results.json"
+    path.write_text(json.dumps(to_jsonable(results), indent=2))
+    return path
+
+
+def grouped_bars(ax, table, category: str, group: str, value: str, categories=None, groups=None,
+                 baselines=None, capsize: float = 2):
+    """Bars of the mean of ``value`` per (``category`` on the x axis, ``group`` side by side), with
+    the standard deviation over the rows of each pair as error bar (0 for a single row).
+    ``categories`` and ``groups`` fix the orders (default: as they first appear); ``baselines``
+    {group: y} draws each group's reference level as a dashed line in its colour. Returns the
+    (len(categories), len(groups)) table of means."""
+    import pandas as pd
+
+    categories = list(dict.fromkeys(table[category])) if categories is None else list(categories)
+    groups = list(dict.fromkeys(table[group])) if groups is None else list(groups)
+    stats = table.groupby([category, group])[value].agg(["mean", "std"])
+    mean = pd.DataFrame({g: [stats["mean"].get((c, g), np.nan) for c in categories] for g in groups},
+                        index=categories)
+    sd = pd.DataFrame({g: [stats["std"].get((c, g), np.nan) for c in categories] for g in groups},
+                      index=categories).fillna(0.0)
+    w = 0.8 / len(groups)
+    x = np.arange(len(categories))
+    for i, g in enumerate(groups):
+        ax.bar(x + (i - (len(groups) - 1) / 2) * w, mean[g], w, yerr=sd[g], label=str(g), capsize=capsize,
+               color=f"C{i}")
+        if baselines is not None and g in baselines:
+            ax.axhline(baselines[g], color=f"C{i}", ls="--", lw=1)
+    ax.set_xticks(x, [str(c) for c in categories], rotation=30, ha="right")
+    return mean
+
+
+def mean_sd_lines(ax, table, x: str, value: str, group: str, groups=None, capsize: float = 2):
+    """One line per ``group`` (in the order of ``groups``, default as they first appear, colours
+    C0, C1, ...): the mean of ``value`` at each ``x`` (sorted), with the standard deviation over the
+    rows there as error bar (0 for a single row). Returns {group: the Series of means}."""
+    groups = list(dict.fromkeys(table[group])) if groups is None else list(groups)
+    out = {}
+    for k, g in enumerate(groups):
+        at = table[table[group] == g].groupby(x)[value]
+        out[g] = at.mean()
+        ax.errorbar(out[g].index, out[g], at.std().fillna(0.0), marker="o", label=str(g), capsize=capsize,
+                    color=f"C{k}")
+    return out
+
+
+def _color(name, i: int):
+    return PALETTE.get(name, f"C{i}")
+
+
+def asr_vs_budget(ax, table, group: str, value: str = "net_asr", asr_level: float | None = None, colors=None,
+                  label_sampling: bool = True):
+    """Attack success against the number of poisons, one colour per value of ``group`` (in order of
+    appearance; ``colors`` {group: colour}, default :data:`PALETTE` or C0, C1, ...; the group "-",
+    the sampling baseline's rows in a kernel comparison, in sampling's colour): per group its
+    NTBA rows (``method`` "ntba") as a solid line with circles, its sampling rows as a dashed line
+    with squares; the budget axis logarithmic; ``asr_level`` a dotted horizontal line. ``table``:
+    one row per (group, method, budget), e.g. means over seeds. ``label_sampling=False`` keeps the
+    sampling lines out of the legend (say what dashes mean in the title instead)."""
+    colors = colors or {}
+    for i, (name, d) in enumerate(table.groupby(group, sort=False)):
+        for method, style in (("ntba", "o-"), ("sampling", "s--")):
+            m = d[d.method == method].sort_values("budget")
+            if len(m):
+                label = f"{'NTBA' if method == 'ntba' else 'sampling'}" + (f", {name}" if name != "-" else "")
+                color = colors.get(name, _color("sampling" if name == "-" else name, i))
+                ax.plot(m.budget, m[value], style, color=color,
+                        label=label if method == "ntba" or label_sampling else None)
+    if asr_level is not None:
+        ax.axhline(asr_level, color="k", lw=0.8, ls=":")
+    ax.set(xscale="log", xlabel="number of poisons", ylabel="trained-network ASR (test)", ylim=(-0.02, 1.02))
+
+
+def kernel_vs_network(ax, summary, kernels):
+    """Kernel-model ASR (x) against trained-network ASR (y) of NTBA's poisons, one line per kernel
+    (rows of ``summary`` with kernel, method "ntba", budget, kernel_asr, net_asr), each point
+    labelled with its budget, and the diagonal where the kernel predicts the network."""
+    for i, k in enumerate(kernels):
+        d = summary[(summary.kernel == k) & (summary.method == "ntba")]
+        ax.plot(d.kernel_asr, d.net_asr, marker="o", color=_color(k, i), label=k)
+        for _, r in d.iterrows():
+            ax.annotate(str(int(r.budget)), (r.kernel_asr, r.net_asr), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
+    ax.set(xlabel="kernel-model ASR (attack set a)", ylabel="trained-network ASR (test)", xlim=(-0.02, 1.02),
+           ylim=(-0.02, 1.02))
+
+
+def ratio_curves(ax, curves: dict, target: float | None = 10.0, level: float | None = None):
+    """The poison-efficiency ratio against the ASR level it is read at, one line per entry of
+    ``curves`` ({name: :func:`ntklib.evaluate.ratio_curve`'s dicts}): filled markers where both
+    attacks reach the level, open ones where sampling never does (the ratio is a lower bound);
+    levels NTBA never reaches are left out. ``target``: the paper's ratio, dotted; ``level``: the
+    level the notebook reports, dashed. Logarithmic ratio axis."""
+    for i, (name, rs) in enumerate(curves.items()):
+        rs = [r for r in rs if r["ratio"] is not None]
+        c = _color(name, i)
+        x, y = [r["level"] for r in rs], [r["ratio"] for r in rs]
+        ax.plot(x, y, color=c, label=name)
+        ax.scatter(x, y, color=["white" if r["lower_bound"] else c for r in rs], edgecolor=c, zorder=3)
+    if target is not None:
+        ax.axhline(target, color="k", lw=0.8, ls=":")
+    if level is not None:
+        ax.axvline(level, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="network ASR level", ylabel="poison-efficiency ratio (sampling / NTBA)", yscale="log")
+
+
 def savefig(fig, name: str, notebook: str, fig_dir="figures", data=None, pdf: bool = False):
     """Save ``fig`` as ``<fig_dir>/<notebook>/<name>.png`` (and ``.pdf`` if asked).
 

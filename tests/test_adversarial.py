@@ -441,3 +441,80 @@ def test_predictors_say_what_they_are_and_pgd_passes_its_start_on(task, infinite
     np.testing.assert_array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02, random_start=True, seed=3))
     assert not np.array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02, random_start=True, seed=0))
     assert not np.array_equal(adv, A.attack(pred, X, y, 0.1, steps=2, step_size=0.02))
+
+
+# ---------------------------------------------------------------------------- notebook 08's studies
+def test_reference_mlp_is_the_authors_network():
+    spec = A.reference_mlp(32, 2).spec
+    assert (spec["width"], spec["depth"], spec["W_std"], spec["b_std"]) == (32, 2, np.sqrt(2), 0.1)
+
+
+def test_accuracy_spread_is_over_disjoint_strided_subsets():
+    """10 images, subsets of 3 (stride 3): {0, 3, 6}, {1, 4, 7}, {2, 5, 8}; image 9 only in the whole."""
+    X = np.zeros((10, 2, 2, 1))
+    y = np.ones(10)
+    right = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 0], bool)
+    pred = lambda Z: np.where(right, 1.0, -1.0)  # noqa: E731
+    out = A.accuracy_spread(pred, X, y, 3)
+    assert out == dict(whole_split_accuracy=0.6, n_whole=10, subset_size=3, subset_min=pytest.approx(1 / 3),
+                       subset_max=1.0)
+    with pytest.raises(ValueError, match="subset of the 10 images"):
+        A.accuracy_spread(pred, X, y, 11)
+
+
+def test_transfer_study_rows_are_trained_networks_on_the_kernels_images(task, infinite):
+    """Each (width, lr) row against the network trained directly (same initialization, config.seed)
+    and network_transfer on it; relative_param_change from that initialization."""
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    _, images = A.robustness_curve(pred, task.X_test, task.y_test, [0.0, 0.1])
+    cfg = train.TrainConfig(lr=0.5, steps=20, target_loss=0.0, seed=4)
+    rows, diverged = A.transfer_study(task.X_d, task.y_d, images, task.y_test, [8, 16], [0.5, 2.0], cfg, seed=1)
+    assert diverged == [] and [(r["width"], r["lr"], r["eps"]) for r in rows] == [
+        (w, lr, e) for w in (8, 16) for lr in (0.5, 2.0) for e in (0.0, 0.1)]
+    net = A.reference_mlp(16, 1)
+    r = train.train(net, task.X_d, task.y_d, train.TrainConfig(lr=2.0, steps=20, target_loss=0.0, seed=4),
+                    progress=False)
+    p0 = net.init(4, task.X_d.shape[1:])
+    want = A.network_transfer(net, r.params, task.y_test, images, seed=1)
+    got = [x for x in rows if x["width"] == 16 and x["lr"] == 2.0]
+    for g, w in zip(got, want, strict=True):
+        assert {k: g[k] for k in w} == pytest.approx(w)
+        np.testing.assert_allclose(g["relative_param_change"],
+                                   train.param_distance(r.params, p0) / train.param_distance(p0), rtol=1e-5)
+        np.testing.assert_allclose(g["train_loss"], r.final_loss, rtol=1e-5)
+    # a learning rate far too large diverges: reported, left out
+    with pytest.warns(UserWarning, match="diverged"):
+        rows, diverged = A.transfer_study(task.X_d, task.y_d, images, task.y_test, [8], [1e4], cfg)
+    assert rows == [] and diverged == [(8, 1e4)]
+
+
+def test_curve_at_reads_the_rows_at_eps():
+    curve = [dict(eps=0.0, clean=0.9, fgsm=0.9, pgd=0.9, noise=0.9), dict(eps=0.1, clean=0.9, fgsm=0.3, pgd=0.2)]
+    assert A.curve_at(curve, 0.1) == dict(clean_accuracy=0.9, fgsm_accuracy=0.3, pgd_accuracy=0.2)
+    out = A.curve_at([dict(eps=0.0, clean=0.8, fgsm=0.8)], 0.1)
+    assert out["pgd_accuracy"] is None and np.isnan(out["fgsm_accuracy"])
+
+
+def test_feature_gradients_are_each_features_input_gradient_rescaled(task, infinite):
+    F = A.eigen_features(infinite, task.X_d, task.y_d)
+    x = task.X_test[1:2]
+    G = A.feature_gradients(F, x, 3)
+    for i in range(3):
+        g = F.predictor(i).input_grad(x, np.ones(1))[0]
+        np.testing.assert_allclose(G[i], (g - g.min()) / (g.max() - g.min()), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="one"):
+        A.feature_gradients(F, task.X_test[:2], 3)
+
+
+def test_dynamics_study_is_the_two_trajectories(task):
+    arch = models.plain_mlp(16, depth=1)
+    cfg = train.TrainConfig(lr=0.5, steps=10, eval_every=5, target_loss=0.0, seed=2)
+    X, y = task.X_d[:12], task.y_d[:12]
+    dyn = A.dynamics_study(arch, X, y, cfg, n_probe=5, eps=0.1, pgd_steps=2, k=2)
+    assert dyn.training.tolist() == ["standard"] * 3 + ["adversarial"] * 3
+    for name, perturb in (("standard", None), ("adversarial", A.network_pgd(arch, 0.1, steps=2))):
+        rows, _ = A.kernel_trajectory(arch, X, y, cfg, X[:5], y[:5], perturb=perturb, k=2)
+        got = dyn[dyn.training == name]
+        np.testing.assert_allclose(got.kernel_change, [r["kernel_change"] for r in rows], rtol=1e-6)
+        np.testing.assert_allclose(got.alignment, [r["alignment"] for r in rows], rtol=1e-6)
+    assert not np.allclose(dyn.kernel_change[:3], dyn.kernel_change[3:])

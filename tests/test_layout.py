@@ -90,3 +90,45 @@ def _defined_here(tree, attr: str) -> bool:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.target.id == attr:
                 return True
     return False
+
+
+# ---------------------------------------------------------------------------- notebooks that narrate
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _cells(path):
+    """(kind, lines) of each jupytext percent cell after the header: kind "markdown" or "code"."""
+    import re
+
+    cells = re.split(r"^# %%", path.read_text(), flags=re.M)[1:]
+    return [("markdown" if c.startswith(" [markdown]") else "code", c.splitlines()[1:]) for c in cells]
+
+
+def test_the_notebooks_are_found():
+    assert len(NOTEBOOKS) == 9
+
+
+def test_notebooks_narrate_with_few_code_lines():
+    """Studies live in the library (issue 28): each notebook's code cells stay under 120 lines
+    (blank lines and comments not counted)."""
+    for nb in NOTEBOOKS:
+        n = sum(1 for kind, lines in _cells(nb) if kind == "code"
+                for line in lines if line.strip() and not line.strip().startswith("#"))
+        assert n < 120, f"{nb.name}: {n} lines of code; move its study loops into ntklib"
+
+
+def test_notebooks_write_results_through_the_library():
+    """results.json goes through plotting.save_results, never a hand-written json.dumps."""
+    for nb in NOTEBOOKS:
+        code = "\n".join(line for kind, lines in _cells(nb) if kind == "code" for line in lines)
+        assert "json.dump" not in code and "write_text" not in code, nb.name
+
+
+def test_notebook_prose_quotes_no_dated_measurement():
+    """Numbers measured on a date drift when the figures are regenerated: the dated record is
+    docs/results.md; a notebook's prose points there or at the tables it just printed."""
+    import re
+
+    for nb in NOTEBOOKS:
+        prose = "\n".join(line for kind, lines in _cells(nb) if kind == "markdown" for line in lines)
+        assert not re.search(r"[Mm]easured on|\b20\d\d-\d\d-\d\d\b", prose), nb.name
