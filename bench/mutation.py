@@ -69,7 +69,11 @@ def copy_tree(dest: Path) -> Path:
 def _mutmut_config(module: str) -> str:
     tests = ", ".join(f'"{t}"' for t in MODULES[module])
     return (f'\n[tool.mutmut]\nsource_paths = ["ntklib"]\nonly_mutate = ["ntklib/{module}.py"]\n'
-            f'pytest_add_cli_args_test_selection = [{tests}]\nalso_copy = ["data", "params"]\n')
+            f'pytest_add_cli_args_test_selection = [{tests}]\nalso_copy = ["data", "params"]\n'
+            # each mutant forks from a server that has imported pytest and the tests but run nothing: a
+            # fork of mutmut's own process, which has run JAX (multithreaded), can deadlock on a lock
+            # held by one of its threads (seen on unlearning: children asleep on a futex for minutes)
+            'process_isolation = "forkserver"\n')
 
 
 def _scratch(module: str, resume: bool = False) -> Path:
@@ -85,6 +89,10 @@ def _scratch(module: str, resume: bool = False) -> Path:
         # the sources too: mutmut re-mutates the functions whose code changed (their earlier verdicts
         # are dropped) and keeps the verdicts of the others
         shutil.copytree(ROOT / "ntklib", dest / "ntklib", dirs_exist_ok=True)
+        for toml in (dest / "pyproject.toml", dest / "mutants" / "pyproject.toml"):  # runs from before forkserver
+            if toml.exists() and "process_isolation" not in toml.read_text():
+                with open(toml, "a") as f:
+                    f.write('process_isolation = "forkserver"\n')
         return dest
     copy_tree(dest)
     with open(dest / "pyproject.toml", "a") as f:

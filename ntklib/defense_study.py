@@ -39,8 +39,7 @@ from . import validation as _val
 __all__ = ["DETECTORS", "IBAU_VARIANTS", "poison_sets", "setting", "settings", "detect", "detection_study",
            "ibau_study", "direction_study", "stability_study", "runtime", "poison_recovery"]
 
-DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
-             "representer")
+DETECTORS = _def.DETECTORS  # re-exported: notebook 07 and its parameter docs name it here
 
 
 def _check_exp(exp, needs=("task", "arch", "train_config")):
@@ -249,9 +248,7 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     return pd.DataFrame(rows), [v.params for v in victims]
 
 
-IBAU_VARIANTS = {"I-BAU": {}, "no indirect term": {"K": 0}, "fine-tuning": {"portion": 0.0}}
-"""I-BAU and its two ablations (notebook 07): the hypergradient's indirect term left out (K = 0:
-adversarial fine-tuning with the same delta*), and plain fine-tuning on the clean images (no delta)."""
+IBAU_VARIANTS = _unl.IBAU_VARIANTS  # re-exported: notebook 07 reads it here
 
 
 def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, variants=None, progress: bool = True,

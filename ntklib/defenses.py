@@ -68,7 +68,14 @@ __all__ = ["check_reps", "class_rows", "removal_count", "removal_set", "spectral
            "SpectreResult", "spectre",
            "robust_covariance", "kernel_datamodels", "datamodel_stability", "hat_datamodels",
            "strongest_feature_scores", "representer_scores",
-           "detection_metrics", "REMOVAL_FACTOR"]
+           "detection_metrics", "REMOVAL_FACTOR", "DETECTORS"]
+
+DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
+             "representer")
+"""The detectors compared in notebook 07 (:func:`ntklib.defense_study.detect` runs them): spectral
+signatures on the penultimate activations, on the victim's empirical NTK and on the infinite NTK,
+activation clustering, SPECTRE, the kernel datamodel with the strongest-feature search, its
+leave-one-out proxy, and the representer attribution of triggered test images."""
 
 REMOVAL_FACTOR = 1.5  # the papers remove the 1.5 eps highest scores (eps: the assumed number of poisons)
 

@@ -48,7 +48,19 @@ from ._precision import precision
 from ._xla import check as _check_xla
 
 __all__ = ["Kernel", "infinite_ntk", "infinite_nngp", "empirical_ntk", "user_kernel", "rbf",
-           "make_kernel"]
+           "make_kernel", "DESIGN_KERNELS"]
+
+DESIGN_KERNELS = {
+    "empirical": "the empirical NTK at the clean victim's weights (the network trained on d): the paper's "
+                 "choice (App. C.4)",
+    "empirical_init": "the empirical NTK at the network's initial weights",
+    "infinite": "the architecture's infinite-width NTK (neural-tangents)",
+    "empirical_ensemble": "the empirical NTKs of several clean networks (other seeds), the attack's loss "
+                          "averaged over them (our extension, not the paper's)",
+}
+"""The one vocabulary of the kernels that design poisons: :func:`make_kernel`, the notebooks'
+``kernel`` parameter and :func:`ntklib.pipeline.prepare` (which trains the clean victim or the
+ensemble's networks) all take these names."""
 
 DEFAULT_MEMORY = 1 << 30  # bytes of working memory per tile
 
@@ -465,14 +477,19 @@ def rbf(lengthscale: float = 1.0, dtype="float32", tile=None) -> Kernel:
 
 
 def make_kernel(kind: str, arch=None, params=None, **kw) -> Kernel:
-    """``kind`` in {"infinite" (NTK), "nngp", "empirical"}: the kernel of ``arch``
-    (and ``params`` for the empirical NTK)."""
-    _val.check_choice(kind, "kind", ("empirical", "infinite", "nngp"))
+    """One kernel of :data:`DESIGN_KERNELS` for ``arch``: ``"infinite"`` its infinite-width NTK;
+    ``"empirical"`` and ``"empirical_init"`` its empirical NTK at ``params`` (the clean victim's
+    trained weights or the initial ones: the caller holds them; :func:`ntklib.pipeline.prepare`
+    trains the victim). ``"empirical_ensemble"`` is a set of kernels, not one:
+    :func:`ntklib.pipeline.prepare` builds it. ``kw``: dtype, tile, memory, input_shape (infinite)."""
+    _val.check_choice(kind, "kind", tuple(DESIGN_KERNELS))
+    if kind == "empirical_ensemble":
+        raise ValueError("kind='empirical_ensemble' is several kernels (one per clean network): "
+                         "pipeline.prepare(..., kernel='empirical_ensemble') builds them and the averaged problem")
     if kind == "infinite":
         return infinite_ntk(arch, **kw)
-    if kind == "nngp":
-        return infinite_nngp(arch, **kw)
-    if kind == "empirical":
-        if params is None:
-            raise ValueError("the empirical NTK needs network parameters (params=...)")
-        return empirical_ntk(_models.check_architecture(arch).apply_fn, params, spec=dict(architecture=arch.spec), **kw)
+    if params is None:
+        raise ValueError(f"the empirical NTK ({kind}) needs network parameters (params=...): the clean victim's "
+                         "trained weights for 'empirical', arch.init(seed, shape) for 'empirical_init'")
+    spec = dict(architecture=_models.check_architecture(arch).spec, at=kind)
+    return empirical_ntk(arch.apply_fn, params, spec=kw.pop("spec", spec), **kw)

@@ -28,11 +28,12 @@ import numpy as np
 from . import attack as _attack
 from . import cache as _cache
 from . import data as _data
-from . import defense_study as _defense_study
+from . import defenses as _defenses
 from . import evaluate as _evaluate
 from . import kernels as _kernels
 from . import models as _models
 from . import train as _train
+from . import unlearning as _unlearning
 from . import validation as _val
 
 __all__ = ["CHOICES", "PARAMETER_RULES", "check_params",
@@ -43,7 +44,7 @@ CHOICES = dict(
     dataset=_data.DATASETS,
     trigger=("periodic", "patch"),
     architecture=("mlp", "cnn", "wide_resnet", "plain_mlp", "plain_cnn", "plain_wide_resnet"),
-    kernel=("empirical", "empirical_init", "infinite", "empirical_ensemble"),
+    kernel=tuple(_kernels.DESIGN_KERNELS),
     opt_method=("lbfgsb", "adam"),
     optimizer=("sgd", "adam"),
     readout=("flatten", "pool"),
@@ -161,8 +162,8 @@ PARAMETER_RULES = dict(
     dynamics_every=_positive_int, n_probe=_positive_int,
     # notebook 07 (defenses)
     ntba_budget=_positive_int, n_subsets=_positive_int, n_clean=_positive_ints, ibau_rounds=_positive_int,
-    ibau_variants=lambda v, k: _choice_list(tuple(_defense_study.IBAU_VARIANTS))(v, k),
-    detectors=lambda v, k: _choice_list(_defense_study.DETECTORS)(v, k),
+    ibau_variants=lambda v, k: _choice_list(tuple(_unlearning.IBAU_VARIANTS))(v, k),
+    detectors=lambda v, k: _choice_list(_defenses.DETECTORS)(v, k),
     retrain=lambda v, k: _val.check_bool(v, k),
     # notebook 09 (reconstruction)
     n_train=_positive_int, n_trains=_positive_ints,
@@ -317,7 +318,7 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
     kernel_id = None  # what, beyond the architecture and dtype, defines the kernel (its parameters)
     extra = {}
     if kernel == "infinite":
-        ks = [_kernels.infinite_ntk(arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])]
+        ks = [_kernels.make_kernel("infinite", arch, dtype=kernel_dtype, input_shape=task.X_d.shape[1:])]
     else:
         ensemble = kernel == "empirical_ensemble"
         if kernel == "empirical_init":
@@ -332,9 +333,9 @@ def prepare(dataset="digits", source=7, target=1, trigger="periodic", architectu
                 extra = dict(ensemble_seeds=seeds, clean_train_loss=max(r.final_loss for r in trained))
         leaves = [jax.tree_util.tree_leaves(p) for p in params]
         kernel_id = leaves if ensemble else leaves[0]
-        ks = [_kernels.empirical_ntk(arch.apply_fn, p, dtype=kernel_dtype,
-                                     spec=dict(architecture=arch.spec, at="empirical", seed=s) if ensemble
-                                     else dict(architecture=arch.spec, at=kernel))
+        ks = [_kernels.make_kernel("empirical" if ensemble else kernel, arch, p, dtype=kernel_dtype,
+                                   spec=dict(architecture=arch.spec, at="empirical", seed=s) if ensemble
+                                   else dict(architecture=arch.spec, at=kernel))
               for p, s in zip(params, extra.get("ensemble_seeds", [None]), strict=True)]
     members = [_attack.BackdoorProblem.from_task(task, k, ridge=ridge, w_attack=w_attack) for k in ks]
     problem = _attack.EnsembleProblem(members) if kernel == "empirical_ensemble" else members[0]

@@ -57,7 +57,13 @@ from tqdm.auto import tqdm
 from . import models as _models
 from . import validation as _val
 
-__all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation"]
+__all__ = ["implicit_hypergradient", "fixed_point_diagnostics", "IBAUResult", "ibau", "universal_perturbation",
+           "IBAU_VARIANTS"]
+
+IBAU_VARIANTS = {"I-BAU": {}, "no indirect term": {"K": 0}, "fine-tuning": {"portion": 0.0}}
+"""I-BAU and its two ablations, as settings of :func:`ibau`: the hypergradient's indirect term left
+out (K = 0: adversarial fine-tuning with the same delta*), and plain fine-tuning on the clean images
+(no delta). Notebook 07 and ``bench/ibau.py`` run them side by side."""
 
 
 def _tree_add(a, b, scale=1.0):

@@ -258,3 +258,25 @@ for arch in (models.plain_cnn(8, 1), models.plain_wide_resnet(10, 1), models.pla
                                       " --xla_force_host_platform_device_count=2").strip())
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_one_kernel_vocabulary():
+    """make_kernel, the notebooks' kernel parameter and pipeline.prepare take the same names."""
+    from ntklib import params as _params
+    from ntklib import pipeline
+
+    assert pipeline.CHOICES["kernel"] == tuple(kernels.DESIGN_KERNELS)
+    assert set(_params.defaults("06_what_transfers")["kernels"]) <= set(kernels.DESIGN_KERNELS)
+    arch = models.mlp(8, depth=1)
+    p = arch.init(0, (8, 8, 1))
+    X = data.load_digits()[0][:4]
+    for kind in ("empirical", "empirical_init"):
+        k = kernels.make_kernel(kind, arch, p, dtype="float64")
+        np.testing.assert_allclose(k(X), kernels.empirical_ntk(arch.apply_fn, p, dtype="float64")(X), rtol=1e-12)
+        assert k.spec["at"] == kind
+    np.testing.assert_allclose(kernels.make_kernel("infinite", arch, dtype="float64")(X),
+                               kernels.infinite_ntk(arch, dtype="float64")(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="several kernels"):
+        kernels.make_kernel("empirical_ensemble", arch, p)
+    with pytest.raises(ValueError, match="must be one of"):
+        kernels.make_kernel("nngp", arch)
