@@ -139,7 +139,8 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
 
     ``budgets`` are NTBA's; ``sampling_budgets`` (default: the same) the
     baseline's, which usually needs larger ones to reach high ASR.
-    Budgets above the candidate pool are dropped. NTBA poisons are designed
+    A budget above the candidate pool is refused (as everywhere in ntklib:
+    :func:`ntklib.validation.check_budgets`), before anything trains. NTBA poisons are designed
     once per budget (deterministic given the problem; pass ``ntba`` from
     :func:`ntba_poisons` to reuse them); seeds vary the victim's initialization
     (and, for sampling, the random subset). With ``network=False`` only the
@@ -166,16 +167,9 @@ def sweep(task, problem, arch, budgets=(1, 2, 5, 10, 20, 50, 100), seeds=(0, 1, 
         csv_path = _val.check_path(csv_path, "csv_path", suffixes=(".csv",), writable=True)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
 
-    def fit(bs, name):
-        bs = _val.check_int_list(bs, name, min=1)
-        kept = sorted(set(b for b in bs if b <= m))
-        if not kept:
-            raise ValueError(f"{name}={bs} is invalid: no budget fits the candidate pool of {m} "
-                             "(budgets above the pool are dropped)")
-        return kept
-
-    budgets = fit(budgets, "budgets")
-    sampling_budgets = budgets if sampling_budgets is None else fit(sampling_budgets, "sampling_budgets")
+    budgets = _val.check_budgets(budgets, "budgets", m)  # one policy: a budget above the pool is refused
+    sampling_budgets = budgets if sampling_budgets is None else _val.check_budgets(sampling_budgets,
+                                                                                    "sampling_budgets", m)
     if ntba is not None and "ntba" in methods:
         missing = [b for b in budgets if b not in ntba]
         if missing:

@@ -433,11 +433,9 @@ def run(dataset="digits", source=7, target=1, trigger="periodic", architecture="
     exp = experiment or prepare(dataset, source, target, trigger, architecture, width, depth, kernel,
                                 train_config=train_config, progress=progress, smoke=smoke, **prepare_kw)
     m = len(exp.task.X_cand)
-    kept = [b for b in budgets if b <= m]
-    if not kept:
-        raise ValueError(f"budgets={list(budgets)} is invalid: none fits the candidate pool of {m} triggered source "
-                         "images; give smaller budgets or a larger task (task_kw n_train_per_class / n_pool)")
-    budgets = kept
+    budgets = _val.check_budgets(budgets, "budgets", m)  # refused above the pool, before any poison is designed
+    if sampling_budgets is not None:
+        sampling_budgets = _val.check_budgets(sampling_budgets, "sampling_budgets", m)
     poisons = None
     if "ntba" in methods:
         poisons = design_poisons(exp, budgets, opt_steps, opt_method, progress=progress)

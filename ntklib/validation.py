@@ -350,11 +350,15 @@ def check_int_list(values, name: str, *, min=None, max=None, allow_empty: bool =
 
 
 def check_budgets(budgets, name: str, pool: int) -> list[int]:
-    """Budgets as a sorted list of distinct integers in [1, pool]."""
+    """Budgets as a sorted list of distinct integers in [1, pool]: the one budget policy of ntklib
+    (the design steps, the sweeps and the pipeline refuse a budget above the candidate pool, before
+    any work, rather than drop it)."""
     if pool < 1:
         raise ValueError(f"{name}: the candidate pool is empty; there is nothing to choose poisons from")
     return sorted(set(check_int_list(budgets, name, min=1, max=pool,
-                                     hint=f"budgets count poisons taken from the pool of {pool} candidates")))
+                                     hint=f"budgets count poisons taken from the pool of {pool} candidates; give "
+                                          "budgets up to it, or a larger task (task_kw n_train_per_class, "
+                                          "n_pool)")))
 
 
 def check_params_tree(params, name: str = "params"):

@@ -272,6 +272,10 @@ CASES = [
      "must be an ntklib.data.BackdoorTask"),
     ("ntba-budget-over-pool", lambda e: evaluate.ntba_poisons(e["problem"], e["task"].X_cand, [1, 1000]), ValueError,
      "budgets[1]=1000 is invalid"),
+    # one budget policy: run and sweep refuse what the design steps refuse (they used to drop it silently)
+    ("sweep-sampling-budget-over-pool", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], budgets=[1],
+                                                                 sampling_budgets=[1000], network=False),
+     ValueError, "sampling_budgets[0]=1000 is invalid"),
     ("sweep-method", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], methods=("magic",)), ValueError,
      "methods[0]='magic' is invalid"),
     ("sweep-csv-suffix", lambda e: evaluate.sweep(e["task"], e["problem"], e["arch"], csv_path=e["tmp"] / "t.xlsx"),

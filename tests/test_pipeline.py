@@ -121,3 +121,14 @@ def test_readout_option_builds_the_asked_network():
         pipeline.check_params(readout="max")
     pipeline.check_params(readout=None)
 
+
+
+def test_run_refuses_a_budget_above_the_pool_before_designing_poisons(monkeypatch):
+    """One budget policy (validation.check_budgets): run refuses, as the design steps do; it used to
+    drop such budgets silently."""
+    exp = pipeline.prepare("digits", width=16, depth=1, kernel="infinite", progress=False, smoke=True)
+    m = len(exp.task.X_cand)
+    monkeypatch.setattr(pipeline, "design_poisons", lambda *a, **k: pytest.fail("designed poisons"))
+    for kw in (dict(budgets=[1, m + 1]), dict(budgets=[1], sampling_budgets=[m + 5])):
+        with pytest.raises(ValueError, match=f"pool of {m} candidates"):
+            pipeline.run(experiment=exp, progress=False, **kw)
