@@ -53,6 +53,21 @@ def test_no_import_cycle_between_modules():
     assert graph["validation"] <= {"profiling"}, graph["validation"]
 
 
+# the layers (docs/design.md, section 5): the paper's methods and the tools they use below; the
+# experiments (the pipeline, sweeps, the notebooks' studies, parameters) and the tools that run them above
+METHODS = {"_precision", "_xla", "validation", "profiling", "cache", "plotting", "artifacts", "data", "triggers",
+           "models", "train", "kernels", "regression", "attack", "defenses", "unlearning", "adversarial",
+           "reconstruction"}
+EXPERIMENTS = {"evaluate", "pipeline", "defense_study", "params", "cost", "paper_regime", "runner", "book"}
+
+
+def test_every_module_has_a_layer_and_no_method_imports_an_experiment():
+    assert set(MODULES) - {"__init__"} == METHODS | EXPERIMENTS and not METHODS & EXPERIMENTS
+    for m in METHODS:
+        up = _imports(MODULES[m]) & EXPERIMENTS
+        assert not up, f"{m} (a method) imports {sorted(up)} (the experiments layer above it)"
+
+
 def test_no_module_reads_another_modules_private_names():
     """``_x`` names are a module's own: ``other._name`` (a function or a constant of another ntklib
     module) and ``obj._attr`` on an object of another module's class are refused; what another
