@@ -948,3 +948,49 @@ def test_spectre_picks_the_dimension_of_largest_que_variance():
     want_scores, want_removed = ref_spectre_at(R, 10, best)
     np.testing.assert_allclose(res.scores, want_scores, rtol=1e-6)
     np.testing.assert_array_equal(res.removed, want_removed)
+
+
+def test_fixed_point_diagnostics_exact_and_power_on_images_of_more_than_64_pixels():
+    """A 10 x 10 image (100 pixels: the exact Jacobian takes two chunks of 64 columns) against an
+    independent Jacobian from jax.jacfwd of the inner map, every eigenvalue statistic; "auto" picks the
+    exact route up to 1024 pixels (it reports the range) and power iteration above (it does not)."""
+    arch = models.plain_mlp(8, depth=1, activation="erf")
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, (12, 10, 10, 1)).astype(np.float32)
+    y = np.where(np.arange(12) % 2 == 0, 1.0, -1.0)
+    params = arch.init(0, X.shape[1:])
+    delta = (0.3 * rng.standard_normal((10, 10, 1))).astype(np.float32)
+
+    def phi(v):
+        def inner(u):
+            return -jnp.mean((arch.predict(params, X + u.reshape(10, 10, 1)) - y) ** 2) + 1e-3 * jnp.sum(u ** 2)
+        return v - 0.5 * jax.grad(inner)(v)
+
+    J = np.asarray(jax.jacfwd(phi)(jnp.asarray(delta.ravel())), np.float64)
+    eig = np.linalg.eigvalsh((J + J.T) / 2)
+    d = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5, method="auto")
+    np.testing.assert_allclose([d["spectral_radius"], d["eig_min"], d["eig_max"]],
+                               [np.abs(eig).max(), eig.min(), eig.max()], rtol=1e-4, atol=1e-5)
+    assert eig.min() < 0.999 < 1.001 < eig.max()  # a range the statistics can get wrong
+    power = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5, method="power",
+                                               iters=200)
+    assert "eig_min" not in power and abs(power["spectral_radius"] - np.abs(eig).max()) < 1e-3
+    big = rng.uniform(0, 1, (4, 33, 33, 1)).astype(np.float32)  # 1089 pixels: auto runs power iteration
+    p_big = arch.init(0, big.shape[1:])
+    auto = unlearning.fixed_point_diagnostics(arch, p_big, big, y[:4], np.zeros((33, 33, 1), np.float32) + 0.1,
+                                              iters=5)
+    assert "eig_min" not in auto and auto["spectral_radius"] > 0
+
+
+def test_the_projection_onto_the_l2_ball_and_its_radius_bound():
+    d = jnp.asarray([0.3, 0.4])  # norm 0.5
+    np.testing.assert_allclose(unlearning._project(d, 1.0), d)  # inside: unchanged (never scaled up)
+    np.testing.assert_allclose(unlearning._project(d, 0.25), [0.15, 0.2], rtol=1e-6)  # norm < 1, outside
+    np.testing.assert_allclose(unlearning._project(10 * d, 2.0), [1.2, 1.6], rtol=1e-6)
+    np.testing.assert_allclose(unlearning._project(jnp.zeros(2), 1.0), [0.0, 0.0])
+    arch = models.plain_mlp(4, depth=1)
+    X = np.zeros((2, 3, 3, 1), np.float32)  # the box's diagonal: 3
+    p = arch.init(0, X.shape[1:])
+    assert unlearning.universal_perturbation(arch, p, X, np.ones(2), radius=3.0, steps=1).shape == (3, 3, 1)
+    with pytest.raises(ValueError, match=r"radius=3.01 is invalid: must be > 0 and <= 3.0; .*diagonal 3 "):
+        unlearning.universal_perturbation(arch, p, X, np.ones(2), radius=3.01, steps=1)
