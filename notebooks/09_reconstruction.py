@@ -46,10 +46,10 @@
 # four attack forms, five distillation seeds): 13.5 minutes on 2 CPU cores shared with other work,
 # most of it the width-1024 attacks (`smoke=True`: ~1 minute).
 #
-# **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.distillation_study`,
-# `reconstruction.INIT`, `data.make_task`, `pipeline.prepare`, `defense_study.poison_sets`,
-# `defense_study.poison_recovery`, `kernels.infinite_ntk`, `plotting.savefig`, `plotting.image_grid`,
-# `plotting.save_results`.
+# **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.scaling_study`,
+# `reconstruction.distillation_study`, `reconstruction.INIT`, `data.make_task`, `pipeline.prepare`,
+# `defense_study.poison_sets`, `defense_study.poison_recovery`, `kernels.infinite_ntk`,
+# `plotting.savefig`, `plotting.image_grid`, `plotting.save_results`.
 
 # %%
 import os
@@ -142,14 +142,8 @@ print(starts[["init", "start_ssim", "ssim", "baseline_ssim", "beats_unseen", "l2
 variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="init"),
             dict(linear=False, grad_at="both"), dict(linear=True, grad_at="init")]
 common = dict(depth=depth, steps=attack_steps, lr=attack_lr, seed=seed, init=init)
-by_width = reconstruction.study(X, y, [dict(v, width=w) for w in widths for v in variants], X_unseen=X_unseen,
-                                **common)
-by_n = []
-for n in n_trains:
-    Xn, yn, Xu, _ = sample(n)
-    by_n.append(reconstruction.study(Xn, yn, [v for v in variants if v["grad_at"] != "both"], X_unseen=Xu,
-                                     width=width, **common))
-study = pd.concat([by_width.assign(study="width"), pd.concat(by_n).assign(study="n")], ignore_index=True)
+samples = {n: sample(n)[:3] for n in {n_train, *n_trains}}
+study = reconstruction.scaling_study(samples, n_train, width, widths, n_trains, variants, **common)
 print(study[["study", "width", "n", "attack", "train_loss", "match", "ssim", "baseline_ssim", "beats_unseen", "l2",
              "seconds"]].round(3).to_string())
 

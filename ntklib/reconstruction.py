@@ -458,6 +458,38 @@ def study(X, y, settings, X_unseen=None, **common):
     return pd.DataFrame(rows)
 
 
+def scaling_study(samples: dict, n_train: int, width: int, widths, n_trains, variants, **common):
+    """How leakage depends on width and on the number of training images (notebook 09, part 2; Loo
+    et al., Sec. 4: N / W). ``samples``: {N: (X, y, X_unseen)} for ``n_train`` and every N of
+    ``n_trains``; ``variants``: :func:`run` settings compared at every point (linear, grad_at, ...).
+    The width sweep runs every variant at each width of ``widths`` on the ``n_train`` images; the N
+    sweep runs the variants other than ``grad_at="both"`` (the authors' ``both_kernels``, twice the
+    cost: the width sweep shows it) at ``width`` on the sample of each N. A point both sweeps hold (N =
+    n_train at ``width``) is attacked once and reported in both. Returns :func:`study`'s table with
+    a column ``study`` ("width" or "n"). ``common``: the other arguments of :func:`run`."""
+    import pandas as pd
+
+    widths = _val.check_int_list(widths, "widths", min=1)
+    n_trains = _val.check_int_list(n_trains, "n_trains", min=1)
+    missing = [n for n in [n_train, *n_trains] if not isinstance(samples, dict) or n not in samples]
+    if missing:
+        raise ValueError(f"samples must be a dict {{N: (X, y, X_unseen)}} holding n_train={n_train} and every N of "
+                         f"n_trains={n_trains}; it lacks {sorted(set(missing))}")
+    done = {}
+
+    def point(n, kw):
+        key = (n, tuple(sorted(kw.items())))
+        if key not in done:
+            X, y, X_unseen = samples[n]
+            done[key] = study(X, y, [kw], X_unseen=X_unseen, **common).iloc[0]
+        return done[key]
+
+    rows = [dict(point(n_train, dict(v, width=w)), study="width") for w in widths for v in variants]
+    rows += [dict(point(n, dict(v, width=width)), study="n") for n in n_trains for v in variants
+             if v.get("grad_at") != "both"]
+    return pd.DataFrame(rows)
+
+
 def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2, seeds=(0, 1, 2, 3, 4),
                        steps: int = 2000, lr: float = 0.02, init: str = "flat", ridge: float = 1e-3,
                        confidence: float = 0.95) -> tuple:

@@ -4,6 +4,7 @@ attack itself recovering training images better than real images it never saw.""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from ntklib import data, kernels, models, reconstruction, train
@@ -229,3 +230,29 @@ def test_bad_inputs(tiny):
         return
     with pytest.raises(ValueError, match="plain_mlp"):
         reconstruction.reconstruct(stax_mlp, p, p, 4, X.shape[1:], steps=1, progress=False)
+
+
+def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkeypatch):
+    """The width sweep (every variant, N = n_train) and the N sweep (no both_kernels, at width) as
+    study() would give them one by one; the shared point (n_train, width) is attacked once."""
+    calls = []
+
+    def fake_study(X, y, settings, X_unseen=None, **common):
+        (kw,) = settings
+        calls.append((len(X), kw["width"], kw["grad_at"], kw["linear"]))
+        assert X_unseen is samples[len(X)][2] and common == dict(steps=3, seed=1)
+        return pd.DataFrame([dict(n=len(X), width=kw["width"], attack=f"{kw['linear']} @ {kw['grad_at']}",
+                                  ssim=len(X) / kw["width"])])
+
+    samples = {n: (np.zeros((n, 8, 8, 1)), np.ones(n), np.zeros((2 * n, 8, 8, 1))) for n in (4, 6, 8)}
+    variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="both"),
+                dict(linear=True, grad_at="init")]
+    monkeypatch.setattr(reconstruction, "study", fake_study)
+    t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1)
+    assert t.study.tolist() == ["width"] * 6 + ["n"] * 6
+    assert list(zip(t.n, t.width, strict=True)) == [(6, 16)] * 3 + [(6, 32)] * 3 + [(4, 32)] * 2 + [(6, 32)] * 2 + [(8, 32)] * 2
+    assert "False @ both" not in set(t[t.study == "n"].attack)
+    assert len(calls) == len(set(calls)) == 6 + 4  # (6, 32) final and linear: once each
+    np.testing.assert_allclose(t.ssim, t.n / t.width)
+    with pytest.raises(ValueError, match=r"lacks \[10\]"):
+        reconstruction.scaling_study(samples, 6, 32, [16], [4, 10], variants)
