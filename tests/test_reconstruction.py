@@ -250,7 +250,8 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
     monkeypatch.setattr(reconstruction, "study", fake_study)
     t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1)
     assert t.study.tolist() == ["width"] * 6 + ["n"] * 6
-    assert list(zip(t.n, t.width, strict=True)) == [(6, 16)] * 3 + [(6, 32)] * 3 + [(4, 32)] * 2 + [(6, 32)] * 2 + [(8, 32)] * 2
+    assert list(zip(t.n, t.width, strict=True)) == ([(6, 16)] * 3 + [(6, 32)] * 3 + [(4, 32)] * 2 + [(6, 32)] * 2
+                                                    + [(8, 32)] * 2)
     assert "False @ both" not in set(t[t.study == "n"].attack)
     assert len(calls) == len(set(calls)) == 6 + 4  # (6, 32) final and linear: once each
     np.testing.assert_allclose(t.ssim, t.n / t.width)
