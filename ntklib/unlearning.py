@@ -157,6 +157,46 @@ def _inner_map(arch, fixed_point_lr):
     return inner_map
 
 
+def _diagnostic_programs(arch, eta: float):
+    """The compiled programs of :func:`fixed_point_diagnostics` for ``arch`` and ``eta``: (64 JVPs of
+    Phi in delta at once, one JVP), compiled once and kept in ``arch.programs`` (I-BAU measures every
+    round of every victim: a program per call used to be compiled again each time). delta, the
+    parameters and the images are arguments, not constants (XLA would fold them for long)."""
+    key = ("fixed_point_diagnostics", float(eta))
+    if key not in arch.programs:
+        phi = _inner_map(arch, eta)
+
+        def jvp(e, d, p, x, yy):
+            return jax.jvp(lambda v: phi(p, v.reshape(d.shape), x, yy).reshape(-1), (d.reshape(-1),), (e,))[1]
+
+        arch.programs[key] = (jax.jit(jax.vmap(jvp, in_axes=(0, None, None, None, None))), jax.jit(jvp))
+    return arch.programs[key]
+
+
+def _ibau_programs(arch, K: int, eta: float, fixed_point_batch: str, outer_lr: float):
+    """The optimizer and the compiled programs of :func:`ibau` (one outer step; the outer loss), built
+    once per architecture and setting and kept in ``arch.programs``: notebook 07 runs I-BAU on every
+    victim, clean-set size and variant, and each call used to compile its own step. The fixed-point
+    batch (the reference's first minibatch) is an argument of the step, not a constant."""
+    key = ("ibau", int(K), float(eta), fixed_point_batch, float(outer_lr))
+    if key not in arch.programs:
+        inner_map = _inner_map(arch, eta)
+        tx = optax.adam(outer_lr)
+
+        @jax.jit
+        def step(theta, opt_state, delta, xb, yb, mb, x_first, y_first):
+            xf, yf = (x_first, y_first) if fixed_point_batch == "first" else (xb, yb)
+            g = implicit_hypergradient(lambda th, d: _loss(arch, th, xb, yb, d, mb),
+                                       lambda th, d: inner_map(th, d, xf, yf), theta, delta, K)
+            updates, opt_state = tx.update(g, opt_state, theta)
+            return optax.apply_updates(theta, updates), opt_state
+
+        # the outer loss after each step, to stop on divergence (a separate program: the step's is unchanged)
+        outer_loss = jax.jit(lambda theta, delta, xb, yb, mb: _loss(arch, theta, xb, yb, delta, mb))
+        arch.programs[key] = (tx, step, outer_loss)
+    return arch.programs[key]
+
+
 def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0.1, method: str = "auto",
                             iters: int = 50) -> dict:
     """What the hypergradient's derivation assumes, measured at ``delta`` (H, W, C) on (X, y) (the
@@ -181,25 +221,21 @@ def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0
     step = np.asarray(phi(params, d, Xj, yj) - d, np.float64)
     norm = float(np.linalg.norm(np.asarray(delta, np.float64)))
     out = dict(residual=float(np.linalg.norm(step)) / max(norm, 1e-12))
-    # parameters and images are arguments of the programs, not constants (XLA would fold them for long)
-    def jvp(e, p, x, yy):
-        return jax.jvp(lambda v: phi(p, v.reshape(d.shape), x, yy).reshape(-1), (d.reshape(-1),), (e,))[1]
+    cols, jvp_jit = _diagnostic_programs(arch, eta)
 
     if method == "exact" or (method == "auto" and d.size <= 1024):
         # the Jacobian column by column (forward mode), 64 columns per program
-        cols = jax.jit(jax.vmap(jvp, in_axes=(0, None, None, None)))
         eye = np.eye(d.size, dtype=np.float32)
-        J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64]), params, Xj, yj), np.float64)
+        J = np.concatenate([np.asarray(cols(jnp.asarray(eye[i:i + 64]), d, params, Xj, yj), np.float64)
                             for i in range(0, d.size, 64)]).T
         eig = np.linalg.eigvalsh((J + J.T) / 2)
         out.update(spectral_radius=float(np.abs(eig).max()), eig_min=float(eig.min()), eig_max=float(eig.max()))
     else:
-        jvp_jit = jax.jit(jvp)
         v = np.random.default_rng(0).standard_normal(d.size).astype(np.float32)
         v /= np.linalg.norm(v)
         lam = 0.0
         for _ in range(iters):
-            w = np.asarray(jvp_jit(jnp.asarray(v), params, Xj, yj), np.float64)
+            w = np.asarray(jvp_jit(jnp.asarray(v), d, params, Xj, yj), np.float64)
             lam = float(np.linalg.norm(w))
             v = (w / max(lam, 1e-30)).astype(np.float32)
         out.update(spectral_radius=lam)
@@ -257,22 +293,9 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
     _val.check_choice(fixed_point_batch, "fixed_point_batch", ("first", "current"))
     diagnostics = _val.check_bool(diagnostics, "diagnostics")
     rng = np.random.default_rng(_val.check_seed(seed))
-    inner_map = _inner_map(arch, fixed_point_lr)
     bs = min(batch_size, len(X))
     x_first, y_first = jnp.asarray(X[:bs]), jnp.asarray(y[:bs], X.dtype)  # the reference's images_list[0]
-
-    @jax.jit
-    def step(theta, opt_state, delta, xb, yb, mb):
-        xf, yf = (x_first, y_first) if fixed_point_batch == "first" else (xb, yb)
-        g = implicit_hypergradient(lambda th, d: _loss(arch, th, xb, yb, d, mb),
-                                   lambda th, d: inner_map(th, d, xf, yf), theta, delta, K)
-        updates, opt_state = tx.update(g, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
-
-    # the outer loss after each step, to stop on divergence (a separate program: the step's is unchanged)
-    outer_loss = jax.jit(lambda theta, delta, xb, yb, mb: _loss(arch, theta, xb, yb, delta, mb))
-
-    tx = optax.adam(outer_lr)
+    tx, step, outer_loss = _ibau_programs(arch, K, fixed_point_lr, fixed_point_batch, outer_lr)
     opt_state = tx.init(params)
     hist = {"round": [], "inner_loss": [], "delta_norm": []}
     deltas = []
@@ -300,7 +323,7 @@ def ibau(arch, params, X_clean, y_clean, rounds: int = 5, radius: float | None =
             mb = np.zeros(bs, np.float32)
             mb[rng.choice(bs, n_patched, replace=False)] = 1.0
             xb, yb, mb = jnp.asarray(X[idx]), jnp.asarray(y[idx], X.dtype), jnp.asarray(mb)
-            params, opt_state = step(params, opt_state, delta, xb, yb, mb)
+            params, opt_state = step(params, opt_state, delta, xb, yb, mb, x_first, y_first)
             _val.check_loss(outer_loss(params, delta, xb, yb, mb), f"I-BAU (round {r + 1}, outer step {o + 1})",
                             r * outer_steps + o + 1, f"lower outer_lr (now {outer_lr:g}); the reference uses Adam "
                             "at 1e-3")
