@@ -35,7 +35,7 @@ from . import validation as _val
 
 __all__ = [
     "load_digits", "load_cifar10", "load_dataset", "download_cifar10", "find_cifar10",
-    "verify_cifar10", "make_task", "BackdoorTask", "CIFAR10_CLASSES", "DATASETS",
+    "verify_cifar10", "make_task", "pool_size", "BackdoorTask", "CIFAR10_CLASSES", "DATASETS",
     "default_trigger", "project_data_dir", "export_cifar10_subset", "find_cifar10_subset", "CIFAR10_SUBSET",
     "class_index",
 ]
@@ -447,6 +447,24 @@ def _take(idx: np.ndarray, n, what: str, cls, available: int):
         raise ValueError(f"{what} = {n} for class {cls}, but only {available} images are "
                          f"available; choose a size between 1 and {available}")
     return idx[:n]
+
+
+def pool_size(dataset: str = "digits", source=7, n_train_per_class=None, n_eval_per_class: int = 30,
+              n_pool=None, **_other) -> int:
+    """The size of the candidate pool :func:`make_task` would build with these sizes (the triggered
+    source images of d: ``n_pool``, or all of d's ``n_train_per_class`` source images, by default
+    every training image of the class after the ``n_eval_per_class`` held out), computed without
+    building the task: the runner checks every budget against it before anything runs. Other
+    make_task arguments are accepted and ignored. Cost: digits, one count of the embedded labels;
+    CIFAR-10, none (5000 training images per class)."""
+    if dataset == "digits":
+        n_class = int(np.sum(_digits_split()[1] == class_index("digits", source)))
+    else:
+        _val.check_choice(dataset, "dataset", DATASETS)
+        class_index(dataset, source)
+        n_class = 5000  # CIFAR-10's training split, every class
+    n_src = n_class - int(n_eval_per_class) if n_train_per_class is None else int(n_train_per_class)
+    return int(n_pool) if n_pool is not None else n_src
 
 
 def make_task(dataset: str = "digits", source=7, target=1, trigger="periodic",

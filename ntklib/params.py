@@ -319,6 +319,31 @@ def kind(default) -> str:
             dict: "a dict (mapping)"}.get(type(default), type(default).__name__)
 
 
+BUDGET_PARAMS = ("budget", "budgets", "sampling_budgets", "variant_budgets", "variant_sampling_budgets",
+                 "ntba_budget", "hinge_budget", "swap_budget")
+
+
+def _check_pool(p, task_kw):
+    """Every budget parameter fits the candidate pool of the notebook's task (the library refuses a
+    budget above it: better here, before anything runs, than inside the notebook)."""
+    from . import data as _data
+
+    m = _data.pool_size(p.get("dataset", "digits"), p.get("source", 7), **task_kw)
+    for name in BUDGET_PARAMS:
+        if name in p:
+            too_big = [b for b in (p[name] if isinstance(p[name], (list, tuple)) else [p[name]]) if b > m]
+            if too_big:
+                raise ValueError(f"parameter {name}={p[name]!r} is invalid: {too_big} exceed(s) the candidate pool of "
+                                 f"{m} triggered source images of this task; give budgets up to {m} (or a larger "
+                                 "task: task_kw n_train_per_class / n_pool)")
+
+
+def _check_task_pool(p):
+    if "task_kw" in p:
+        kw = dict(p["task_kw"] or {})
+        _check_pool(p, _pipeline.smoke_task_kw(kw) if p.get("smoke") else kw)
+
+
 def _check_06(p):
     if p["kernel"] not in p["kernels"]:
         raise ValueError(f"parameter kernel={p['kernel']!r} must be one of kernels={list(p['kernels'])} (the victim "
@@ -334,6 +359,7 @@ def _check_08(p):
 
 def _check_09(p):
     _val.check_choice(p["distill_kernel"], "distill_kernel", ("infinite", "empirical"))
+    _check_pool(p, dict(n_train_per_class=p["n_train"] // 2, n_eval_per_class=10))  # part 4's task
     if len(p["distill_seeds"]) < 2:
         raise ValueError(f"parameter distill_seeds={p['distill_seeds']!r} is invalid: part 3's intervals need at "
                          "least 2 seeds")
@@ -358,8 +384,9 @@ def check(notebook: str, values: dict) -> dict:
 
     Every name of the schema must be present, and no other; each value must have its default's kind,
     pass its rule (:data:`ntklib.pipeline.PARAMETER_RULES`, with the dataset's class labels for
-    source and target), and the notebook's rules between parameters (:data:`NOTEBOOK_RULES`).
-    Cost: microseconds (no data is loaded)."""
+    source and target), the notebook's rules between parameters (:data:`NOTEBOOK_RULES`), and every
+    budget against the candidate pool of the task it describes (:func:`ntklib.data.pool_size`).
+    Cost: milliseconds (no image is loaded)."""
     schema = _schema(notebook)
     if not isinstance(values, dict):
         raise TypeError(f"values={_val.describe(values)} is invalid: must be a dict {{name: value}}")
@@ -373,6 +400,7 @@ def check(notebook: str, values: dict) -> dict:
             raise TypeError(f"parameter {name}={values[name]!r} is invalid: must be {kind(p.default)} (the default "
                             f"is {p.default!r})")
     _pipeline.check_params(**values)
+    _check_task_pool(smoke_values(notebook, values) if values.get("smoke") else values)
     if notebook in NOTEBOOK_RULES:
         NOTEBOOK_RULES[notebook](values)
     return values

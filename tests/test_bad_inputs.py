@@ -648,6 +648,23 @@ def test_committed_parameter_files_pass_the_checks_of_the_notebooks_they_serve(p
     runner.check_parameters(runner.notebook_sources(selection), {"smoke": True}, shared)
 
 
+def test_a_budget_above_the_tasks_pool_is_refused_by_the_runner_before_anything_runs(tmp_path, monkeypatch):
+    """The library refuses a budget above the candidate pool (one policy); the runner refuses it first,
+    from the task sizes alone (data.pool_size), for the run and for its smoke sizes."""
+    from ntklib import data
+
+    assert data.pool_size("digits", 7) == len(data.make_task("digits", 7, 1).X_cand)
+    assert data.pool_size("digits", 7, n_train_per_class=30, n_eval_per_class=10) == 30
+    assert data.pool_size("cifar10", "truck", n_pool=12, n_train_per_class=150) == 12
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("a notebook ran"))
+    assert runner.main(["-p", "budgets=[1, 200]", "06"]) == 2
+    assert runner.main(["-p", "task_kw={'n_train_per_class': 40}", "-p", "sampling_budgets=[5, 41]", "06"]) == 2
+    assert runner.main(["-p", "ntba_budget=11", "-p", "n_train=20", "09"]) == 2
+    with pytest.raises(ValueError, match=r"budgets=\[1, 5\] is invalid: \[5\] exceed\(s\) the candidate pool of 4"):
+        params.check("05_transfer_to_networks", {**params.defaults("05_transfer_to_networks"), "budgets": [1, 5],
+                                                 "task_kw": {"n_pool": 4}})
+
+
 def test_every_notebook_parameters_cell_is_its_schema():
     """The parameters cell of each notebook is ntklib.params' rendering of its schema (the names, their
     order and defaults), and every schema's defaults and smoke values pass its checks (`make lint`,
