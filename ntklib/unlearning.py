@@ -140,10 +140,13 @@ def _ascent(arch, params, X, y, radius, steps, lr):
     """:func:`universal_perturbation` on inputs already checked (I-BAU calls it every round)."""
     X = jnp.asarray(X)
     y = jnp.asarray(y, X.dtype)
-    grad = jax.jit(jax.grad(lambda d: _loss(arch, params, X, y, d)))
+    key = ("ibau_ascent",)  # compiled once per architecture: the parameters and images are arguments
+    if key not in arch.programs:
+        arch.programs[key] = jax.jit(jax.grad(lambda d, p, x, yy: _loss(arch, p, x, yy, d)))
+    grad = arch.programs[key]
     delta = jnp.zeros(X.shape[1:], X.dtype)
     for _ in range(steps):
-        g = grad(delta)
+        g = grad(delta, params, X, y)
         delta = _project(delta + lr * radius * g / jnp.maximum(jnp.sqrt(jnp.sum(g ** 2)), 1e-12), radius)
     return delta
 
