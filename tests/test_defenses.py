@@ -994,3 +994,20 @@ def test_the_projection_onto_the_l2_ball_and_its_radius_bound():
     assert unlearning.universal_perturbation(arch, p, X, np.ones(2), radius=3.0, steps=1).shape == (3, 3, 1)
     with pytest.raises(ValueError, match=r"radius=3.01 is invalid: must be > 0 and <= 3.0; .*diagonal 3 "):
         unlearning.universal_perturbation(arch, p, X, np.ones(2), radius=3.01, steps=1)
+
+
+def test_the_outer_loss_perturbs_exactly_the_masked_images():
+    """I-BAU's loss on x + mask_i delta: the images with mask 1 carry delta, the others none (the
+    reference's 'portion' of each minibatch), against a loop over the images."""
+    arch = models.plain_mlp(8, depth=1)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (5, 4, 4, 1)).astype(np.float32)
+    y = np.array([1.0, -1.0, 1.0, -1.0, 1.0], np.float32)
+    p = arch.init(0, X.shape[1:])
+    delta = (0.5 * rng.standard_normal((4, 4, 1))).astype(np.float32)
+    mask = np.array([0, 1, 0, 0, 1], np.float32)
+    want = np.mean([(float(arch.predict(p, (X[i] + mask[i] * delta)[None])[0]) - y[i]) ** 2 for i in range(5)])
+    np.testing.assert_allclose(unlearning._loss(arch, p, X, y, delta, jnp.asarray(mask)), want, rtol=1e-5)
+    every = np.mean([(float(arch.predict(p, (X[i] + delta)[None])[0]) - y[i]) ** 2 for i in range(5)])
+    np.testing.assert_allclose(unlearning._loss(arch, p, X, y, delta), every, rtol=1e-5)
+    assert abs(want - every) > 1e-3
