@@ -975,6 +975,17 @@ def test_fixed_point_diagnostics_exact_and_power_on_images_of_more_than_64_pixel
     power = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5, method="power",
                                                iters=200)
     assert "eig_min" not in power and abs(power["spectral_radius"] - np.abs(eig).max()) < 1e-3
+    # one step of power iteration from the documented start (rng(0), normalized) is ||J v0||
+    v0 = np.random.default_rng(0).standard_normal(100)
+    v0 /= np.linalg.norm(v0)
+    one = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5, method="power", iters=1)
+    np.testing.assert_allclose(one["spectral_radius"], np.linalg.norm(J @ v0), rtol=1e-4)
+    # the residual of a perturbation of norm below 1 (relative to that norm)
+    small = 0.05 * delta
+    x0 = jnp.asarray(small.ravel())
+    want = np.linalg.norm(np.asarray(phi(x0) - x0, np.float64)) / np.linalg.norm(small.astype(np.float64))
+    got = unlearning.fixed_point_diagnostics(arch, params, X, y, small, fixed_point_lr=0.5)["residual"]
+    assert np.linalg.norm(small) < 1 and abs(got - want) < 1e-3 * want
     big = rng.uniform(0, 1, (4, 33, 33, 1)).astype(np.float32)  # 1089 pixels: auto runs power iteration
     p_big = arch.init(0, big.shape[1:])
     auto = unlearning.fixed_point_diagnostics(arch, p_big, big, y[:4], np.zeros((33, 33, 1), np.float32) + 0.1,
