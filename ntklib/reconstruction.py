@@ -169,32 +169,6 @@ class ReconstructionResult:
     history: dict = field(default_factory=dict)
 
 
-def _attack_program(arch, beta, lr: float, range_weight: float, tv_weight: float):
-    """The optimizer and the compiled Adam step of :func:`reconstruct`, built once per architecture and
-    setting (kept in ``arch.programs``): the weight change and the gradient points are arguments, not
-    constants, so attacks of the same shapes share one program and XLA does not fold a large network's
-    weights at compile time (seconds per attack at width 1024)."""
-    key = ("reconstruct", beta, float(lr), float(range_weight), float(tv_weight))
-    if key not in arch.programs:
-        apply = mlp_apply(arch, beta)
-        tx = optax.adam(lr)
-
-        def losses(z, delta, points):
-            X, a = z
-            match_ = match_loss(apply, delta, points, X, a)
-            rng_pen = range_weight * X.shape[0] * jnp.mean(jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2)
-            return match_ + rng_pen + tv_weight * _tv(X), match_
-
-        @jax.jit
-        def step(z, s, delta, points):
-            (loss, m), g = jax.value_and_grad(losses, has_aux=True)(z, delta, points)
-            u, s = tx.update(g, s, z)
-            return optax.apply_updates(z, u), s, loss, m
-
-        arch.programs[key] = (tx, step)
-    return arch.programs[key]
-
-
 def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps: int = 3000, lr: float = 0.02,
                 beta: float | None = 10.0, range_weight: float = 0.1, tv_weight: float = 1e-3,
                 grad_at: str = "final", init_mean=None, seed: int = 0, log_every: int = 100, snapshots=(),
@@ -231,7 +205,7 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     # networks trained in float64 are attacked in float32 (ntklib never enables x64 globally)
     points = tuple(_f32(p) for p in ((params_final,) if grad_at == "final" else (params_init,) if grad_at == "init"
                                      else (params_final, params_init)))
-    mlp_apply(arch, beta)  # arch and beta checked before any work
+    apply = mlp_apply(arch, beta)
     rng = np.random.default_rng(_val.check_seed(seed))
     mean = 0.5 if init_mean is None else np.asarray(init_mean, np.float32)
     X0 = (mean + 0.2 * rng.standard_normal((n_candidates, *shape))).astype(np.float32)
@@ -241,7 +215,19 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
         raise ValueError("params_final equals params_init: the network did not move, there is nothing to "
                          "reconstruct from (train it first)")
 
-    tx, step = _attack_program(arch, beta, lr, range_weight, tv_weight)
+    def losses(z):
+        X, a = z
+        match_ = match_loss(apply, delta, points, X, a)
+        rng_pen = range_weight * n_candidates * jnp.mean(jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2)
+        return match_ + rng_pen + tv_weight * _tv(X), match_
+
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def step(z, s):
+        (loss, m), g = jax.value_and_grad(losses, has_aux=True)(z)
+        u, s = tx.update(g, s, z)
+        return optax.apply_updates(z, u), s, loss, m
 
     z = (jnp.asarray(X0), jnp.asarray(a0))
     state = tx.init(z)
@@ -249,7 +235,7 @@ def reconstruct(arch, params_init, params_final, n_candidates: int, shape, steps
     hist = {"step": [], "loss": [], "match": [], "snapshots": {0: np.clip(X0, 0, 1)} if 0 in keep else {}}
     start, hint = None, f"lower lr (now {lr:g}; the authors use 0.02)"
     for t in tqdm(range(1, steps + 1), desc="reconstruction", disable=not progress):
-        z, state, loss, m = step(z, state, delta, points)
+        z, state, loss, m = step(z, state)
         if t == 1:  # the loss at the start (step() returns the loss before its update)
             start = _val.check_loss(loss, "the reconstruction", 0, hint)
         if t in keep:
