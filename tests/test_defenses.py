@@ -991,6 +991,11 @@ def test_fixed_point_diagnostics_exact_and_power_on_images_of_more_than_64_pixel
     auto = unlearning.fixed_point_diagnostics(arch, p_big, big, y[:4], np.zeros((33, 33, 1), np.float32) + 0.1,
                                               iters=5)
     assert "eig_min" not in auto and auto["spectral_radius"] > 0
+    for shape, exact in (((32, 32, 1), True), ((5, 205, 1), False)):  # 1024 pixels: still exact; 1025: power
+        Z = rng.uniform(0, 1, (2, *shape)).astype(np.float32)
+        out = unlearning.fixed_point_diagnostics(arch, arch.init(0, shape), Z, y[:2], np.full(shape, 0.1, np.float32),
+                                                 iters=2)
+        assert ("eig_min" in out) == exact, shape
 
 
 def test_the_projection_onto_the_l2_ball_and_its_radius_bound():
