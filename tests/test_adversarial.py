@@ -460,6 +460,10 @@ def test_accuracy_spread_is_over_disjoint_strided_subsets():
                        subset_max=1.0)
     with pytest.raises(ValueError, match="subset of the 10 images"):
         A.accuracy_spread(pred, X, y, 11)
+    # 9 images, subsets of 3: exactly {0, 3, 6}, {1, 4, 7}, {2, 5, 8} (a stride of 4 would give a subset at 0)
+    right9 = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1], bool)
+    out9 = A.accuracy_spread(lambda Z: np.where(right9, 1.0, -1.0), X[:9], y[:9], 3)
+    assert (out9["subset_min"], out9["subset_max"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
 
 
 def test_transfer_study_rows_are_trained_networks_on_the_kernels_images(task, infinite):
