@@ -27,7 +27,7 @@ Cost of one attack step on m test images: the kernel block K(x, X) (m n entries)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import jax.numpy as jnp
@@ -428,8 +428,6 @@ def transfer_study(X, y, images: dict, y_test, widths, lrs, config, depth: int =
     Returns (rows, diverged): one row per (width, lr, eps) with width, lr, train_loss,
     relative_param_change, eps, fgsm_from_kernel, noise; and the (width, lr) pairs whose training
     diverged (left out of the rows). Cost: len(widths) x len(lrs) trainings."""
-    import dataclasses
-
     X = _val.check_images(X, "X")
     y = _val.check_labels(y, "y", len(X))
     widths = _val.check_int_list(widths, "widths", min=1)
@@ -442,7 +440,7 @@ def transfer_study(X, y, images: dict, y_test, widths, lrs, config, depth: int =
     for w in widths:
         net = reference_mlp(w, depth)
         p0 = net.init(config.seed, X.shape[1:])
-        runs = _train.train_many(net, [(X, y)] * len(lrs), [dataclasses.replace(config, lr=r) for r in lrs],
+        runs = _train.train_many(net, [(X, y)] * len(lrs), [replace(config, lr=r) for r in lrs],
                                  progress=progress)
         for r_lr, r in zip(lrs, runs, strict=True):
             if r.diverged:

@@ -104,15 +104,11 @@ def grouped_bars(ax, table, category: str, group: str, value: str, categories=No
     ``categories`` and ``groups`` fix the orders (default: as they first appear); ``baselines``
     {group: y} draws each group's reference level as a dashed line in its colour. Returns the
     (len(categories), len(groups)) table of means."""
-    import pandas as pd
-
     categories = list(dict.fromkeys(table[category])) if categories is None else list(categories)
     groups = list(dict.fromkeys(table[group])) if groups is None else list(groups)
     stats = table.groupby([category, group])[value].agg(["mean", "std"])
-    mean = pd.DataFrame({g: [stats["mean"].get((c, g), np.nan) for c in categories] for g in groups},
-                        index=categories)
-    sd = pd.DataFrame({g: [stats["std"].get((c, g), np.nan) for c in categories] for g in groups},
-                      index=categories).fillna(0.0)
+    mean = stats["mean"].unstack(group).reindex(index=categories, columns=groups)
+    sd = stats["std"].unstack(group).reindex(index=categories, columns=groups).fillna(0.0)
     w = 0.8 / len(groups)
     x = np.arange(len(categories))
     for i, g in enumerate(groups):
