@@ -9,7 +9,10 @@ Kernels", ICLR 2023, arXiv:2210.05929). Modules, one job each:
 - ``train``       finite-network training with squared loss
 - ``kernels``     one kernel interface: infinite NTK/NNGP, empirical NTK, user
 - ``regression``  kernel regression and its rank-one (Schur) update
-- ``attack``      backdoor loss, greedy initialization, optimization, sampling
+- ``backdoor_loss`` the closed-form backdoor loss and its gradient
+- ``greedy``      greedy initialization (rank-one updates), exhaustive search, sampling
+- ``poison_optimization`` L-BFGS-B / projected Adam over the pixel box, checkpointed
+- ``attack``      the three steps above in one namespace
 - ``evaluate``    kernel-model and trained-network metrics, budget sweeps
 - ``adversarial`` training-free adversarial examples and eigen-features of the kernel predictor
 - ``artifacts``   saving and loading poisons with their provenance
@@ -37,7 +40,8 @@ _xla.configure()  # before JAX creates its CPU backend: see ntklib/_xla.py
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "data", "triggers", "models", "train", "kernels", "regression", "attack",
+    "data", "triggers", "models", "train", "kernels", "regression", "backdoor_loss", "greedy",
+    "poison_optimization", "attack",
     "evaluate", "artifacts", "plotting", "pipeline", "cache", "profiling", "validation", "adversarial", "book",
     "defenses", "unlearning", "defense_study", "reconstruction", "params",
 )

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ntklib import attack, data, kernels, models
+from ntklib import attack, data, kernels, models, poison_optimization
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +380,7 @@ def test_a_failed_checkpoint_write_leaves_nothing_and_raises_the_disk_error(toy,
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(attack.np, "savez", full_disk)
+    monkeypatch.setattr(poison_optimization.np, "savez", full_disk)
     with pytest.raises(OSError, match="No space left"):
         attack.optimize_poisons(P, C[[0, 1]], steps=2, checkpoint=tmp_path / "ck.npz", checkpoint_every=1,
                                 progress=False)

@@ -21,6 +21,7 @@ from ntklib import (
     models,
     params,
     pipeline,
+    poison_optimization,
     reconstruction,
     regression,
     runner,
@@ -607,7 +608,7 @@ def test_failed_lbfgs_is_not_reported_as_converged(env, monkeypatch):
         r.status, r.message, r.success = 2, "ABNORMAL_TERMINATION_IN_LNSRCH", False
         return r
 
-    monkeypatch.setattr(attack._sopt, "minimize", failing)
+    monkeypatch.setattr(poison_optimization._sopt, "minimize", failing)
     with pytest.warns(UserWarning, match="ABNORMAL_TERMINATION_IN_LNSRCH"):
         r = attack.optimize_poisons(env["problem"], env["X_p"], steps=10, checkpoint_every=5, progress=False)
     assert not r.converged and "ABNORMAL" in r.message and r.steps == 1
