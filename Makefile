@@ -49,7 +49,7 @@ figures: $(STAMP)
 	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \
 	    $(if $(PARAMS)$(NOTEBOOKS),,--timings 'bench/results/figures_{platform}.json')
 
-book: $(STAMP)  # the executed notebooks of the last `make figures` as a static site: build/book/index.html
+book: $(STAMP)  # the documentation site (Sphinx): notebooks as `make figures` left them, docs, API; build/book/index.html
 	$(PY) -m ntklib.book
 
 assignments: $(STAMP)  # student versions of the course assignments (nbgrader) into assignments/release/

@@ -48,6 +48,17 @@ def _ca(table: dict, key: str, col: str) -> str:
     return f"{table[key][col]:.3f}" if key in table else "—"
 
 
+def _source(path: Path, figure: str) -> str:
+    """The row's sources as links from docs/results.md: the results file, the figure beside it and
+    the notebook that wrote them (the documentation site turns them into its own pages)."""
+    rel = path.relative_to(ROOT).as_posix()
+    links = [f"[{rel}](../{rel})"]
+    if (path.parent / figure).exists():
+        links.append(f"[figure](../{path.parent.relative_to(ROOT).as_posix()}/{figure})")
+    nb = path.parent.name
+    return " · ".join(links + [f"[notebook {nb[:2]}](../notebooks/{nb}.ipynb)"])
+
+
 def attack_rows() -> list[str]:
     rows = []
     for path in sorted(ROOT.glob("figures/**/05_transfer_to_networks/results.json")):
@@ -60,7 +71,7 @@ def attack_rows() -> list[str]:
                      _budget(r, "ntba_budget"),
                      _ca(res["per_method_budget"], f"ntba/{r['ntba_budget']}", "net_ca_mean"),
                      _budget(r, "sampling_budget", max(c["budgets"])),
-                     _fmt_ratio(r), len(c["seeds"]), path.relative_to(ROOT).as_posix()))
+                     _fmt_ratio(r), len(c["seeds"]), _source(path, "headline_asr_vs_budget.png")))
     for path in sorted(ROOT.glob("figures/**/06_what_transfers/results.json")):
         res = json.loads(path.read_text())
         c = res["config"]
@@ -74,7 +85,7 @@ def attack_rows() -> list[str]:
                          k, _budget(r, "ntba_budget"),
                          _ca(res["per_kernel_method_budget"], f"{k}/ntba/{r['ntba_budget']}", "net_ca"),
                          _budget(r, "sampling_budget", max(c["sampling_budgets"])), _fmt_ratio(r), len(c["seeds"]),
-                         path.relative_to(ROOT).as_posix()))
+                         _source(path, "kernel_vs_network_asr.png")))
     head = ("| dataset | pair | trigger | victim | kernel | NTBA poisons for 90% | clean acc. there | sampling "
             "| ratio | seeds | source |\n|---|---|---|---|---|---|---|---|---|---|---|")
     return [head] + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]

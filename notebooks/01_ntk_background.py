@@ -96,7 +96,7 @@ ax.set(xscale="log", yscale="log", xlabel="width (hidden units / channels)",
        ylabel=r"$\|K_\mathrm{emp} - K_\infty\|_F / \|K_\infty\|_F$",
        title=f"{architecture}: empirical vs analytic NTK")
 ax.legend()
-plotting.savefig(fig, "ntk_convergence", NB, fig_dir, data=conv)
+plotting.savefig(fig, "ntk_convergence", NB, fig_dir, data=conv);
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
@@ -105,7 +105,7 @@ for ax, K, title in [(axes[0], K_inf, "analytic (infinite width)"),
     im = ax.imshow(K, cmap="viridis")
     ax.set(title=title, xlabel="image j", ylabel="image i")
     fig.colorbar(im, ax=ax, shrink=0.8)
-plotting.savefig(fig, "ntk_matrices", NB, fig_dir, data={"K_inf": K_inf, "K_emp_widest": K_emp})
+plotting.savefig(fig, "ntk_matrices", NB, fig_dir, data={"K_inf": K_inf, "K_emp_widest": K_emp});
 
 # %% [markdown]
 # ## 2. Training a network vs kernel regression with its NTK
@@ -150,7 +150,7 @@ for ax, w in zip(axes[0], lazy_widths, strict=True):
 plotting.savefig(fig, "network_vs_kernel", NB, fig_dir,
                  data={"width": np.repeat(lazy_widths, len(task.y_test)),
                        "kernel_pred": np.concatenate([preds[w][0] for w in lazy_widths]),
-                       "network_pred": np.concatenate([preds[w][1] for w in lazy_widths])})
+                       "network_pred": np.concatenate([preds[w][1] for w in lazy_widths])});
 
 # %% [markdown]
 # ## 3. Eigen-spectrum of the NTK

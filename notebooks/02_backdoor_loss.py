@@ -92,7 +92,7 @@ src = task.X_t[task.y_t < 0][:k]
 imgs = np.concatenate([src, task.X_a[:k], 0.5 + (task.X_a[:k] - src) / 2])
 titles = ["source"] * k + ["triggered"] * k + ["difference"] * k
 fig = plotting.image_grid(imgs, ncols=k, titles=titles)
-plotting.savefig(fig, "trigger", NB, fig_dir, data=dict(trigger=task.trigger.spec))
+plotting.savefig(fig, "trigger", NB, fig_dir, data=dict(trigger=task.trigger.spec));
 
 # %% [markdown]
 # ## The sampling attack under the kernel model
@@ -124,7 +124,7 @@ for col, label in [("clean_loss", "clean term"), ("attack_loss", "attack term (h
 axes[1].set(xscale="symlog", yscale="log", xlabel="number of poisons (sampling)", ylabel="loss term",
             title="the two terms of L")
 axes[1].legend()
-plotting.savefig(fig, "sampling_kernel_asr_ca", NB, fig_dir, data=samp)
+plotting.savefig(fig, "sampling_kernel_asr_ca", NB, fig_dir, data=samp);
 
 # %% [markdown]
 # ## What the squared hinge does
@@ -154,4 +154,4 @@ ax.set(xlabel="kernel-model prediction f(x_a) on triggered source images", ylabe
        title="the squared hinge pushes f(x_a) past 1")
 ax.legend(fontsize=8)
 plotting.savefig(fig, "hinge_prediction_distribution", NB, fig_dir,
-                 data={"no_poisons": before.f_a, "random": rand.f_a, "greedy": chosen.f_a})
+                 data={"no_poisons": before.f_a, "random": rand.f_a, "greedy": chosen.f_a});

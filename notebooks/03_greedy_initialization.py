@@ -94,7 +94,7 @@ check = dict(candidates=len(fast), max_abs_diff=float(np.max(np.abs(fast - slow)
              max_rel_diff=float(np.max(np.abs(fast - slow) / np.abs(slow))))
 print(check)
 assert check["max_rel_diff"] < 1e-8
-plotting.save_numbers(check, "rank_one_check", NB, fig_dir)
+plotting.save_numbers(check, "rank_one_check", NB, fig_dir);
 
 # %% [markdown]
 # ## Greedy vs random selection
@@ -139,7 +139,7 @@ swapped = attack.greedy_init(problem, task.X_cand, b, swap=True, progress=False,
 swap = dict(budget=b, greedy_loss=plain.losses[-1], greedy_asr=plain.asr[-1], swap_loss=swapped.losses[-1],
             swap_asr=swapped.asr[-1], swaps=swapped.swaps)
 print(swap)
-plotting.save_numbers(swap, "swap_refinement", NB, fig_dir)
+plotting.save_numbers(swap, "swap_refinement", NB, fig_dir);
 
 # %% [markdown]
 # ## Time: rank-one scoring vs naive re-solves
@@ -168,4 +168,4 @@ for meth, color in [("naive", plotting.PALETTE["random"]), ("rank_one", plotting
 ax.set(xscale="log", yscale="log", xlabel="clean training set size |d|",
        ylabel="seconds per greedy round", title="scoring every candidate once")
 ax.legend()
-plotting.savefig(fig, "scoring_time", NB, fig_dir, data=timing)
+plotting.savefig(fig, "scoring_time", NB, fig_dir, data=timing);

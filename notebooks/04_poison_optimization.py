@@ -89,7 +89,7 @@ axes[1].plot(h["step"], h["asr"], color=plotting.PALETTE["ntba"], label="ASR on 
 axes[1].plot(h["step"], h["clean_acc"], color="0.4", ls="--", label="clean accuracy on t")
 axes[1].set(xlabel=f"{opt_method} iteration", ylabel="fraction", ylim=(-0.02, 1.02), title="kernel model")
 axes[1].legend()
-plotting.savefig(fig, "optimization_history", NB, fig_dir, data={k: np.asarray(v) for k, v in h.items()})
+plotting.savefig(fig, "optimization_history", NB, fig_dir, data={k: np.asarray(v) for k, v in h.items()});
 
 # %% [markdown]
 # ## The poisons before and after
@@ -113,4 +113,4 @@ stem = artifacts.save_poisons(out_dir / "poisons", opt.X_p,
                               dict(exp.spec, budget=budget, opt_method=opt_method, opt_steps=opt_steps,
                                    greedy_indices=g.indices, kernel_asr=opt.final.asr),
                               indices=g.indices)
-print("poisons saved to", stem)
+print(f"poisons saved: {stem.name}.npz, {stem.name}.json and {stem.name}.png in the notebook's figure folder")

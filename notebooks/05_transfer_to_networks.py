@@ -128,7 +128,7 @@ for ax, (col, title) in zip(axes, panels, strict=True):
     ax.legend(loc="lower right")
 fig.suptitle(f"{dataset} {source}->{target}, {trigger} trigger, {architecture}-{width}, kernel: {kernel}, "
              f"{len(seeds)} seeds", y=1.02)
-plotting.savefig(fig, "headline_asr_vs_budget", NB, fig_dir, data=summary)
+plotting.savefig(fig, "headline_asr_vs_budget", NB, fig_dir, data=summary);
 
 # %% [markdown]
 # ## Poison efficiency at 90% ASR
@@ -149,4 +149,4 @@ results = dict(
     per_method_budget={f"{r.method}/{r.budget}": {k: r[k] for k in summary.columns if k not in ("method", "budget")}
                        for _, r in summary.iterrows()},
 )
-print("results written to", plotting.save_results(results, NB, fig_dir))
+plotting.save_results(results, NB, fig_dir);

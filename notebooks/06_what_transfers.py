@@ -137,7 +137,7 @@ plotting.asr_vs_budget(axes[1], summary, "kernel", asr_level=asr_level)
 axes[1].set_title(f"{architecture}-{width} victims, {len(seeds)} seeds")
 for ax in axes:
     ax.legend(loc="lower right", fontsize=8)
-plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary)
+plotting.savefig(fig, "kernel_vs_network_asr", NB, fig_dir, data=summary);
 
 # %% [markdown]
 # ## Poison efficiency against the ASR level
@@ -175,7 +175,7 @@ fig, ax = plt.subplots(figsize=(7, 4))
 plotting.asr_vs_budget(ax, per_budget, "variant", asr_level=asr_level, label_sampling=False)
 ax.set_title(f"victim variants (solid: NTBA, {kernel} kernel; dashed: sampling)")
 ax.legend(fontsize=7, loc="lower right")
-plotting.savefig(fig, "victim_variants", NB, fig_dir, data=per_budget)
+plotting.savefig(fig, "victim_variants", NB, fig_dir, data=per_budget);
 
 # %%
 results = dict(
@@ -189,7 +189,7 @@ results = dict(
                               for _, r in summary.iterrows()},
     victim_variants=variant_ratios.to_dict("records"), victim_variants_per_budget=per_budget.to_dict("records"),
 )
-print("results written to", plotting.save_results(results, NB, fig_dir))
+plotting.save_results(results, NB, fig_dir);
 
 # %% [markdown]
 # ## The numbers the next section reads

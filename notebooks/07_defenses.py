@@ -143,7 +143,7 @@ for ax, col, title in zip(axes, ("auc", "precision"),
 axes[0].axhline(0.5, color="gray", lw=0.8, ls="--")
 axes[0].legend(title="poisons", fontsize=8)
 fig.tight_layout()
-plotting.savefig(fig, "detection", NB, fig_dir, data=det)
+plotting.savefig(fig, "detection", NB, fig_dir, data=det);
 
 # %% [markdown]
 # **How many subsets the datamodel needs.** The kernel datamodel is a regression on random half
@@ -154,7 +154,7 @@ plotting.savefig(fig, "detection", NB, fig_dir, data=det)
 # %%
 stability = defense_study.stability_study(exp, sets, victims, n_subsets)
 print(stability.round(3).to_string(index=False))
-plotting.save_numbers(stability, "datamodel_stability", NB, fig_dir)
+plotting.save_numbers(stability, "datamodel_stability", NB, fig_dir);
 
 # %% [markdown]
 # **Where the poisons are in the spectrum.** Spectral signatures look along the *top* singular
@@ -173,7 +173,7 @@ ax.set(xlabel="singular direction of the target class's penultimate activations"
        title="which direction separates the poisons")
 ax.legend(fontsize=8)
 fig.tight_layout()
-plotting.savefig(fig, "spectral_directions", NB, fig_dir, data=directions)
+plotting.savefig(fig, "spectral_directions", NB, fig_dir, data=directions);
 
 # %% [markdown]
 # After removal, a fresh network is trained on what is left. The dashed lines are the poisoned
@@ -220,7 +220,7 @@ axes[1].set(xlabel="clean images", ylabel="network ASR", title=f"ASR after {ibau
 axes[2].set(xlabel="clean images", ylabel="clean test accuracy", title=f"accuracy after {ibau_rounds} rounds")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-plotting.savefig(fig, "ibau", NB, fig_dir, data=ib)
+plotting.savefig(fig, "ibau", NB, fig_dir, data=ib);
 
 # %%
 final = ib[ib["round"] == ibau_rounds].groupby(["variant", "setting", "n_clean"])[["net_asr", "net_ca",
@@ -236,7 +236,7 @@ print(assumptions.loc[["mean", "min", "max"]].round(3).to_string())
 # %%
 runtime = defense_study.runtime(table, ib, detectors)
 print(runtime.round(2).to_string(index=False))
-plotting.save_numbers(runtime, "runtime", NB, fig_dir)
+plotting.save_numbers(runtime, "runtime", NB, fig_dir);
 
 # %%
 results = dict(dataset=dataset, source=source, target=target, n_d=len(exp.task.X_d), seeds=seeds,
@@ -244,7 +244,7 @@ results = dict(dataset=dataset, source=source, target=target, n_d=len(exp.task.X
                detection=summary.reset_index().to_dict("records"),
                datamodel_stability=stability.to_dict("records"), ibau=final.reset_index().to_dict("records"),
                ibau_assumptions=assumptions.to_dict(), runtime=runtime.to_dict("records"))
-print("results written to", plotting.save_results(results, NB, fig_dir))
+plotting.save_results(results, NB, fig_dir);
 
 # %% [markdown]
 # ## What the numbers say

@@ -168,7 +168,7 @@ ax.set(xscale="log", xlabel="network width", ylabel="test accuracy", title="tran
        ylim=(-0.02, 1.02))
 ax.legend(fontsize=7)
 plotting.savefig(fig, "accuracy_vs_eps", NB, fig_dir, data=pd.concat([kernel_curve.assign(model="kernel"),
-                                                                       transfer.assign(model="network")]))
+                                                                       transfer.assign(model="network")]));
 
 # %% [markdown]
 # ## Eigen-features: usefulness against robustness
@@ -191,7 +191,7 @@ axes[0].legend(fontsize=7)
 axes[1].bar(table.feature, table.attack_share, color="C3")
 axes[1].set(xlabel="eigen-feature index", ylabel="share of the margin drop",
             title="where FGSM on the full predictor acts")
-plotting.savefig(fig, "eigen_features", NB, fig_dir, data=table)
+plotting.savefig(fig, "eigen_features", NB, fig_dir, data=table);
 
 # %% [markdown]
 # What the top features look at: the input gradient of $f_i$ at the first test image (the
@@ -202,7 +202,7 @@ n_show = min(8, n_features)
 grads = adversarial.feature_gradients(F, X_test[:1], n_show)
 fig = plotting.image_grid(grads, ncols=n_show, titles=[f"feature {i}" for i in range(n_show)],
                           suptitle="input gradients of the top eigen-features (normalized)")
-plotting.savefig(fig, "feature_gradients", NB, fig_dir)
+plotting.savefig(fig, "feature_gradients", NB, fig_dir);
 
 # %% [markdown]
 # ## The empirical NTK during standard and adversarial training
@@ -223,7 +223,7 @@ for ax, col, label, title in zip(axes, ("kernel_change", "alignment"), (r"$\|K_t
     plotting.mean_sd_lines(ax, dyn, "step", col, "training")
     ax.set(xlabel="training step", ylabel=label, title=title)
     ax.legend()
-plotting.savefig(fig, "kernel_dynamics", NB, fig_dir, data=dyn)
+plotting.savefig(fig, "kernel_dynamics", NB, fig_dir, data=dyn);
 
 # %% [markdown]
 # ## Results
@@ -235,7 +235,7 @@ results = dict(dataset=dataset, source=source, target=target, n_train=len(X), n_
                dynamics=dyn.to_dict("records"),
                reference=adversarial.REFERENCE_CIFAR2 if dataset == "cifar10" else None)
 print({kk: results[kk] for kk in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy")})
-print("results written to", plotting.save_results(results, NB, fig_dir))
+plotting.save_results(results, NB, fig_dir);
 
 # %% [markdown]
 # ## What the numbers say

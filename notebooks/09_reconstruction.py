@@ -116,7 +116,7 @@ fig = plotting.image_grid(np.concatenate([X, R[m["rec_index"]]]), ncols=min(len(
                           suptitle=f"training images and their matched reconstructions (SSIM), width {width}, "
                                    f"N = {n_train}")
 plotting.savefig(fig, "reconstructions", NB, fig_dir, data=pd.DataFrame(dict(rec_index=m["rec_index"], l2=m["l2"],
-                                                                            ssim=m["ssim"], label=y)))
+                                                                            ssim=m["ssim"], label=y)));
 
 # %% [markdown]
 # **What the start is worth.** The same attack from the three starts: the authors' flat image,
@@ -161,7 +161,7 @@ for ax, t in zip(axes, ("mean matched SSIM", "fraction leaked (closer than every
     ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-plotting.savefig(fig, "ssim_vs_n_over_w", NB, fig_dir, data=study)
+plotting.savefig(fig, "ssim_vs_n_over_w", NB, fig_dir, data=study);
 
 # %% [markdown]
 # ## 3. Reconstructions as a distilled training set
@@ -192,7 +192,7 @@ ax.barh(distill.index, distill["mean"], xerr=[distill["mean"] - distill.low, dis
 ax.set(xlim=(0.5, 1.0), xlabel=f"test accuracy ({int(distill.n_test.iloc[0])} images, {len(distill_seeds)} seeds)",
        title=f"kernel model ({distill_kernel} NTK) trained on each set, digits {distill_pair[0]} vs {distill_pair[1]}")
 fig.tight_layout()
-plotting.savefig(fig, "distillation", NB, fig_dir, data=pd.DataFrame(distill_rows))
+plotting.savefig(fig, "distillation", NB, fig_dir, data=pd.DataFrame(distill_rows));
 
 # %% [markdown]
 # ## 4. Poisons in the weights
@@ -214,12 +214,12 @@ fig = plotting.image_grid(np.concatenate([im for P, R, _ in examples.values() fo
                           titles=[t for name, (P, _, sp) in examples.items()
                                   for t in [name] * len(P) + [f"SSIM {v:.2f}" for v in sp]],
                           suptitle=f"poisons (seed {seeds[0]}) and their matched reconstructions")
-plotting.savefig(fig, "poisons", NB, fig_dir, data=poisons)
+plotting.savefig(fig, "poisons", NB, fig_dir, data=poisons);
 
 # %%
 results = dict(dataset=dataset, main=main["row"], starts=starts.to_dict("records"), study=study.to_dict("records"),
                distilled=distill.reset_index().to_dict("records"), poisons=poisons.to_dict("records"))
-print("results written to", plotting.save_results(results, NB, fig_dir))
+plotting.save_results(results, NB, fig_dir);
 
 # %% [markdown]
 # ## What the numbers say

@@ -5,12 +5,17 @@ robustness?", NeurIPS 2022).
 The same closed form as NTBA, used the other way round: the *test* input moves, the
 training set stays. With a kernel k, training images X (n, ...) and labels y in {-1, +1}:
 
-- the kernel-regression predictor (Sec. 3), ridge lambda >= 0,
+- the kernel-regression predictor (Sec. 3), ridge lambda >= 0::
+
       f(x) = K(x, X) alpha,   alpha = (K + lambda I)^-1 y;
+
 - the predictor after training time t of gradient flow with step ``lr`` on the squared
-  loss (the linearized network, Sec. 3),
+  loss (the linearized network, Sec. 3)::
+
       f_t(x) = K(x, X) K^-1 (I - exp(-lr K t)) y = K(x, X) V diag((1 - e^{-lr mu t}) / mu) V^T y
+
   with K = V diag(mu) V^T (f_t -> f as t -> infinity for lambda = 0);
+
 - the eigen-features (Sec. 4): f(x) = sum_i f_i(x), f_i(x) = K(x, X) v_i mu_i^-1 v_i^T y,
   indexed from 0 by decreasing eigenvalue mu_0 >= mu_1 >= ... (the authors' order).
 

@@ -1,4 +1,4 @@
-"""The NTBA backdoor loss (Hayase & Oh 2023, Sec. 3) in closed form, and its gradient with
+r"""The NTBA backdoor loss (Hayase & Oh 2023, Sec. 3) in closed form, and its gradient with
 respect to the poisons: the objective that :mod:`ntklib.greedy` and
 :mod:`ntklib.poison_optimization` minimize.
 
@@ -7,7 +7,9 @@ Notation (docs/design.md, section 2): clean training set d, poisons p (all label
 D = d u p. With the kernel-regression model f(x) = K(x, X_D) alpha,
 alpha = (K_DD + s I)^-1 y_D, the backdoor loss is
 
-    L(X_p) = w_t sum_t (f(x_t) - y_t)^2 + w_a sum_a min(f(x_a) - 1, 0)^2.
+.. math::
+
+    L(X_p) = w_t \sum_{t} \big(f(x_t) - y_t\big)^2 + w_a \sum_{a} \min\big(f(x_a) - 1, 0\big)^2 .
 
 **Gradient.** With residuals r_t = 2 w_t (f_t - y_t), r_a = 2 w_a min(f_a - 1, 0),
 g = K_tD^T r_t + K_aD^T r_a, beta = (K_DD + s I)^-1 g and G = -beta alpha^T:

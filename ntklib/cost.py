@@ -1,6 +1,6 @@
 """A cost model of the paper's regime: FLOPs, bytes and memory of every stage, and minutes on a device.
 
-Sizing a GPU run by a model instead of by hope (issue 26): the study's stages cost
+Sizing a GPU run by a model instead of by hope (issue 26): the study's stages cost::
 
     victim training   steps * batch * 3 F             (forward F, backward about 2 F per image)
     Jacobians         N * 3 F                         (one backward per image, N = the images of the Gram blocks)
@@ -33,7 +33,7 @@ from . import validation as _val
 
 __all__ = ["Device", "DEVICES", "Stage", "forward_flops", "xla_flops", "n_params", "per_image_flops",
            "activation_elements", "training_flops", "gram_flops", "greedy_flops", "optimization_flops", "study_cost",
-           "estimate"]
+           "estimate", "from_params"]
 
 
 @dataclass(frozen=True)

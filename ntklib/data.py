@@ -399,7 +399,9 @@ def default_trigger(dataset: str, name: str = "periodic", amplitude: float | Non
 class BackdoorTask:
     """The sets of a binary backdoor task (labels: target +1, source -1).
 
-    Attributes (images NHWC float in [0, 1]):
+    Images are NHWC float in [0, 1].
+
+    Attributes:
         X_d, y_d:       clean training set d (victim's data)
         X_cand:         poison candidates: triggered copies of d's source images,
                         all labelled +1 (``y_cand``); ``cand_index`` indexes X_d

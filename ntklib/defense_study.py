@@ -37,7 +37,8 @@ from . import unlearning as _unl
 from . import validation as _val
 
 __all__ = ["DETECTORS", "IBAU_VARIANTS", "poison_sets", "setting", "settings", "detect", "detection_study",
-           "ibau_study", "direction_study", "stability_study", "runtime", "poison_recovery"]
+           "ibau_study", "direction_study", "stability_study", "runtime", "poison_recovery",
+           "check_detectors"]
 
 DETECTORS = _def.DETECTORS  # re-exported: notebook 07 and its parameter docs name it here
 
@@ -391,8 +392,8 @@ def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = 
     poisons come back better than the clean images?
 
     Returns (table, examples). The table has one row per set: attack, budget, setting, seed, n,
-    ssim_poisons and ssim_clean (mean matched SSIM), poisons_in_top (poisons among the |p|
-    best-recovered training images; chance |p|^2 / n), mean_rank_poisons (by SSIM, 1 = best;
+    ssim_poisons and ssim_clean (mean matched SSIM), poisons_in_top (poisons among the n_p
+    best-recovered training images; chance n_p^2 / n for n_p poisons), mean_rank_poisons (by SSIM, 1 = best;
     chance (n + 1) / 2). ``examples``: {setting: (poisons, their matched reconstructions, their
     SSIMs)} for the first set of each setting. Cost: one victim and one attack of ``steps`` Adam
     steps per set."""

@@ -68,7 +68,7 @@ __all__ = ["check_reps", "class_rows", "removal_count", "removal_set", "spectral
            "SpectreResult", "spectre",
            "robust_covariance", "kernel_datamodels", "datamodel_stability", "hat_datamodels",
            "strongest_feature_scores", "representer_scores",
-           "detection_metrics", "REMOVAL_FACTOR", "DETECTORS"]
+           "detection_metrics", "strongest_feature_sizes", "REMOVAL_FACTOR", "DETECTORS"]
 
 DETECTORS = ("spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo",
              "representer")

@@ -6,7 +6,7 @@
     poisons (squared loss, :mod:`ntklib.train`), then report clean accuracy on
     the test split and ASR = fraction of triggered source-class test images
     predicted as target, with the training loss and the largest residual
-    |f(x_p) - 1| on the poisons (an unfitted poison is visible, never silent).
+    abs(f(x_p) - 1) on the poisons (an unfitted poison is visible, never silent).
 (c) :func:`sweep`: NTBA and the sampling baseline over budgets and seeds in one
     run, as a tidy DataFrame; :func:`efficiency_ratio` summarizes it as
     (smallest sampling budget reaching a given ASR) / (smallest NTBA budget).

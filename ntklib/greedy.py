@@ -1,4 +1,4 @@
-"""Greedy initialization of the poisons (Hayase & Oh 2023, App. B.2), the exhaustive search
+r"""Greedy initialization of the poisons (Hayase & Oh 2023, App. B.2), the exhaustive search
 it is checked against, and the sampling baseline.
 
 Each greedy round adds the candidate whose addition gives the lowest backdoor loss
@@ -6,7 +6,10 @@ Each greedy round adds the candidate whose addition gives the lowest backdoor lo
 re-solve: appending it to the regression on D = d u chosen changes the prediction at a test
 point x by the Schur complement
 
-    f'(x) = f(x) + (k_xc - k_xD A^-1 k_Dc) (1 - k_cD A^-1 y_D) / (k_cc + s - k_cD A^-1 k_Dc),
+.. math::
+
+    f'(x) = f(x) + \big(k_{xc} - k_{xD} A^{-1} k_{Dc}\big)\,
+            \frac{1 - k_{cD} A^{-1} y_D}{k_{cc} + s - k_{cD} A^{-1} k_{Dc}},
 
 with A = K_DD + s I (:func:`ntklib.regression.append_predictions`): O(n_D^2 m + n_x n_D m) for
 m candidates per round, after one kernel block K(X_cand, [X_cand; X_d; X_t; X_a]).

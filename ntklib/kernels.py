@@ -48,7 +48,7 @@ from ._precision import precision
 from ._xla import check as _check_xla
 
 __all__ = ["Kernel", "infinite_ntk", "infinite_nngp", "empirical_ntk", "user_kernel", "rbf",
-           "make_kernel", "DESIGN_KERNELS"]
+           "make_kernel", "check_kernel", "DESIGN_KERNELS"]
 
 DESIGN_KERNELS = {
     "empirical": "the empirical NTK at the clean victim's weights (the network trained on d): the paper's "

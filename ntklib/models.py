@@ -23,8 +23,10 @@ their empirical NTK instead.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +37,7 @@ import numpy as np
 from . import validation as _val
 
 __all__ = ["NeuralTangentsMissing", "Architecture", "mlp", "cnn", "wide_resnet", "plain_mlp", "plain_cnn",
-           "plain_wide_resnet", "build",
+           "plain_wide_resnet", "build", "check_architecture",
            "ARCHITECTURES", "PLAIN"]
 
 
@@ -158,11 +160,35 @@ class NeuralTangentsMissing(ImportError):
     """A stax architecture was asked for where neural-tangents does not import (a current JAX)."""
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 sent to /dev/null for the block: TensorFlow's and XLA's C++ start-up lines
+    (absl's "All log messages before absl::InitializeLog()", "Could not find cuda drivers"), which
+    TF_CPP_MIN_LOG_LEVEL does not reach, stay out of the notebooks. Python errors still raise."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield
+        return
+    sys.stderr.flush()
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _stax():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # neural-tangents imports TensorFlow
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
-        from neural_tangents import stax
+        if "neural_tangents" in sys.modules:
+            from neural_tangents import stax
+        else:
+            with _native_stderr_silenced():
+                from neural_tangents import stax
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise NeuralTangentsMissing(
             "this architecture is defined with neural_tangents.stax, which does not import here "

@@ -34,7 +34,7 @@ from . import pipeline as _pipeline
 from . import validation as _val
 
 __all__ = ["Param", "SCHEMAS", "NOTEBOOK_RULES", "RENAMED", "names", "defaults", "check", "smoke_values", "resolve",
-           "cell", "type_ok", "kind"]
+           "cell", "type_ok", "kind", "stale_cells", "write_cells"]
 
 _KEEP = object()
 

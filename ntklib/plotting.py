@@ -23,7 +23,8 @@ if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["set_theme", "savefig", "figure_dir", "save_numbers", "image_grid", "to_jsonable"]
+__all__ = ["set_theme", "savefig", "figure_dir", "save_numbers", "save_results", "image_grid", "to_jsonable",
+           "grouped_bars", "mean_sd_lines", "asr_vs_budget", "kernel_vs_network", "ratio_curves", "PALETTE"]
 
 PALETTE = {"ntba": "#c0392b", "sampling": "#2c7fb8", "greedy": "#e67e22", "random": "#7f8c8d",
            # kernels used to design poisons (notebook 06)

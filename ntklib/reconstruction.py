@@ -58,7 +58,7 @@ from . import validation as _val
 __all__ = ["mlp_apply", "linearized", "gradient_sum", "param_delta", "match_loss", "ReconstructionResult",
            "reconstruct",
            "match", "ssim", "ssim_matrix", "train_victim", "baseline_images", "quality", "distilled_accuracy",
-           "start_level", "run", "study", "distillation_study", "GRAD_AT", "INIT"]
+           "start_level", "run", "study", "distillation_study", "scaling_study", "GRAD_AT", "INIT"]
 
 
 def _check_mlp(arch):
@@ -148,7 +148,12 @@ def match_loss(apply, delta, grad_params, X, alpha):
 
 
 GRAD_AT = ("final", "init", "both")
+"""Where the attack takes the network's gradients (``grad_at``): at the trained weights, at the
+initial ones, or at both (the authors' ``both_kernels``)."""
 INIT = ("flat", "grey", "mean_image")
+"""The candidates' start (``init``): the authors' flat image plus noise at the training set's scalar
+mean (the default), a data-free mid-grey plus noise, or the private per-pixel mean image (a stronger
+attacker, for comparison only)."""
 
 
 def _sq_norm(tree):

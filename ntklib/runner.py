@@ -36,6 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
+__all__ = ["notebook_sources", "ParameterError", "notebook_parameters", "check_parameters", "unsynced_pairs",
+           "source_notebook", "run", "main"]
+
 
 def notebook_sources(selection=()):
     """The notebook sources, optionally filtered by name prefixes (``03`` or ``03_greedy``)."""

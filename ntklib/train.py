@@ -42,7 +42,7 @@ from ._precision import precision
 from ._xla import check as _check_xla
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "save_params", "load_params", "predict",
-           "residuals", "param_distance"]
+           "residuals", "param_distance", "check_config"]
 
 
 def check_config(config, name: str = "config"):
@@ -62,7 +62,7 @@ class TrainConfig:
     optimizer: "sgd" (with ``momentum``) or "adam"; lr: learning rate;
     batch_size: None for full batch; steps: step budget; target_loss: stop once
     the full-batch loss 1/(2n) sum (f - y)^2 is below it; target_residual: if set,
-    also require every training point's residual |f(x) - y| to be below it (so a
+    also require every training point's residual abs(f(x) - y) to be below it (so a
     single unfitted point, e.g. a poison, keeps training going); eval_every: how often
     the full-batch loss is checked and recorded; seed: initialization and
     minibatch order; dtype: parameter dtype (float32 is 24-55x faster for

@@ -24,7 +24,7 @@ from . import validation as _val
 
 __all__ = [
     "Trigger", "periodic", "patch", "from_pattern", "custom", "make_trigger",
-    "apply_trigger", "TRIGGERS",
+    "apply_trigger", "checkerboard", "TRIGGERS",
 ]
 
 

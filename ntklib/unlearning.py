@@ -204,7 +204,7 @@ def fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr: float = 0
                             iters: int = 50) -> dict:
     """What the hypergradient's derivation assumes, measured at ``delta`` (H, W, C) on (X, y) (the
     batch Phi is evaluated on): ``residual`` = ||Phi(delta) - delta|| / ||delta|| (0 at a fixed
-    point of Phi), and ``spectral_radius`` = max |eig(d_delta Phi)| with d_delta Phi = I - eta
+    point of Phi), and ``spectral_radius`` = max abs(eig(d_delta Phi)) with d_delta Phi = I - eta
     Hess_delta(-L + 0.001 ||delta||^2) (symmetric; the Neumann series converges iff it is < 1).
     ``method``: "exact" forms the Jacobian (H W C Hessian-vector products: digits 64, CIFAR-10 3072)
     and adds the eigenvalues' range (eig_min, eig_max); "power" runs ``iters`` steps of power

@@ -118,24 +118,91 @@ def test_a_failing_notebook_shows_the_end_of_its_log(tmp_path, capfd):
     assert "02_backdoor_loss failed; the end of its log" in capfd.readouterr().err
 
 
-@pytest.mark.slow
-def test_book_renders_every_executed_notebook_with_its_figures(smoke, tmp_path):
-    """make book: one page per executed notebook, each embedding the figures its notebook saved,
-    and an index in the tour's order."""
-    import re
-
+@pytest.fixture(scope="module")
+def site(smoke, tmp_path_factory):
+    """The documentation site (make book) built with warnings as errors from the smoke runs'
+    executed notebooks."""
     from ntklib import book
 
     for src in SOURCES:
         _smoke_run(smoke, src)
-    index = book.build(smoke / "executed", tmp_path / "book")
-    links = re.findall(r'href="([^"]+)\.html"', index.read_text())
-    assert links == [p.stem for p in SOURCES]
+    out = tmp_path_factory.mktemp("site") / "book"
+    book.build(smoke / "executed", out, strict=True)
+    return out
+
+
+def _outputs(nb):
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = o.get("text", "") if o["output_type"] == "stream" else str(o.get("data", {}).get("text/plain", ""))
+            yield o, text
+
+
+@pytest.mark.slow
+def test_executed_notebooks_show_the_science_not_noise(smoke):
+    """No stderr (library warnings, TensorFlow's start-up lines), no machine path and no stray
+    return value (a saved figure's paths) in what the notebooks print."""
+    import nbformat
+
     for src in SOURCES:
-        page = (tmp_path / "book" / f"{src.stem}.html").read_text()
-        # the figures of plotting.savefig (poison grids of artifacts.save_poisons sit beside their .npz)
-        n_png = len([p for p in (smoke / src.stem).glob("*.png") if not p.with_suffix(".npz").exists()])
-        assert page.count('src="data:image/png;base64') >= n_png, f"{src.stem}: figures missing from its page"
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="run `make figures`"):
-        book.build(tmp_path / "empty", tmp_path / "book2")
+        _smoke_run(smoke, src)
+        nb = nbformat.read(smoke / "executed" / f"{src.stem}.ipynb", as_version=4)
+        for o, text in _outputs(nb):
+            assert not (o["output_type"] == "stream" and o["name"] == "stderr"), f"{src.stem}: stderr {text[:300]!r}"
+            assert "PosixPath" not in text and str(smoke) not in text and str(ROOT) not in text, \
+                f"{src.stem}: a path in its outputs: {text[:300]!r}"
+
+
+@pytest.mark.slow
+def test_site_has_a_page_for_every_notebook_doc_and_module(site, smoke):
+    """make book: each notebook's page shows its outputs and figures, its "ntklib used" names link
+    to the API reference, each module's API page links back to the notebooks that use it."""
+    from ntklib import book
+
+    for src in SOURCES:
+        page = (site / "notebooks" / f"{src.stem}.html").read_text()
+        n_fig = len([p for p in (smoke / src.stem).glob("*.png") if not p.with_suffix(".npz").exists()])
+        assert page.count("<img ") >= n_fig, f"{src.stem}: figures missing from its page"
+        assert "Not executed yet" not in page and "cudart" not in page
+        for module, name in book.notebook_uses()[src.stem]:
+            target = book.api_target(module, name)
+            assert f'.html#{target}"' in page, f"{src.stem}: {module}.{name} is not linked to its API entry {target}"
+    for doc in (ROOT / "docs").glob("*.md"):
+        assert (site / "docs" / f"{doc.stem}.html").exists()
+    for module in book.api_modules():
+        assert (site / "api" / f"{module}.html").exists(), module
+    api = (site / "api" / "greedy.html").read_text()
+    assert 'id="ntklib.greedy.greedy_init"' in api and "../notebooks/03_greedy_initialization.html" in api
+    # a docstring's plain-text equation block is preformatted, its LaTeX block typeset
+    loss = (site / "api" / "backdoor_loss.html").read_text()
+    assert 'class="math' in loss and "dL/dK(X_p, X_d) = G[p, d]" in loss.split("<pre>", 1)[1]
+    # results.md's rows link to their notebook; nothing is fetched from the network
+    assert "../notebooks/05_transfer_to_networks.html" in (site / "docs" / "results.html").read_text()
+    import re
+
+    for page in site.rglob("*.html"):  # no script, style sheet or font from the network
+        remote = re.findall(r'<(?:script|link)[^>]*(?:src|href)="(?:https?:)?//[^"]*"', page.read_text())
+        assert not remote, (page, remote)
+
+
+@pytest.mark.slow
+def test_site_in_a_real_browser(site):
+    """Headless Chromium reads the site as a reader would (served by http.server, and search also
+    from file://): the math of a notebook page and of an API page is typeset by the site's own
+    MathJax, every image loaded, and searching "Schur complement" finds the greedy page."""
+    import browser
+
+    why = browser.missing()
+    if why:
+        pytest.skip(why)
+    with browser.Site(site) as reader:
+        for rel in ("notebooks/03_greedy_initialization.html", "api/backdoor_loss.html"):
+            st = reader.page(rel)
+            assert st["typeset"] > 0, f"{rel}: no equation typeset"
+            assert st["mathjax_src"] and all(s.startswith(reader.base) for s in st["mathjax_src"]), st["mathjax_src"]
+            assert "$" not in st["text"], f"{rel}: raw TeX left: {st['text'][st['text'].find('$') - 80:][:200]!r}"
+            assert all(ok for _, ok in st["images"]), f"{rel}: images not loaded: {st['images']}"
+        assert reader.page("notebooks/03_greedy_initialization.html")["images"], "the greedy page shows no figure"
+        for file in (False, True):
+            hits = reader.search("Schur complement", file=file)
+            assert any(h.split("?")[0].endswith("notebooks/03_greedy_initialization.html") for h in hits), hits
