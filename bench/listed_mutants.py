@@ -1,10 +1,18 @@
-"""The one-line bugs issue 27 lists, applied one at a time to a scratch copy of the working tree,
-each against the tests that must catch it: every one must fail at least one test ("killed").
+"""Plausible one-line bugs, applied one at a time to a scratch copy of the working tree, each
+against the tests that must catch it: every one must fail at least one test ("killed").
 
-    python bench/listed_mutants.py      # about 3 minutes; JSON: bench/results/listed_mutants.json
+Two sets: ``issue`` (the bugs issue 27 lists, and the settings it added) and ``reconstruction``
+(a hand-written set for :mod:`ntklib.reconstruction`, whose functions mutmut's per-mutant runs of
+the whole reconstruction test file would take hours on: the smoothing, the linearization, the
+gradient sum and the match loss, the penalties, the start, SSIM, the matching, the quality
+measures and the study plumbing of notebook 09).
+
+    python bench/listed_mutants.py                      # about 3 minutes: bench/results/listed_mutants.json
+    python bench/listed_mutants.py --set reconstruction # bench/results/mutation_reconstruction_by_hand.json
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -55,11 +63,78 @@ MUTANTS = [  # (name, file, original line fragment, mutated fragment, tests that
      "tests/test_reconstruction.py -k flat"),
 ]
 
+R_TESTS = "tests/test_reconstruction.py tests/test_defaults.py"
+RECONSTRUCTION = [  # (name, original line fragment, mutated fragment): all in ntklib/reconstruction.py
+    ("softplus without its beta inside", "h = jax.nn.softplus(beta * h) / beta", "h = jax.nn.softplus(h) / beta"),
+    ("the readout smoothed too", "            if i < len(params) - 1:\n                h = jax.nn.softplus",
+     "            if i < len(params):\n                h = jax.nn.softplus"),
+    ("NTK scaling by fan-out", "h = W_std / jnp.sqrt(W.shape[0]) * (h @ W) + b_std * b",
+     "h = W_std / jnp.sqrt(W.shape[1]) * (h @ W) + b_std * b"),
+    ("linearization's tangent reversed", "lambda a, b: a - b, params, base", "lambda a, b: b - a, params, base"),
+    ("linearization subtracts its first-order term", "        return f0 + df", "        return f0 - df"),
+    ("gradient sum with the cotangent negated", "return vjp(alpha)[0]", "return vjp(-alpha)[0]"),
+    ("weight change theta_0 - theta_f", "(np.asarray(a, np.float64) - np.asarray(b, np.float64))",
+     "(np.asarray(b, np.float64) - np.asarray(a, np.float64))"),
+    ("match loss adds the gradient sum", "lambda d, g: d - g, total", "lambda d, g: d + g, total"),
+    ("match loss not relative", "return _sq_norm(total) / _sq_norm(delta)", "return _sq_norm(total)"),
+    ("TV compares a row with itself", "(X[:, 1:] - X[:, :-1]) ** 2", "(X[:, 1:] - X[:, 1:]) ** 2"),
+    ("range penalty on positive pixels", "jax.nn.relu(-X) ** 2 + jax.nn.relu(X - 1) ** 2",
+     "jax.nn.relu(X) ** 2 + jax.nn.relu(X - 1) ** 2"),
+    ("range penalty not scaled by N_R", "range_weight * n_candidates * jnp.mean", "range_weight * jnp.mean"),
+    ("start noise 0.02 instead of 0.2", "X0 = (mean + 0.2 * rng", "X0 = (mean + 0.02 * rng"),
+    ("alpha drawn from U[0, 0.5]", "a0 = rng.uniform(-0.5, 0.5,", "a0 = rng.uniform(0.0, 0.5,"),
+    ("grad_at=init takes the trained weights", '(params_init,) if grad_at == "init"',
+     '(params_final,) if grad_at == "init"'),
+    ("history's match column logs the total loss", 'hist["match"].append(float(m))',
+     'hist["match"].append(float(loss))'),
+    ("SSIM's two constants swapped", "c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2",
+     "c1, c2 = (0.03 * data_range) ** 2, (0.01 * data_range) ** 2"),
+    ("SSIM covariance without its mean product", "sxy = _filter(x * y, w) - mx * my",
+     "sxy = _filter(x * y, w) + mx * my"),
+    ("SSIM structure term without its 2", "(2 * sxy + c2)", "(sxy + c2)"),
+    ("SSIM default window 3 on 16-pixel images", "(7 if side >= 16 else 3)", "(7 if side > 16 else 3)"),
+    ("Gaussian window off-centre", "r = np.arange(size) - (size - 1) / 2", "r = np.arange(size) - size / 2"),
+    ("matching maximizes the distance", "rows, cols = linear_sum_assignment(D)",
+     "rows, cols = linear_sum_assignment(-D)"),
+    ("matching distance with the cross term's sign flipped", "(b * b).sum(1)[None] - 2 * a @ b.T, 0))\n    rows",
+     "(b * b).sum(1)[None] + 2 * a @ b.T, 0))\n    rows"),
+    ("beats_unseen counts the reconstructions farther than the unseen", 'np.mean(m["l2"] < nearest)',
+     'np.mean(m["l2"] > nearest)'),
+    ("nearest unseen image is the farthest", "2 * a @ b.T, 0)).min(1)", "2 * a @ b.T, 0)).max(1)"),
+    ("distilled ridge not relative to the kernel's scale", "ridge=_val.check_float(ridge, \"ridge\", min=0) * K_scale)",
+     "ridge=_val.check_float(ridge, \"ridge\", min=0))"),
+    ("grey start at 0 instead of 0.5", 'np.float32(0.5) if init == "grey"', 'np.float32(0.0) if init == "grey"'),
+    ("baseline images drawn with replacement", "choice(len(X_other), n, replace=False)",
+     "choice(len(X_other), n, replace=True)"),
+    ("linear=True trains the standard network", "net = linearized(arch, p0) if linear else arch", "net = arch"),
+    ("start_ssim measured on the final candidates", 'quality(X, res.history["snapshots"][0], threshold)',
+     "quality(X, res.X, threshold)"),
+    ("linearized networks attacked at the final weights by default", '("init" if linear else "final")',
+     '("final" if linear else "init")'),
+    ("N candidates instead of 2N", "res = reconstruct(arch, p0, r.params, 2 * len(X)",
+     "res = reconstruct(arch, p0, r.params, len(X)"),
+    ("n_over_w inverted", "n_over_w=len(X) / width", "n_over_w=width / len(X)"),
+    ("the N sweep runs only both_kernels", 'if v.get("grad_at") != "both"]', 'if v.get("grad_at") == "both"]'),
+    ("distillation scores the starting images as reconstructions",
+     '("reconstructions (2N)", R, net.predict_labels(pf, R))',
+     '("reconstructions (2N)", start, net.predict_labels(pf, start))'),
+    ("t quantile with n instead of n - 1 degrees of freedom", "stats.t.ppf(0.5 + confidence / 2, len(seeds) - 1)",
+     "stats.t.ppf(0.5 + confidence / 2, len(seeds))"),
+    ("interval from the biased standard deviation", "half, half_d = q * a.std(ddof=1)", "half, half_d = q * a.std()"),
+]
+SETS = {"issue": (MUTANTS, "listed_mutants.json"),
+        "reconstruction": ([(n, "ntklib/reconstruction.py", o, m, R_TESTS) for n, o, m in RECONSTRUCTION],
+                           "mutation_reconstruction_by_hand.json")}
 
-def main():
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", choices=sorted(SETS), default="issue", help="which mutants (default: issue 27's)")
+    args = ap.parse_args(argv)
+    mutants, result = SETS[args.set]
     scratch = ROOT / "build" / "listed_mutants"
     rows = []
-    for name, rel, old, new, tests in MUTANTS:
+    for name, rel, old, new, tests in mutants:
         copy_tree(scratch)
         src = (scratch / rel).read_text()
         if src.count(old) != 1:
@@ -71,7 +146,7 @@ def main():
         killed = proc.returncode == 1
         rows.append(dict(mutant=name, file=rel, tests=tests, killed=killed, exit=proc.returncode))
         print(f"{'killed  ' if killed else 'SURVIVED'} {name} ({tests}; exit {proc.returncode})", flush=True)
-    out = ROOT / "bench" / "results" / "listed_mutants.json"
+    out = ROOT / "bench" / "results" / result
     out.write_text(json.dumps(rows, indent=1))
     print("written to", out)
     return 0 if all(r["killed"] for r in rows) else 1

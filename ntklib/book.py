@@ -124,7 +124,8 @@ _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 def _rewrite_links(text: str, origin: Path, here: Path, stage_dir: Path, pages: dict) -> str:
     """Markdown links of a repository file (``origin``) rewritten for its staged copy (``here``):
     links to the README, docs pages and notebooks point at their pages; figures and other files
-    of ``figures/`` are copied into the site; links to other repository files (sources, parameter
+    of ``figures/`` are copied into the site (a missing one is left as a broken link, which Sphinx
+    reports); links to other repository files (sources, parameter
     files) become their path in code, since the site does not carry them."""
     def sub(m):
         bang, label, target = m.groups()
@@ -139,10 +140,11 @@ def _rewrite_links(text: str, origin: Path, here: Path, stage_dir: Path, pages: 
         key = rel.with_suffix("") if rel.suffix in (".md", ".ipynb", ".py") else rel
         if str(key) in pages:
             dest = stage_dir / pages[str(key)]
-        elif rel.parts and rel.parts[0] == "figures" and repo.is_file():
-            dest = stage_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo, dest)
+        elif rel.parts and rel.parts[0] == "figures":
+            dest = stage_dir / rel  # a missing figure stays a link to nowhere: Sphinx warns (strict: fails)
+            if repo.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(repo, dest)
         else:
             return f"{label} (`{rel}`)" if label and label.strip("`") != str(rel) else f"`{rel}`"
         new = os.path.relpath(dest, here.parent) + (f"#{anchor}" if anchor else "")

@@ -838,9 +838,11 @@ def test_a_notebook_that_did_not_finish_never_has_the_final_name(tmp_path):
     assert not (out / "02_backdoor_loss.ipynb").exists() and not (out / "02_backdoor_loss.running.ipynb").exists()
 
 
-def test_the_book_marks_failed_runs_and_leaves_out_unfinished_ones(tmp_path, capsys):
+def test_the_book_marks_failed_runs_and_shows_sources_for_unfinished_ones(tmp_path, capsys):
+    """A failed run's page is what it showed, under a warning; a run cut off (``.running``) or never
+    made shows the committed source and how to run it; bad paths are refused before Sphinx runs."""
     nbformat = pytest.importorskip("nbformat", reason="the book needs the Jupyter stack (make test has it)")
-    pytest.importorskip("nbconvert", reason="the book needs the Jupyter stack (make test has it)")
+    pytest.importorskip("sphinx", reason="the book needs Sphinx (make test has it)")
     from ntklib import book
 
     src = tmp_path / "executed"
@@ -857,14 +859,23 @@ def test_the_book_marks_failed_runs_and_leaves_out_unfinished_ones(tmp_path, cap
     nbformat.write(executed("First"), src / f"{names[0]}.ipynb")
     nbformat.write(executed("Second"), src / f"{names[1]}.failed.ipynb")
     nbformat.write(executed("Third"), src / f"{names[2]}.running.ipynb")
-    index = book.build(src, tmp_path / "book").read_text()
-    assert f'href="{names[0]}.html"' in index and f'href="{names[1]}.html"' in index
-    assert f'href="{names[2]}.html"' not in index and "the last run was cut off" in index
-    assert "[failed in the last run]" in index and index.count("not executed yet") == len(names) - 3
-    assert "did not finish in the last run" in (tmp_path / "book" / f"{names[1]}.html").read_text()
-    assert "did not finish" not in (tmp_path / "book" / f"{names[0]}.html").read_text()
-    printed = capsys.readouterr().out
-    assert f"failed: {names[1]} (page marked)" in printed and f"unfinished: {names[2]} (no page)" in printed
+    states = book.stage(src, tmp_path / "stage")
+    assert [states[n] for n in names[:4]] == ["executed", "failed", "unfinished", "not run"]
+
+    def page(name):
+        return nbformat.read(tmp_path / "stage" / "notebooks" / f"{name}.ipynb", as_version=4)
+
+    assert page(names[0]).cells[0].source.startswith("# First") and page(names[0]).cells[1].outputs
+    assert "did not finish in the last run" in page(names[1]).cells[1].source
+    for cut_off in (names[2], names[3]):  # the repository's source, without outputs, and how to run it
+        nb = page(cut_off)
+        assert "Third" not in nb.cells[0].source and "Not executed yet" in nb.cells[1].source
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file; the book is a folder"):
+        book.build(src, tmp_path / "afile")
+    with pytest.raises(ValueError, match="is a file; give the folder of executed notebooks"):
+        book.build(tmp_path / "afile", tmp_path / "book")
 
 
 # ---------------------------------------------------------------------------- refused before the expensive work

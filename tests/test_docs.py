@@ -3,6 +3,8 @@ commands, and every document and figure it points to exists."""
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +39,7 @@ def test_book_stages_the_sources_of_notebooks_not_run_yet(tmp_path):
     """Before any `make figures`: every notebook gets a page from its committed source, without
     outputs, saying how to produce them; a failed run is shown under a warning; the "ntklib used"
     names become links into the API reference, and each module's page lists its notebooks."""
-    import jupytext
+    jupytext = pytest.importorskip("jupytext", reason="the book needs the Jupyter stack (make test has it)")
     import nbformat
 
     from ntklib import book
@@ -106,3 +108,20 @@ def test_every_name_a_notebook_says_it_uses_is_public_and_documented():
             documented = (callable(obj) and obj.__doc__) or re.search(rf"^{attr}\s*=[^\n]*(\n[ )\]}}].*)*\n\"\"\"",
                                                                          src, re.M)
             assert documented, f"{stem}: {target} has no docstring"
+
+
+def test_book_reports_a_missing_figure(tmp_path):
+    """A docs page that links to a figure nobody made is a broken link Sphinx reports (and the
+    strict build refuses), never silently dropped."""
+    pytest.importorskip("jupytext", reason="the book needs the Jupyter stack (make test has it)")
+    from ntklib import book
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("# R\n\n[figure](../figures/05_transfer_to_networks/nowhere.png) and "
+                                     "[the headline](../figures/05_transfer_to_networks/headline_asr_vs_budget.png)\n")
+    book.stage(tmp_path / "none", tmp_path / "stage", docs_dir=docs)
+    page = (tmp_path / "stage" / "docs" / "results.md").read_text()
+    assert "](../figures/05_transfer_to_networks/nowhere.png)" in page
+    assert not (tmp_path / "stage" / "figures" / "05_transfer_to_networks" / "nowhere.png").exists()
+    assert (tmp_path / "stage" / "figures" / "05_transfer_to_networks" / "headline_asr_vs_budget.png").is_file()
