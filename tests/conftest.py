@@ -3,10 +3,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Tests (and the notebook kernels they start) cache into a fresh folder, never build/cache.
-if "NTKLIB_CACHE_DIR" not in os.environ:
-    import tempfile
+import tempfile  # noqa: E402
 
+if "NTKLIB_CACHE_DIR" not in os.environ:
     os.environ["NTKLIB_CACHE_DIR"] = tempfile.mkdtemp(prefix="ntklib-test-cache-")
+# ... and matplotlib's font list too: the user-wide one is shared by every environment on the machine
+# (both suites of .ci/run run side by side), and one built while an environment's fonts were missing
+# leaves mathtext without STIX, which a notebook then reports on stderr
+os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="ntklib-test-matplotlib-")
 
 import pytest  # noqa: E402
 

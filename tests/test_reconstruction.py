@@ -35,6 +35,28 @@ def test_gradient_sum_is_one_vjp_of_the_per_example_gradients(tiny):
     np.testing.assert_allclose(reconstruction.mlp_apply(arch, 200.0)(p, X), arch.predict(p, X), atol=0.05)
 
 
+def test_the_linearized_network_is_the_first_order_taylor_expansion(tiny):
+    """linearized(arch, p0)(p) = f(p0) + <grad f(p0), p - p0>: equal to the network at p0, affine in p,
+    its slope along v the network's JVP (so p - p0, not p0 - p, and f0 plus, not minus, the term)."""
+    X, _, _ = tiny
+    arch = models.plain_mlp(16, depth=2)
+    p0 = arch.init(0, X.shape[1:])
+    leaves, tree = jax.tree_util.tree_flatten(p0)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    v = jax.tree_util.tree_unflatten(tree, [0.1 * jax.random.normal(k, np.shape(a)) for k, a in zip(keys, leaves,
+                                                                                                   strict=True)])
+    lin = reconstruction.linearized(arch, p0).apply_fn
+
+    def at(t):
+        return jax.tree_util.tree_map(lambda a, b: a + t * b, p0, v)
+
+    f0, slope = jax.jvp(lambda p: arch.apply_fn(p, X), (p0,), (v,))
+    np.testing.assert_allclose(lin(p0, X), f0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lin(at(1.0), X) - f0, slope, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lin(at(-2.0), X) - f0, -2 * slope, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(slope).max()) > 1e-2  # a slope that a sign error would show
+
+
 def test_a_linearized_network_moves_in_the_span_of_its_training_gradients(tiny):
     """Gradient descent on the linearized network: theta_f - theta_0 = sum_i a_i grad f(x_i; theta_0)
     exactly, the identity the attack inverts (Loo et al. 2024, Sec. 3)."""
