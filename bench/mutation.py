@@ -209,8 +209,38 @@ def write_report(report: dict, out: Path) -> list[str]:
         if r["category"] not in ("message text", "input check", "default value"):
             lines.append(f"- `{r['module']}.{r['function']}` ({r['category']}): `{r['old']}` -> `{r['new']}`"
                          + (f": {r['verdict']}" if r["verdict"] else ""))
+    lines += hand_written_section()
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return lines
+
+
+HAND = {  # the hand-run mutants beside mutmut's: file under bench/results -> what they are
+    "listed_mutants.json": "the one-line bugs issue 27 lists (`python bench/listed_mutants.py`)",
+    "mutation_reconstruction_by_hand.json": "reconstruction, written by hand (`python bench/listed_mutants.py --set "
+                                            "reconstruction`); survivors of the first pass and the tests that now kill "
+                                            "them are in bench/mutation_triage.json",
+    "mutation_unlearning_by_hand.json": "unlearning's hypergradient, inner map and loss: mutmut's mutants run by hand "
+                                        "against their fast tests",
+}
+
+
+def hand_written_section() -> list[str]:
+    """The hand-run mutant sets, as a table (killed / checked, survivors named)."""
+    lines = ["", "## Mutants run by hand", "", "| set | checked | killed | survived |", "|---|---|---|---|"]
+    survivors = []
+    for name, what in HAND.items():
+        path = ROOT / "bench" / "results" / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        rows = data["mutants"] if isinstance(data, dict) else data
+        killed = [r for r in rows if r.get("killed") or r.get("verdict") == "killed"]
+        checked = [r for r in rows if "killed" in r or r.get("verdict") in ("killed", "survived")]
+        left = [r for r in checked if r not in killed]
+        lines.append(f"| {what} | {len(checked)} | {len(killed)} | {len(left)} |")
+        survivors += [f"- {name}: `{r.get('mutant')}`" + (f" (`{r['new']}`)" if "new" in r else "") for r in left]
+    return lines + (["", "Survivors of the hand-run sets (input checks, messages and defaults; see the triage):", "",
+                     *survivors] if survivors else [])
 
 
 def main(argv=None):

@@ -148,6 +148,90 @@ def test_ssim_against_explicit_windows(tiny):
     assert M.shape == (3, 3) and np.allclose(np.diag(M), reconstruction.ssim(a, b))
 
 
+def test_ssim_default_window_follows_the_image_side():
+    """7 x 7 from side 16 up (the usual), 3 x 3 below (8 x 8 digits)."""
+    rng = np.random.default_rng(0)
+    for side, win in ((16, 7), (15, 3), (32, 7)):
+        a, b = rng.uniform(size=(2, 2, side, side, 1))
+        np.testing.assert_array_equal(reconstruction.ssim(a, b), reconstruction.ssim(a, b, win=win))
+        assert not np.allclose(reconstruction.ssim(a, b), reconstruction.ssim(a, b, win=10 - win))
+
+
+def test_quality_beats_unseen_against_brute_force(tiny):
+    """beats_unseen: the share of training images whose matched reconstruction is nearer (L2) than
+    every unseen image; nearest_unseen_l2 the distance to the nearest unseen image, by a loop."""
+    X, _, task = tiny
+    unseen = task.X_test[:10]
+    rng = np.random.default_rng(0)
+    good = np.clip(np.concatenate([X, X]) + 0.01 * rng.standard_normal((2 * len(X), *X.shape[1:])), 0, 1)
+    q = reconstruction.quality(X, good, X_unseen=unseen)
+    nearest = [min(np.linalg.norm((x - u).ravel()) for u in unseen) for x in X.astype(np.float64)]
+    np.testing.assert_allclose(q["per_image"]["nearest_unseen_l2"], nearest, rtol=1e-6)
+    assert q["beats_unseen"] == 1.0
+    # reconstructions that are unseen images themselves, half of the training images' own nearest
+    bad = np.concatenate([unseen, unseen])[:2 * len(X)]
+    q = reconstruction.quality(X, bad, X_unseen=unseen)
+    assert q["beats_unseen"] == 0.0
+    want = np.mean([d < n for d, n in zip(q["per_image"]["l2"], nearest, strict=True)])
+    assert q["beats_unseen"] == want
+
+
+def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, monkeypatch):
+    """grad_at: "final" the trained weights, "init" the initial ones, "both" the two in that order
+    (the parameters match_loss receives); the history's match column is the data term alone."""
+    X, y, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, X.shape[1:])
+    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    seen, real = [], reconstruction.match_loss
+
+    def spy(apply, delta, grad_params, X_, alpha):
+        seen.append(grad_params)
+        return real(apply, delta, grad_params, X_, alpha)
+
+    monkeypatch.setattr(reconstruction, "match_loss", spy)
+    for grad_at, want in (("final", (p1,)), ("init", (p0,)), ("both", (p1, p0))):
+        seen.clear()
+        reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], steps=1, grad_at=grad_at, progress=False)
+        got = seen[0]
+        assert len(got) == len(want), grad_at
+        for g, w in zip(got, want, strict=True):
+            for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(w), strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b, np.float32))
+    monkeypatch.setattr(reconstruction, "match_loss", real)
+    kw = dict(steps=5, log_every=1, progress=False)
+    plain = reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], range_weight=0, tv_weight=0, **kw).history
+    np.testing.assert_allclose(plain["match"], plain["loss"], rtol=1e-6)
+    pen = reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], range_weight=0.1, tv_weight=0.1, **kw).history
+    assert all(m < total for m, total in zip(pen["match"], pen["loss"], strict=True)), pen
+
+
+def test_distilled_accuracy_ridge_is_relative_to_the_kernel_scale(tiny, monkeypatch):
+    """``ridge`` is relative to mean(diag K): a kernel scaled by c gets c times the ridge, so the
+    accuracy does not depend on the kernel's units."""
+    from ntklib import adversarial
+
+    X, y, task = tiny
+    seen, real = [], adversarial.kernel_predictor
+
+    def spy(kernel, X_, y_, ridge=0.0, **kw):
+        seen.append(ridge)
+        return real(kernel, X_, y_, ridge=ridge, **kw)
+
+    monkeypatch.setattr(adversarial, "kernel_predictor", spy)
+
+    def scaled(c):
+        def pair(a, b):
+            a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+            return c * jnp.exp(-jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None] - 2 * a @ b.T, 0) / 8)
+
+        return kernels.user_kernel(pair, dtype="float64")
+
+    accs = [reconstruction.distilled_accuracy(scaled(c), X, y, task.X_test, task.y_test, ridge=0.1) for c in (1, 1e3)]
+    np.testing.assert_allclose(seen, [0.1, 100.0], rtol=1e-9)  # diag of this kernel is c
+    assert accs[0] == accs[1]
+
+
 def test_matching_recovers_a_permutation(tiny):
     X, _, task = tiny
     perm = np.random.default_rng(0).permutation(len(X))
@@ -212,14 +296,39 @@ def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny):
     # a flat level plus N(0, 0.2^2) per pixel, clipped to the box: no structure of the training images
     assert abs(np.median(start) - 0.3) < 0.02 and abs(np.std(start.mean(0)) - 0.2 / 8) < 0.01
     assert res.alpha.shape == (2, 64)
-    row = reconstruction.run(X, y, 16, depth=1, steps=5, config=train.TrainConfig(lr=0.5, steps=20))["row"]
-    assert row["init"] == "flat" and row["grad_at"] == "final" and 0 < row["start_ssim"] < row["ssim"] + 0.5
+    out = reconstruction.run(X, y, 16, depth=1, steps=5, config=train.TrainConfig(lr=0.5, steps=20))
+    row = out["row"]
+    assert row["init"] == "flat" and row["grad_at"] == "final"
+    assert out["result"].X.shape == (2 * len(X), *X.shape[1:]) and row["n_over_w"] == len(X) / 16  # 2N, N / W
+    # start_ssim: the matched SSIM of the starting images (step 0), ssim that of the final ones
+    start = reconstruction.quality(X, out["result"].history["snapshots"][0])["ssim"]
+    assert row["start_ssim"] == pytest.approx(start) and row["ssim"] == pytest.approx(
+        reconstruction.quality(X, out["result"].X)["ssim"]) and row["ssim"] != pytest.approx(start)
 
 
-def test_distillation_study_reports_paired_intervals(tiny):
+def test_distillation_study_reports_paired_intervals(tiny, monkeypatch):
     X, y, task = tiny
+    runs, scored = [], []
+    real_run, real_acc = reconstruction.run, reconstruction.distilled_accuracy
+
+    def run_spy(*a, **kw):
+        runs.append(real_run(*a, **kw))
+        return runs[-1]
+
+    def acc_spy(kernel, Xs, ys, *a, **kw):
+        scored.append(np.asarray(Xs))
+        return real_acc(kernel, Xs, ys, *a, **kw)
+
+    monkeypatch.setattr(reconstruction, "run", run_spy)
+    monkeypatch.setattr(reconstruction, "distilled_accuracy", acc_spy)
     rows, summary = reconstruction.distillation_study(X, y, task.X_test, task.y_test, kernels.rbf(2.0, dtype="float64"),
                                                       16, depth=1, seeds=[0, 1, 2], steps=20)
+    # per seed, in order: the training images, that seed's reconstructions, its starting images
+    assert len(scored) == 9
+    for i, r in enumerate(runs):
+        np.testing.assert_array_equal(scored[3 * i], X)
+        np.testing.assert_array_equal(scored[3 * i + 1], r["result"].X)
+        np.testing.assert_array_equal(scored[3 * i + 2], r["result"].history["snapshots"][0])
     assert len(rows) == 12 and {s["set"] for s in summary} == {"victim network itself", "training images (N)",
                                                                "reconstructions (2N)", "starting images (2N)"}
     real = next(s for s in summary if s["set"] == "training images (N)")
@@ -230,6 +339,9 @@ def test_distillation_study_reports_paired_intervals(tiny):
         accs = np.array([r["accuracy"] for r in rows if r["set"] == s["set"]])
         half = stats.t.ppf(0.975, 2) * np.std(accs - ref, ddof=1) / np.sqrt(3)
         assert np.isclose(s["mean"], accs.mean()) and np.isclose(s["diff_high"], (accs - ref).mean() + half)
+        spread = stats.t.ppf(0.975, 2) * np.std(accs, ddof=1) / np.sqrt(3)  # the interval of the mean itself
+        assert np.isclose(s["low"], accs.mean() - spread) and np.isclose(s["high"], accs.mean() + spread)
+    assert any(np.std([r["accuracy"] for r in rows if r["set"] == s["set"]]) > 0 for s in summary)
 
 
 def test_bad_inputs(tiny):
