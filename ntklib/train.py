@@ -42,7 +42,7 @@ from ._precision import precision
 from ._xla import check as _check_xla
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_many", "chunk_size", "save_params", "load_params", "predict",
-           "residuals", "param_distance", "check_config"]
+           "residuals", "param_distance", "check_config", "padded_rows"]
 
 
 def check_config(config, name: str = "config"):
@@ -300,6 +300,18 @@ def chunk_size(arch, input_shape, n_rows: int, dtype="float32", memory: int = DE
     return fit
 
 
+PAD_ROWS = 64
+
+
+def padded_rows(n: int) -> int:
+    """The rows a victim's training set is padded to in :func:`train_many`: ``n`` rounded up to a
+    multiple of :data:`PAD_ROWS`. A function of the victim's own set alone, so the float32 rounding
+    of its sums over rows, and with it the trained victim, does not depend on which other victims
+    train beside it (which the cache decides); victims whose sets round to the same size share a
+    compiled program."""
+    return -(-int(n) // PAD_ROWS) * PAD_ROWS
+
+
 def _victim_programs(arch, cfg, minibatch: bool, batched: bool = True):
     """The jitted step and evaluation of a chunk of victims, vmapped over a leading victim
     axis (``batched``) or for one victim alone (cached on the architecture). One victim per
@@ -446,8 +458,11 @@ def _sharder(devices):
 
 
 def _cache_key(arch, job):
+    # the padding enters the key: a victim trained under another padding rule differs in its float32
+    # rounding, and a cache must never serve it as this one
     return _cache.key("victim", arch.spec, job.X, job.y, dataclasses.asdict(job.cfg),
-                      None if job.params is None else jax.tree_util.tree_leaves(job.params))
+                      None if job.params is None else jax.tree_util.tree_leaves(job.params),
+                      ("padded_rows", padded_rows(len(job.X))))
 
 
 def _cached_layout(template):
@@ -496,7 +511,8 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
         arch: the architecture (:mod:`ntklib.models`) every victim shares.
         data: a sequence of ``(X, y)`` pairs, one per victim: X (n_i, H, W, C),
             y (n_i,) in {-1, +1}. Victims may have different n_i (e.g. different
-            numbers of poisons): shorter sets are padded with rows of zero weight.
+            numbers of poisons): each set is padded with rows of zero weight to
+            :func:`padded_rows` of its own size, so no victim depends on the others.
         configs: one :class:`TrainConfig` for all, or one per victim. Victims may
             differ in ``seed``, ``steps``, ``target_loss`` and ``target_residual``;
             victims that differ in :data:`SHARED_FIELDS` train in separate programs.
@@ -560,7 +576,7 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     for j in todo:
         bs = _BatchOrder(len(j.X), j.cfg.batch_size, 0).bs
         gk = tuple(getattr(j.cfg, f) for f in SHARED_FIELDS if f != "batch_size") + (
-            bs if bs < len(j.X) else None,)
+            bs if bs < len(j.X) else None, padded_rows(len(j.X)))
         groups.setdefault(gk, []).append(j)
     if workers is None:  # two threads per core: XLA:CPU leaves a core idle between small ops
         workers = 2 * (os.cpu_count() or 1) if devices[0].platform == "cpu" and len(devices) == 1 else 1
@@ -574,7 +590,7 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
     finished = {}
     with _profiling.section("victim training"):
         for gjobs in groups.values():
-            nmax = max(len(j.X) for j in gjobs)
+            nmax = padded_rows(len(gjobs[0].X))  # the same for the whole group (part of its key)
             c = chunk or chunk_size(arch, shape, nmax, gjobs[0].cfg.dtype, memory, devices[0].platform)
             n_workers = max(1, min(workers, -(-len(gjobs) // c)))
             slots = min(c, -(-len(gjobs) // n_workers))

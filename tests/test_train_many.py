@@ -221,3 +221,19 @@ def test_batched_victims_are_deterministic(victims):
         assert ra.history == rb.history
         for la, lb in zip(jax.tree_util.tree_leaves(ra.params), jax.tree_util.tree_leaves(rb.params), strict=True):
             np.testing.assert_array_equal(la, lb)
+
+
+def test_a_victim_does_not_depend_on_which_others_train_beside_it(victims):
+    """A victim trained alone equals, bit for bit, the same victim trained beside larger ones (as
+    happens when the cache already holds some of a notebook's victims): its padded set size is its
+    own, never the largest of the victims that happen to train with it."""
+    sets, cfgs = victims
+    cfgs = [dataclasses.replace(c, steps=min(c.steps, 100)) for c in cfgs]
+    arch = models.plain_mlp(32)
+    together = train.train_many(arch, sets, cfgs, progress=False, cache=False)
+    for i in (0, 2):
+        alone = train.train_many(arch, [sets[i]], [cfgs[i]], progress=False, cache=False)[0]
+        assert alone.history == together[i].history
+        for la, lb in zip(jax.tree_util.tree_leaves(alone.params), jax.tree_util.tree_leaves(together[i].params),
+                          strict=True):
+            np.testing.assert_array_equal(la, lb)
