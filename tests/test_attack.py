@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ntklib import attack, data, kernels, models, poison_optimization
+from ntklib import attack, backdoor_loss, data, greedy, kernels, models, poison_optimization
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,25 @@ def task():
 def toy(task):
     """Float64 RBF kernel, 30 clean points, 10 candidates: brute force is cheap."""
     k = kernels.rbf(2.0, dtype="float64")
-    return attack.BackdoorProblem.from_task(task, k, w_attack=2.0), task.X_cand[:10]
+    return backdoor_loss.BackdoorProblem.from_task(task, k, w_attack=2.0), task.X_cand[:10]
+
+
+def test_attack_is_the_three_modules_under_one_name(toy):
+    """ntklib.attack re-exports the loss, greedy and optimization modules' objects (not copies),
+    and the helpers those modules share accept what they should and name what they refuse."""
+    for module in (backdoor_loss, greedy, poison_optimization):
+        for name in module.__all__:
+            if name in attack.__all__:
+                assert getattr(attack, name) is getattr(module, name), name
+    assert set(attack.__all__) <= set(backdoor_loss.__all__) | set(greedy.__all__) | set(poison_optimization.__all__)
+    P, _ = toy
+    ens = backdoor_loss.EnsembleProblem([P, P])
+    assert backdoor_loss.members(P) == [P] and backdoor_loss.members(ens) == [P, P]
+    assert backdoor_loss.check_problem(ens) is ens and backdoor_loss.check_problem(P, ensemble=False) is P
+    with pytest.raises(TypeError, match="or an EnsembleProblem"):
+        backdoor_loss.check_problem("not a problem")
+    with pytest.raises(TypeError, match="must be an ntklib.attack.BackdoorProblem"):
+        backdoor_loss.check_problem(ens, ensemble=False)
 
 
 def test_loss_equals_textbook_formula(toy):
