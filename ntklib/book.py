@@ -160,18 +160,13 @@ def _noise(output) -> bool:
         "application/vnd.jupyter.widget-view+json" in output.get("data", {})
 
 
-def _clean_outputs(nb) -> int:
+def _clean_outputs(nb) -> None:
     """Drop the noise of every code cell (:func:`_noise`) and the notebook's widget state: the
-    page shows results. Returns how many outputs were dropped."""
-    dropped = 0
+    page shows results."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        keep = [o for o in cell.get("outputs", []) if not _noise(o)]
-        dropped += len(cell.get("outputs", [])) - len(keep)
-        cell["outputs"] = keep
-    return dropped
+        if cell.cell_type == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if not _noise(o)]
 
 
 def _link_used(source: str, module_pages: set) -> str:
@@ -276,10 +271,9 @@ def literal_equations(app, what, name, obj, options, lines):
     def indent(s):
         return len(s) - len(s.lstrip())
 
-    out, i, n = [], 0, len(lines)
-    while i < n:
-        line = lines[i]
-        if line.strip() and i > 0 and not lines[i - 1].strip() and out:
+    out = []
+    for line in lines:
+        if line.strip() and out and not out[-1].strip():  # a block's first line, after a blank one
             j = len(out) - 1
             while j >= 0 and not out[j].strip():
                 j -= 1
@@ -294,7 +288,6 @@ def literal_equations(app, what, name, obj, options, lines):
                         and not markup):
                     out[-1:] = ["", " " * base + "::", ""]
         out.append(line)
-        i += 1
     lines[:] = out
 
 
