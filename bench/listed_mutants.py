@@ -31,7 +31,7 @@ MUTANTS = [  # (name, file, original line fragment, mutated fragment, tests that
      "np.fill_diagonal(B, -rowsum * k / n)", "np.fill_diagonal(B, rowsum * k / n)",
      "tests/test_defenses.py -k strongest"),
     ("SPECTRE whitens with the plain covariance", "ntklib/defenses.py",
-     "white = Y @ _inv_sqrt(np.cov(Ys.T, bias=True))", "white = Y @ _inv_sqrt(np.cov(Y.T, bias=True))",
+     "white = Y @ _inv_sqrt(np.cov(Y[sel].T, bias=True))", "white = Y @ _inv_sqrt(np.cov(Y.T, bias=True))",
      "tests/test_defenses.py -k spectre"),
     ("PGD takes every gradient at the clean image", "ntklib/adversarial.py",
      "g = predictor.input_grad(x, -y)  # d/dx sum_i -y_i f(x_i)", "g = predictor.input_grad(X0, -y)",
@@ -132,6 +132,9 @@ def main(argv=None):
     ap.add_argument("--set", choices=sorted(SETS), default="issue", help="which mutants (default: issue 27's)")
     args = ap.parse_args(argv)
     mutants, result = SETS[args.set]
+    stale = [name for name, rel, old, _, _ in mutants if (ROOT / rel).read_text().count(old) != 1]
+    if stale:  # all of them named before any test runs
+        raise SystemExit(f"the lines to mutate of {stale} are not in their files exactly once; update the list")
     scratch = ROOT / "build" / "listed_mutants"
     rows = []
     for name, rel, old, new, tests in mutants:
