@@ -87,8 +87,9 @@ victim_variants = [  # changes to the victims' training, the poisons fixed (thos
     {"label": "width 512", "width": 512},
     {"label": "lr 0.5 (10000 steps)", "victim_lr": 0.5, "train_steps": 10000},
 ]
-variant_budgets = [1, 3, 5]  # NTBA budgets re-evaluated for each victim variant (among budgets)
-variant_sampling_budgets = [5, 10, 20]  # the baseline's budgets for each victim variant
+# variant_budgets: NTBA budgets re-evaluated for each victim variant (among budgets; those around the asr_level line)
+variant_budgets = [3, 5]
+variant_sampling_budgets = [5, 10]  # the baseline's budgets for each victim variant
 ridge = 0.0                 # kernel regression's ridge (the paper's 0; raise it if the kernel is singular in float32)
 kernel = "empirical"        # the kernel whose poisons the victim variants are trained on (one of kernels)
 asr_level = 0.9             # the ASR level of the efficiency ratio

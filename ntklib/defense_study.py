@@ -25,13 +25,13 @@ import time
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import attack as _attack
 from . import defenses as _def
 from . import evaluate as _eval
 from . import kernels as _kernels
 from . import models as _models
+from . import parallel as _parallel
 from . import train as _train
 from . import unlearning as _unl
 from . import validation as _val
@@ -209,14 +209,16 @@ def _check_sets(exp, sets) -> list:
 
 
 def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 8000,
-                    progress: bool = True) -> tuple[pd.DataFrame, list]:
+                    progress: bool = True, workers: int | None = None) -> tuple[pd.DataFrame, list]:
     """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
     a fresh victim trained on the kept points. Returns (table, victims) where the table has one
     row per (set, detector) (detector "none": the poisoned victim itself) with auc, caught,
     removed, precision, recall, seconds, net_asr, net_ca (and attack, budget, setting, seed);
     ``victims`` holds the poisoned
-    victims' params in the order of ``sets`` (for :func:`ibau_study`)."""
+    victims' params in the order of ``sets`` (for :func:`ibau_study`). The sets' detections run
+    ``workers`` at a time on threads (default one per CPU core, :func:`ntklib.parallel.thread_map`):
+    ``seconds`` is a detector's wall time while sharing the cores, as :func:`ibau_study`'s is."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
     sets = _check_sets(exp, sets)  # everything checked before the first victim trains
     detectors = check_detectors(detectors, arch.kernel_fn is not None)
@@ -228,18 +230,27 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     infinite = None
     if "spectral_inf" in detectors and arch.kernel_fn is not None:
         infinite = _kernels.infinite_ntk(arch, dtype="float64")
-    rows, retrain_jobs = [], []
-    for s, (X, y), v in zip(tqdm(sets, desc="detectors", disable=not progress), data, victims, strict=True):
+    def one(job):
+        s, (X, y), v = job
         n_d = len(task.X_d)
         truth = np.r_[np.zeros(n_d, bool), np.ones(len(X) - n_d, bool)]
         base = dict(attack=s["attack"], budget=s["budget"], setting=setting(s["attack"], s["budget"]), seed=s["seed"])
-        rows.append(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)))
+        out = [(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)), None)]
         target = y > 0
         for d in detect(arch, v.params, X, y, len(X) - n_d, detectors, task.X_test_trig, infinite, n_subsets,
                         seed=int(s["seed"])):
             m = _def.detection_metrics(d["scores"][target], truth[target], d["removed"][target])
-            rows.append(dict(base, detector=d["detector"], seconds=d["seconds"], **m))
-            retrain_jobs.append((len(rows) - 1, X[~d["removed"]], y[~d["removed"]], int(s["seed"])))
+            out.append((dict(base, detector=d["detector"], seconds=d["seconds"], **m),
+                        (X[~d["removed"]], y[~d["removed"]], int(s["seed"]))))
+        return out
+
+    rows, retrain_jobs = [], []
+    for row, kept in (r for part in _parallel.thread_map(one, list(zip(sets, data, victims, strict=True)),
+                                                         workers=workers, desc="detectors", progress=progress)
+                      for r in part):
+        rows.append(row)
+        if kept is not None:
+            retrain_jobs.append((len(rows) - 1, *kept))
     if retrain and retrain_jobs:
         res = _train.train_many(arch, [(X, y) for _, X, y, _ in retrain_jobs],
                                 [dataclasses.replace(cfg, seed=sd) for *_, sd in retrain_jobs], progress=progress,
@@ -253,7 +264,7 @@ IBAU_VARIANTS = _unl.IBAU_VARIANTS  # re-exported: notebook 07 reads it here
 
 
 def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, variants=None, progress: bool = True,
-               **ibau_kw) -> pd.DataFrame:
+               workers: int | None = None, **ibau_kw) -> pd.DataFrame:
     """I-BAU on each poisoned victim with the first ``n_clean`` images of a shuffled clean pool
     (the task's spare clean images ``X_spare`` when it has them, else its held-out set t; the
     same subset for every victim of a size), measured after every round (round 0: before).
@@ -262,7 +273,9 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
     ablations); ``ibau_kw``: settings shared by all. Columns: variant, attack, budget, setting, seed,
     n_clean, round, net_asr, net_ca, seconds (the whole run's wall time) and, with
     ``diagnostics=True``, the fixed-point residual and spectral radius of d_delta Phi at each
-    round's delta*."""
+    round's delta*. The runs are independent: ``workers`` at a time on threads (default one per CPU
+    core, :func:`ntklib.parallel.thread_map`), so ``seconds`` is a wall time shared with the other
+    runs, as :func:`detection_study`'s is."""
     task, arch = exp.task, exp.arch
     sets = _check_sets(exp, sets)
     allowed = [n for n in inspect.signature(_unl.ibau).parameters
@@ -288,26 +301,30 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
     if len(victims) != len(sets):
         raise ValueError(f"{len(sets)} poison sets but {len(victims)} victims: pass detection_study's victims")
     order = np.random.default_rng(0).permutation(pool)
-    rows = []
     jobs = [(v, s, p, n) for v in variants for s, p in zip(sets, victims, strict=True) for n in n_clean]
-    for v, s, params, n in tqdm(jobs, desc="I-BAU", disable=not progress):
+
+    def one(job):
+        v, s, params, n = job
         base = dict(variant=v, attack=s["attack"], budget=s["budget"], setting=setting(s["attack"], s["budget"]),
                     seed=s["seed"], n_clean=n)
-        rows.append(dict(base, round=0, **_eval.network_metrics(arch, params, task)))
+        rows = [dict(base, round=0, **_eval.network_metrics(arch, params, task))]
         idx = order[:n]
         t0 = time.perf_counter()
 
-        def on_round(r, p, base=base):
+        def on_round(r, p):
             rows.append(dict(base, round=r, **_eval.network_metrics(arch, p, task)))
 
         res = _unl.ibau(arch, params, X_pool[idx], y_pool[idx], rounds=rounds, seed=int(s["seed"]), progress=False,
                         on_round=on_round, **{**ibau_kw, **variants[v]})
-        for k, row in enumerate(rows[-rounds:]):
+        for k, row in enumerate(rows[1:]):
             row["seconds"] = time.perf_counter() - t0
             for key in ("residual", "spectral_radius"):
                 if key in res.history:
                     row[key] = res.history[key][k]
-    return pd.DataFrame(rows)
+        return rows
+
+    done = _parallel.thread_map(one, jobs, workers=workers, desc="I-BAU", progress=progress)
+    return pd.DataFrame([row for rows in done for row in rows])
 
 
 def _check_victims(sets, victims) -> list:
@@ -383,7 +400,7 @@ def runtime(detections: pd.DataFrame, ibau: pd.DataFrame | None = None, detector
 
 
 def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = "flat",
-                    beta: float | None = 10.0) -> tuple[pd.DataFrame, dict]:
+                    beta: float | None = 10.0, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Poisons in the weights (notebook 09): a defender holds a poisoned victim's weights and
     reconstructs its training set (Loo et al., ICLR 2024; :func:`ntklib.reconstruction.run`, 2N
     candidates, gradients at the trained weights). Per poison set: the victim of its seed trained
@@ -396,7 +413,7 @@ def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = 
     best-recovered training images; chance n_p^2 / n for n_p poisons), mean_rank_poisons (by SSIM, 1 = best;
     chance (n + 1) / 2). ``examples``: {setting: (poisons, their matched reconstructions, their
     SSIMs)} for the first set of each setting. Cost: one victim and one attack of ``steps`` Adam
-    steps per set."""
+    steps per set; the sets run ``workers`` at a time (:func:`ntklib.parallel.thread_map`)."""
     from . import reconstruction as _rec
 
     sets = _check_sets(exp, sets)
@@ -406,12 +423,16 @@ def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = 
                          "smooths, at its default initialization; prepare the experiment with "
                          "architecture='plain_mlp'")
     first = set(_first_of_each_setting(sets).values())
-    rows, examples = [], {}
-    for j, s in enumerate(sets):
+
+    def one(s):
         X, y, is_p = _poisoned_data(exp, s)
         r = _rec.run(X, y, spec["width"], spec["depth"], config=exp.train_config, steps=steps, lr=lr, beta=beta,
                      seed=int(s["seed"]), init=init)
-        ssim = np.asarray(r["match"]["ssim"])
+        return X, is_p, np.asarray(r["match"]["ssim"]), r["result"].X[r["match"]["rec_index"][is_p]]
+
+    rows, examples = [], {}
+    for j, (s, (X, is_p, ssim, R_p)) in enumerate(zip(sets, _parallel.thread_map(one, sets, workers=workers),
+                                                       strict=True)):
         order = np.argsort(-ssim, kind="stable")
         ranks = np.empty(len(X), int)
         ranks[order] = np.arange(1, len(X) + 1)
@@ -421,5 +442,5 @@ def poison_recovery(exp, sets, steps: int = 2000, lr: float = 0.02, init: str = 
                          poisons_in_top=int(is_p[order[:is_p.sum()]].sum()),
                          mean_rank_poisons=float(ranks[is_p].mean())))
         if j in first:
-            examples[name] = (X[is_p], r["result"].X[r["match"]["rec_index"][is_p]], ssim[is_p])
+            examples[name] = (X[is_p], R_p, ssim[is_p])
     return pd.DataFrame(rows), examples

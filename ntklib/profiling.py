@@ -11,7 +11,9 @@ a notebook kernel run by :mod:`ntklib.runner` reports them without any code in
 the notebook. Cost: two ``perf_counter`` calls per section and one small file
 write per outermost coarse section (one kernel block, one greedy run, one
 optimization, one batch of victims; validation sections, small and many, are
-written with the next coarse one).
+written with the next coarse one). Work on the threads of :func:`ntklib.parallel.thread_map`
+is not counted (its sections overlap in time, so their sum would exceed the wall time): it
+shows as the rest of the notebook.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import time
 import warnings
 from collections import defaultdict
 
-__all__ = ["CATEGORIES", "section", "profiled", "totals", "reset"]
+__all__ = ["CATEGORIES", "section", "profiled", "totals", "reset", "muted"]
 
 CATEGORIES = ("victim training", "kernel evaluation", "greedy", "optimization", "validation")
 
@@ -44,6 +46,9 @@ def section(category: str):
     """Count the wall time of the block under ``category`` (minus nested sections)."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown profiling category {category!r}; choose one of {list(CATEGORIES)}")
+    if getattr(_local, "muted", False):
+        yield
+        return
     stack = _stack()
     frame = [category, 0.0]  # category, time spent in nested sections
     stack.append(frame)
@@ -59,6 +64,18 @@ def section(category: str):
             stack[-1][1] += dt
         elif category != "validation":
             _flush()
+
+
+@contextlib.contextmanager
+def muted():
+    """Sections opened on this thread inside the block are not counted (the worker threads of
+    :func:`ntklib.parallel.thread_map`)."""
+    before = getattr(_local, "muted", False)
+    _local.muted = True
+    try:
+        yield
+    finally:
+        _local.muted = before
 
 
 def profiled(category: str):

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from . import adversarial as _adv
 from . import kernels as _kernels
 from . import models as _models
+from . import parallel as _parallel
 from . import train as _train
 from . import validation as _val
 
@@ -439,16 +440,16 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     return dict(row=row, result=res, match=q["per_image"], params_init=p0, params_final=r.params, arch=net)
 
 
-def study(X, y, settings, X_unseen=None, **common):
-    """:func:`run` once per entry of ``settings`` (dicts of its arguments: width, linear, init,
-    grad_at, ...), each merged over ``common``: a table (pandas DataFrame) of the rows, in order, with
-    a ``setting`` column naming what each entry changed. ``X_unseen`` feeds every run's baseline."""
-    import pandas as pd
+_RUN_SETTINGS = [k for k in inspect.signature(run).parameters if k not in ("X", "y", "X_unseen")]
 
+
+def _check_settings(settings, common) -> list:
+    """The settings of :func:`study` (a non-empty list of dicts of :func:`run`'s arguments), each
+    merged over ``common``, checked before anything runs."""
     if isinstance(settings, dict) or not isinstance(settings, (list, tuple)) or not settings:
         raise TypeError(f"settings={_val.describe(settings)} is invalid: must be a non-empty list of dicts of "
                         "run(...)'s arguments, e.g. [dict(width=64), dict(width=256, linear=True)]")
-    allowed = [k for k in inspect.signature(run).parameters if k not in ("X", "y", "X_unseen")]
+    allowed = _RUN_SETTINGS
     _val.check_keys(common, allowed, "setting(s) of reconstruction.run")
     for i, kw in enumerate(settings):
         if not isinstance(kw, dict):
@@ -456,14 +457,34 @@ def study(X, y, settings, X_unseen=None, **common):
         _val.check_keys(kw, allowed, f"setting(s) of reconstruction.run in settings[{i}]")
     if "width" not in common and any("width" not in kw for kw in settings):
         raise ValueError("every run needs a width: give width= or put one in each setting")
-    rows = []
-    for kw in settings:
-        r = run(X, y, X_unseen=X_unseen, **{**common, **kw})
-        rows.append(dict(r["row"], setting=", ".join(f"{k}={v}" for k, v in kw.items())))
-    return pd.DataFrame(rows)
+    return [{**common, **kw} for kw in settings]
 
 
-def scaling_study(samples: dict, n_train: int, width: int, widths, n_trains, variants, **common):
+def _rows(jobs, workers):
+    """:func:`run`'s rows for ``jobs`` [(X, y, X_unseen, setting, arguments)], ``workers`` at a time
+    (:func:`ntklib.parallel.thread_map`), each with a ``setting`` column naming what it changed."""
+    def one(job):
+        X, y, X_unseen, kw, args = job
+        return dict(run(X, y, X_unseen=X_unseen, **args)["row"], setting=", ".join(f"{k}={v}" for k, v in kw.items()))
+
+    return _parallel.thread_map(one, jobs, workers=workers)
+
+
+def study(X, y, settings, X_unseen=None, workers: int | None = None, **common):
+    """:func:`run` once per entry of ``settings`` (dicts of its arguments: width, linear, init,
+    grad_at, ...), each merged over ``common``: a table (pandas DataFrame) of the rows, in order, with
+    a ``setting`` column naming what each entry changed. ``X_unseen`` feeds every run's baseline.
+    The runs are independent: ``workers`` of them at a time on threads (default: one per CPU core,
+    :func:`ntklib.parallel.thread_map`; the rows are those of a run one after the other, and each
+    row's ``seconds`` is its wall time while sharing the cores)."""
+    import pandas as pd
+
+    args = _check_settings(settings, common)
+    return pd.DataFrame(_rows([(X, y, X_unseen, kw, a) for kw, a in zip(settings, args, strict=True)], workers))
+
+
+def scaling_study(samples: dict, n_train: int, width: int, widths, n_trains, variants, workers: int | None = None,
+                  **common):
     """How leakage depends on width and on the number of training images (notebook 09, part 2; Loo
     et al., Sec. 4: N / W). ``samples``: {N: (X, y, X_unseen)} for ``n_train`` and every N of
     ``n_trains``; ``variants``: :func:`run` settings compared at every point (linear, grad_at, ...).
@@ -471,7 +492,8 @@ def scaling_study(samples: dict, n_train: int, width: int, widths, n_trains, var
     sweep runs the variants other than ``grad_at="both"`` (the authors' ``both_kernels``, twice the
     cost: the width sweep shows it) at ``width`` on the sample of each N. A point both sweeps hold (N =
     n_train at ``width``) is attacked once and reported in both. Returns :func:`study`'s table with
-    a column ``study`` ("width" or "n"). ``common``: the other arguments of :func:`run`."""
+    a column ``study`` ("width" or "n"). ``common``: the other arguments of :func:`run`. All the
+    points' runs go to one :func:`ntklib.parallel.thread_map` (``workers`` at a time)."""
     import pandas as pd
 
     widths = _val.check_int_list(widths, "widths", min=1)
@@ -480,24 +502,29 @@ def scaling_study(samples: dict, n_train: int, width: int, widths, n_trains, var
     if missing:
         raise ValueError(f"samples must be a dict {{N: (X, y, X_unseen)}} holding n_train={n_train} and every N of "
                          f"n_trains={n_trains}; it lacks {sorted(set(missing))}")
-    done = {}
+    width_points = [(n_train, dict(v, width=w)) for w in widths for v in variants]
+    n_points = [(n, dict(v, width=width)) for n in n_trains for v in variants if v.get("grad_at") != "both"]
+    unique = {}
+    for n, kw in width_points + n_points:
+        unique.setdefault((n, tuple(sorted(kw.items()))), (n, kw))
+    args = _check_settings([kw for _, kw in unique.values()], common)
+    jobs = [(*samples[n][:3], kw, a) for (n, kw), a in zip(unique.values(), args, strict=True)]
+    # the costliest first (a step costs ~ N width^2, twice with both points), so no thread waits at the end
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]) * jobs[i][4]["width"] ** 2
+                   * (2 if jobs[i][4].get("grad_at") == "both" else 1))
+    done = dict(zip(order, _rows([jobs[i] for i in order], workers), strict=True))
+    rows = {key: done[i] for i, key in enumerate(unique)}
 
-    def point(n, kw):
-        key = (n, tuple(sorted(kw.items())))
-        if key not in done:
-            X, y, X_unseen = samples[n]
-            done[key] = study(X, y, [kw], X_unseen=X_unseen, **common).iloc[0]
-        return done[key]
+    def row(n, kw, name):
+        return dict(rows[(n, tuple(sorted(kw.items())))], study=name)
 
-    rows = [dict(point(n_train, dict(v, width=w)), study="width") for w in widths for v in variants]
-    rows += [dict(point(n, dict(v, width=width)), study="n") for n in n_trains for v in variants
-             if v.get("grad_at") != "both"]
-    return pd.DataFrame(rows)
+    rows_out = [row(n, kw, "width") for n, kw in width_points] + [row(n, kw, "n") for n, kw in n_points]
+    return pd.DataFrame(rows_out)
 
 
 def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2, seeds=(0, 1, 2, 3, 4),
                        steps: int = 2000, lr: float = 0.02, init: str = "flat", ridge: float = 1e-3,
-                       confidence: float = 0.95) -> tuple:
+                       confidence: float = 0.95, workers: int | None = None) -> tuple:
     """Reconstructions as a distilled training set (Loo et al., Sec. 5), over ``seeds`` (a fresh
     victim and attack per seed): per seed the test accuracy of a kernel model (``kernel``, or
     ``"empirical"``: the empirical NTK of that seed's victim, which the attacker holds) trained on
@@ -506,7 +533,7 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
     summary): rows one per (seed, set); summary per set the mean, the t-interval at ``confidence``
     over seeds, and the paired interval of the mean difference from the real images (a difference
     is established only where that interval excludes 0). Cost: one victim, one attack and three
-    kernel solves per seed."""
+    kernel solves per seed; the seeds run ``workers`` at a time (:func:`ntklib.parallel.thread_map`)."""
     from scipy import stats
 
     X = _val.check_images(X, "X")
@@ -519,16 +546,18 @@ def distillation_study(X, y, X_test, y_test, kernel, width: int, depth: int = 2,
     if len(seeds) < 2:
         raise ValueError(f"seeds={seeds} is invalid: an interval over seeds needs at least 2 of them")
     confidence = _val.check_float(confidence, "confidence", min=0, max=1, include_min=False, include_max=False)
-    rows = []
-    for s in seeds:
+    def one_seed(s):
         r = run(X, y, width, depth, steps=steps, lr=lr, seed=s, init=init)
         net, pf, R = r["arch"], r["params_final"], r["result"].X
         start = r["result"].history["snapshots"][0]
         k = _kernels.empirical_ntk(net.apply_fn, pf, dtype="float64") if isinstance(kernel, str) else kernel
-        rows.append(dict(seed=s, set="victim network itself", accuracy=_adv.accuracy(net.predict(pf, X_test), y_test)))
+        out = [dict(seed=s, set="victim network itself", accuracy=_adv.accuracy(net.predict(pf, X_test), y_test))]
         for name, Xs, ys in (("training images (N)", X, y), ("reconstructions (2N)", R, net.predict_labels(pf, R)),
                              ("starting images (2N)", start, net.predict_labels(pf, start))):
-            rows.append(dict(seed=s, set=name, accuracy=distilled_accuracy(k, Xs, ys, X_test, y_test, ridge)))
+            out.append(dict(seed=s, set=name, accuracy=distilled_accuracy(k, Xs, ys, X_test, y_test, ridge)))
+        return out
+
+    rows = [row for part in _parallel.thread_map(one_seed, seeds, workers=workers) for row in part]
     table = {}
     for row in rows:
         table.setdefault(row["set"], {})[row["seed"]] = row["accuracy"]

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import cache as _cache
 from . import models as _models
+from . import parallel as _parallel
 from . import profiling as _profiling
 from . import validation as _val
 from ._precision import precision
@@ -523,7 +524,8 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
         workers: chunks trained concurrently on threads (default on CPU: two per
             core, measured 20-25% faster than one per core on 2 cores; 1 on
             accelerators and with several devices, where each chunk's victims are
-            sharded across the devices instead).
+            sharded across the devices instead, and inside a worker thread of
+            :func:`ntklib.parallel.thread_map`).
         cache: look each victim up in (and store it to) :mod:`ntklib.cache`.
 
     Returns one :class:`TrainResult` per victim, in order. Each victim follows its
@@ -580,6 +582,8 @@ def train_many(arch, data, configs=None, params=None, progress: bool = True, des
         groups.setdefault(gk, []).append(j)
     if workers is None:  # two threads per core: XLA:CPU leaves a core idle between small ops
         workers = 2 * (os.cpu_count() or 1) if devices[0].platform == "cpu" and len(devices) == 1 else 1
+        if _parallel.inside_worker():  # already one of parallel.thread_map's threads
+            workers = 1
     bar = tqdm(total=V, initial=V - len(todo), desc=desc, disable=not progress, leave=False, unit="victim")
     lock = threading.Lock()
 

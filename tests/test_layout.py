@@ -55,8 +55,8 @@ def test_no_import_cycle_between_modules():
 
 # the layers (docs/design.md, section 5): the paper's methods and the tools they use below; the
 # experiments (the pipeline, sweeps, the notebooks' studies, parameters) and the tools that run them above
-METHODS = {"_precision", "_xla", "validation", "profiling", "cache", "plotting", "artifacts", "data", "triggers",
-           "models", "train", "kernels", "regression", "backdoor_loss", "greedy", "poison_optimization",
+METHODS = {"_precision", "_xla", "validation", "profiling", "parallel", "cache", "plotting", "artifacts", "data",
+           "triggers", "models", "train", "kernels", "regression", "backdoor_loss", "greedy", "poison_optimization",
            "attack", "defenses", "unlearning", "adversarial",
            "reconstruction"}
 EXPERIMENTS = {"evaluate", "pipeline", "defense_study", "params", "cost", "paper_regime", "runner", "book"}

@@ -4,7 +4,6 @@ attack itself recovering training images better than real images it never saw.""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 from ntklib import data, kernels, models, reconstruction, train
@@ -322,7 +321,7 @@ def test_distillation_study_reports_paired_intervals(tiny, monkeypatch):
     monkeypatch.setattr(reconstruction, "run", run_spy)
     monkeypatch.setattr(reconstruction, "distilled_accuracy", acc_spy)
     rows, summary = reconstruction.distillation_study(X, y, task.X_test, task.y_test, kernels.rbf(2.0, dtype="float64"),
-                                                      16, depth=1, seeds=[0, 1, 2], steps=20)
+                                                      16, depth=1, seeds=[0, 1, 2], steps=20, workers=1)
     # per seed, in order: the training images, that seed's reconstructions, its starting images
     assert len(scored) == 9
     for i, r in enumerate(runs):
@@ -368,20 +367,19 @@ def test_bad_inputs(tiny):
 
 def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkeypatch):
     """The width sweep (every variant, N = n_train) and the N sweep (no both_kernels, at width) as
-    study() would give them one by one; the shared point (n_train, width) is attacked once."""
+    run() would give them one by one; the shared point (n_train, width) is attacked once."""
     calls = []
 
-    def fake_study(X, y, settings, X_unseen=None, **common):
-        (kw,) = settings
+    def fake_run(X, y, X_unseen=None, **kw):
         calls.append((len(X), kw["width"], kw["grad_at"], kw["linear"]))
-        assert X_unseen is samples[len(X)][2] and common == dict(steps=3, seed=1)
-        return pd.DataFrame([dict(n=len(X), width=kw["width"], attack=f"{kw['linear']} @ {kw['grad_at']}",
-                                  ssim=len(X) / kw["width"])])
+        assert X_unseen is samples[len(X)][2] and {k: kw[k] for k in ("steps", "seed")} == dict(steps=3, seed=1)
+        return dict(row=dict(n=len(X), width=kw["width"], attack=f"{kw['linear']} @ {kw['grad_at']}",
+                             ssim=len(X) / kw["width"]))
 
     samples = {n: (np.zeros((n, 8, 8, 1)), np.ones(n), np.zeros((2 * n, 8, 8, 1))) for n in (4, 6, 8)}
     variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="both"),
                 dict(linear=True, grad_at="init")]
-    monkeypatch.setattr(reconstruction, "study", fake_study)
+    monkeypatch.setattr(reconstruction, "run", fake_run)
     t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1)
     assert t.study.tolist() == ["width"] * 6 + ["n"] * 6
     assert list(zip(t.n, t.width, strict=True)) == ([(6, 16)] * 3 + [(6, 32)] * 3 + [(4, 32)] * 2 + [(6, 32)] * 2
