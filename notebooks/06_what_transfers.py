@@ -39,8 +39,10 @@
 # `target_residual` (or until `train_steps` run out); the largest poison residual is
 # reported, so an unfitted poison is visible.
 #
-# **Runtime** at defaults: about 6 minutes on 2 CPU cores (`smoke=True`: about a minute);
-# less after notebook 05, whose clean victim, poisons and victims it reuses from the cache.
+# **Runtime** at defaults: about 3.5 minutes on 2 CPU cores after notebook 05, whose clean victim,
+# poisons and victims it reuses from the cache (`smoke=True`: about a minute). The victim variants
+# are trained at the budgets around the 90% line (`variant_budgets`, `variant_sampling_budgets`);
+# more budgets draw more of each variant's curve at about a minute per budget.
 #
 # **ntklib used:** `pipeline.compare_kernels` (`pipeline.run` per kernel, `evaluate.sweep`),
 # `pipeline.KernelComparison`, `pipeline.victim_variants`, `pipeline.victim_config`,

@@ -40,9 +40,9 @@
 #
 # Everything is judged on trained networks, with several seeds, the two attacks side by side.
 #
-# **Runtime** at defaults (digits 7 → 1, MLP 256 × 2, 3 seeds): 15 minutes on 2 CPU cores
-# shared with other work: retraining one victim per (attack, seed, detector), and I-BAU with its
-# two ablations on every victim (`smoke=True`: ~1 minute).
+# **Runtime** at defaults (digits 7 → 1, MLP 256 × 2, 3 seeds): about 3.5 minutes on 2 CPU cores
+# (2026-12-05, after notebook 05): retraining one victim per (attack, seed, detector), and I-BAU
+# with its two ablations on every victim, two runs at a time (`smoke=True`: ~1 minute).
 #
 # **ntklib used:** `pipeline.prepare`, `defense_study.poison_sets`, `defense_study.detection_study`,
 # `defense_study.settings`, `defense_study.stability_study`, `defense_study.direction_study`,
@@ -232,6 +232,11 @@ print(assumptions.loc[["mean", "min", "max"]].round(3).to_string())
 
 # %% [markdown]
 # ## Runtime of each defense
+#
+# Wall seconds per call on this machine: each detector on one poisoned training set, one after
+# the other; I-BAU a whole run (all rounds), its runs two at a time on 2 cores
+# (`ntklib.parallel.thread_map`), so its times are those of a run sharing the cores, an upper
+# bound for a run alone.
 
 # %%
 runtime = defense_study.runtime(table, ib, detectors)

@@ -42,9 +42,10 @@
 # 4. a defender holding a poisoned victim's weights: do NTBA's poisons (and random triggered
 #    images) stand out among the reconstructions?
 #
-# **Runtime** at defaults (digits 7 → 1, two-hidden-layer MLPs, N = 10 to 40, widths 64 to 1024,
-# four attack forms, five distillation seeds): 13.5 minutes on 2 CPU cores shared with other work,
-# most of it the width-1024 attacks (`smoke=True`: ~1 minute).
+# **Runtime** at defaults (digits 7 → 1, two-hidden-layer MLPs, N = 10 to 40, widths 64 to 512,
+# four attack forms, five distillation seeds): under 2 minutes on 2 CPU cores, the independent
+# attacks of each study two at a time (`ntklib.parallel`; `smoke=True`: ~1 minute). Width 1024
+# (`-p "widths=[64, 256, 1024]"`) adds about 4 minutes; its numbers are in docs/results.md.
 #
 # **ntklib used:** `reconstruction.run`, `reconstruction.study`, `reconstruction.scaling_study`,
 # `reconstruction.distillation_study`, `reconstruction.INIT`, `data.make_task`, `pipeline.prepare`,
@@ -239,13 +240,15 @@ plotting.save_results(results, NB, fig_dir);
 #   attacker holding only the weights does not have. After the attack the three starts end close
 #   together (differences of a few images of N): the mean image flattered the starting point more
 #   than the result.
-# - **Where the gradients are taken explains most of "standard vs linearized".** Compare the four
-#   attack forms at each width: the standard network attacked at its initial weights (or at both
-#   points, the authors' `both_kernels`) leaks about as much as its linearization once the network
-#   is wide, so most of the gap between "standard @ final" and "linearized @ init" is the gradient
-#   point; the narrowest network, furthest from the kernel regime, is where the network itself
-#   makes a difference. Wider networks leak more, and more images per parameter (larger N / W)
-#   leak less.
+# - **Where the gradients are taken explains much of "standard vs linearized".** Compare the four
+#   attack forms at each width: attacked at its trained weights the standard network leaks least;
+#   attacked at its initial weights, or at both points (the authors' `both_kernels`), it comes
+#   close to its linearization from width 256 on, so much of the gap between "standard @ final"
+#   and "linearized @ init" is the gradient point; the narrowest network, furthest from the kernel
+#   regime, is where the network itself makes the largest difference. Every form leaks more at
+#   width 256 than at 64, and more images per parameter (larger N / W) leak less. One seed and
+#   N = 20: a step of 0.05 in the leaked fraction is one image, so read trends across the table,
+#   not single cells (width 1024, in docs/results.md, is the next point of the width sweep).
 # - **Distillation.** The reconstructions, labelled by the victim, train a kernel model (the
 #   infinite NTK, which knows nothing of the weights) nearly as well as the real training images,
 #   and their noisy starting images do worse on average and vary far more from seed to seed; the

@@ -209,16 +209,18 @@ def _check_sets(exp, sets) -> list:
 
 
 def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 8000,
-                    progress: bool = True, workers: int | None = None) -> tuple[pd.DataFrame, list]:
+                    progress: bool = True, workers: int = 1) -> tuple[pd.DataFrame, list]:
     """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
     a fresh victim trained on the kept points. Returns (table, victims) where the table has one
     row per (set, detector) (detector "none": the poisoned victim itself) with auc, caught,
     removed, precision, recall, seconds, net_asr, net_ca (and attack, budget, setting, seed);
     ``victims`` holds the poisoned
-    victims' params in the order of ``sets`` (for :func:`ibau_study`). The sets' detections run
-    ``workers`` at a time on threads (default one per CPU core, :func:`ntklib.parallel.thread_map`):
-    ``seconds`` is a detector's wall time while sharing the cores, as :func:`ibau_study`'s is."""
+    victims' params in the order of ``sets`` (for :func:`ibau_study`). ``workers``: sets detected at a
+    time on threads (:func:`ntklib.parallel.thread_map`). Default 1: the detectors' ``seconds`` are
+    results (notebook 07's runtime table), and two at a time on 2 cores gained nothing (measured:
+    detection 122 s either way; the datamodel and SPECTRE detectors, already using NumPy's threads,
+    took 2-3x longer each)."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
     sets = _check_sets(exp, sets)  # everything checked before the first victim trains
     detectors = check_detectors(detectors, arch.kernel_fn is not None)
@@ -274,8 +276,9 @@ def ibau_study(exp, sets, victims, n_clean=(20, 40, 60), rounds: int = 5, varian
     n_clean, round, net_asr, net_ca, seconds (the whole run's wall time) and, with
     ``diagnostics=True``, the fixed-point residual and spectral radius of d_delta Phi at each
     round's delta*. The runs are independent: ``workers`` at a time on threads (default one per CPU
-    core, :func:`ntklib.parallel.thread_map`), so ``seconds`` is a wall time shared with the other
-    runs, as :func:`detection_study`'s is."""
+    core, :func:`ntklib.parallel.thread_map`; notebook 07: 95 -> 57 s on 2 cores, the same rows), so
+    ``seconds`` is a run's wall time while sharing the cores with the others (an upper bound for a
+    run alone)."""
     task, arch = exp.task, exp.arch
     sets = _check_sets(exp, sets)
     allowed = [n for n in inspect.signature(_unl.ibau).parameters
