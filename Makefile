@@ -1,5 +1,5 @@
 # ntk-backdoor: the two commands of the README, plus helpers.
-#   make figures   create .venv if missing, install, run every notebook (papermill)
+#   make figures   create .venv if missing, install, run every notebook (papermill), JOBS=2 at a time
 #   make test      create/install the same way, run the whole test suite
 #   make test-current  the same tests in a second environment, .venv-current: a current JAX with
 #                  NumPy 2 and no neural-tangents (requirements-current-jax.txt); tests that need
@@ -13,6 +13,7 @@ VENV_CURRENT ?= .venv-current
 STAMP_CURRENT := $(VENV_CURRENT)/.installed-stamp
 PARAMS ?=
 NOTEBOOKS ?=
+JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
@@ -46,7 +47,7 @@ lint: $(STAMP)  # what CI checks before the tests (pre-commit runs the same befo
 	$(PY) -m ntklib.runner --check-pairs
 
 figures: $(STAMP)
-	$(PY) -m ntklib.runner $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \
+	$(PY) -m ntklib.runner --jobs $(JOBS) $(if $(PARAMS),--params $(PARAMS)) $(NOTEBOOKS) \
 	    $(if $(PARAMS)$(NOTEBOOKS),,--timings 'bench/results/figures_{platform}.json')
 
 book: $(STAMP)  # the documentation site (Sphinx): notebooks as `make figures` left them, docs, API; build/book/index.html

@@ -41,7 +41,7 @@
 # Everything is judged on trained networks, with several seeds, the two attacks side by side.
 #
 # **Runtime** at defaults (digits 7 → 1, MLP 256 × 2, 3 seeds): about 3.5 minutes on 2 CPU cores
-# (2026-12-05, after notebook 05): retraining one victim per (attack, seed, detector), and I-BAU
+# after notebook 05: retraining one victim per (attack, seed, detector), and I-BAU
 # with its two ablations on every victim, two runs at a time (`smoke=True`: ~1 minute).
 #
 # **ntklib used:** `pipeline.prepare`, `defense_study.poison_sets`, `defense_study.detection_study`,

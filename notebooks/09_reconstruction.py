@@ -246,7 +246,8 @@ plotting.save_results(results, NB, fig_dir);
 #   close to its linearization from width 256 on, so much of the gap between "standard @ final"
 #   and "linearized @ init" is the gradient point; the narrowest network, furthest from the kernel
 #   regime, is where the network itself makes the largest difference. Every form leaks more at
-#   width 256 than at 64, and more images per parameter (larger N / W) leak less. One seed and
+#   width 256 than at 64, and at the initial weights (standard or linearized) more images per
+#   parameter (larger N / W) leak less; at the trained weights the N sweep stays flat. One seed and
 #   N = 20: a step of 0.05 in the leaked fraction is one image, so read trends across the table,
 #   not single cells (width 1024, in docs/results.md, is the next point of the width sweep).
 # - **Distillation.** The reconstructions, labelled by the victim, train a kernel model (the

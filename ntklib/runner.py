@@ -13,6 +13,7 @@ that ``build/notebooks/`` shows what the last run of each notebook did).
     python -m ntklib.runner                       # all notebooks, defaults
     python -m ntklib.runner --smoke 03 05         # a quick run of two of them
     python -m ntklib.runner --params params/cifar10.yaml
+    python -m ntklib.runner --jobs 2              # two notebooks at a time (make figures)
 
 Parameters are checked before anything runs, against each notebook's schema
 (:mod:`ntklib.params`, the same check the notebook's first cell makes): a name no
@@ -22,6 +23,14 @@ and so is a value of the wrong type (the default's), out of range
 parameters (:data:`ntklib.params.NOTEBOOK_RULES`), for the run and its smoke sizes. A ``--params`` file may
 hold parameters of several notebooks (one YAML for every notebook): each notebook
 receives its own, and a name that no notebook has is refused.
+
+With ``--jobs N`` up to N notebooks run at a time, each in its own runner process (its own
+kernel, log and profile), started in order as slots free up; a notebook listed in :data:`AFTER`
+waits for those it reuses cached work from (05's clean victim, poisons and victims), so no work
+is done twice. A notebook's numbers do not depend on what runs beside it (each run has its own
+seeds; XLA's programs are deterministic on CPU); its wall time does. Measured on 2 cores: most
+notebooks keep one core busy for much of their run (imports, kernels, plotting, the single-victim
+phases), so two at a time fill the idle core.
 """
 from __future__ import annotations
 
@@ -37,7 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 __all__ = ["notebook_sources", "ParameterError", "notebook_parameters", "check_parameters", "unsynced_pairs",
-           "source_notebook", "run", "main"]
+           "source_notebook", "run", "run_at_once", "AFTER", "main"]
+
+# notebook -> the notebooks whose cached work it reuses (ntklib.cache): with --jobs it starts only
+# after they finished (when they are among those run), so the cache serves it instead of two
+# processes computing the same victims side by side
+AFTER = {"06": ("05",), "07": ("05",)}
 
 
 def notebook_sources(selection=()):
@@ -265,6 +279,67 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
     return out, (json.loads(prof.read_text()) if prof.exists() else {})
 
 
+def run_at_once(paths, jobs: int, command, poll: float = 0.2, report=print) -> tuple[dict, dict, list]:
+    """Run the notebooks ``paths`` in child processes, ``jobs`` at a time: ``command(path,
+    timings)`` is the child's argv, which writes its timings JSON (``--timings``) to the path
+    ``timings``. Notebooks start in the order given, each as soon as a slot is free and the
+    notebooks :data:`AFTER` names for it (among ``paths``) have finished. ``report(line)`` gets one
+    line per finished notebook (the child's own line, numbered here). After a failure no new
+    notebook starts; those running finish. Returns (seconds, profile, failed stems)."""
+    import json
+    import subprocess
+    import tempfile
+
+    jobs = max(1, int(jobs))
+    stems = [p.stem for p in paths]
+    waiting, running, done, failed = list(paths), {}, set(), []
+    seconds, profile = {}, {}
+    tmp = Path(tempfile.mkdtemp(prefix="ntklib-runner-"))
+
+    def ready(p):
+        needs = [s for s in stems if any(s.startswith(a) for a in AFTER.get(p.stem[:2], ()))]
+        return all(s in done for s in needs)
+
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs and not failed:
+                nxt = next((p for p in waiting if ready(p)), None)
+                if nxt is None:
+                    break
+                waiting.remove(nxt)
+                timings, log = tmp / f"{nxt.stem}.json", tmp / f"{nxt.stem}.out"
+                with open(log, "w") as out:
+                    proc = subprocess.Popen(command(nxt, str(timings)), stdout=out, stderr=subprocess.STDOUT)
+                running[nxt.stem] = (proc, timings, log, time.time())
+            if failed and not running:
+                break
+            time.sleep(poll)
+            for stem, (proc, timings, log, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[stem]
+                text = log.read_text(errors="replace")
+                if proc.returncode != 0:
+                    failed.append(stem)
+                    report(f"[{len(done) + len(failed)}/{len(paths)}] {stem} failed:\n{text.rstrip()}")
+                    continue
+                done.add(stem)
+                seconds[stem] = round(time.time() - t0, 1)
+                if timings.exists():
+                    profile[stem] = json.loads(timings.read_text()).get("notebook_profile", {}).get(stem, {})
+                line = next((ln for ln in text.splitlines() if f"] {stem} ..." in ln), f"] {stem} ... done")
+                report(f"[{len(done) + len(failed)}/{len(paths)}] {line.split('] ', 1)[1]}")
+    except BaseException:
+        for proc, *_ in running.values():
+            proc.terminate()
+        raise
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return seconds, profile, failed + [p.stem for p in waiting]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", help="name prefixes (default: all)")
@@ -275,6 +350,8 @@ def main(argv=None):
                     help="write per-notebook wall times (JSON) here; '{platform}' is replaced by cpu/gpu")
     ap.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
                     help="override one parameter (YAML value), e.g. -p seed=1")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="notebooks run at a time, each in its own process (default 1; make figures: 2)")
     ap.add_argument("--verbose", action="store_true",
                     help="show the notebook kernels' own output (by default it goes to <out>/<notebook>.log)")
     ap.add_argument("--check-pairs", action="store_true",
@@ -333,8 +410,23 @@ def main(argv=None):
     except (ParameterError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: give at least 1 (notebooks run at a time)", file=sys.stderr)
+        return 2
     total = time.time()
     seconds, profile = {}, {}
+    if args.jobs > 1 and len(paths) > 1:
+        def command(path, timings):
+            return ([sys.executable, "-m", "ntklib.runner", path.stem, "--out", args.out, "--timings", timings]
+                    + (["--params", args.params] if args.params else []) + [a for kv in args.p for a in ("-p", kv)]
+                    + (["--smoke"] if args.smoke else []) + (["--verbose"] if args.verbose else []))
+
+        print(f"{len(paths)} notebooks, {args.jobs} at a time", flush=True)
+        seconds, profile, failed = run_at_once(paths, args.jobs, command, report=lambda s: print(s, flush=True))
+        if failed:
+            print(f"failed or not run: {failed}", file=sys.stderr)
+            return 1
+        paths = []  # all ran
     for i, path in enumerate(paths, 1):
         t0 = time.time()
         print(f"[{i}/{len(paths)}] {path.stem} ...", end="", flush=True)
@@ -350,17 +442,17 @@ def main(argv=None):
         print(f" done in {seconds[path.stem]:.0f} s ({split}); figures in {figs}/", flush=True)
     wall = time.time() - total
     where = {**shared, **params}.get("fig_dir", "figures/")
-    print(f"all {len(paths)} notebooks in {wall:.0f} s; figures under {where}")
+    print(f"all {len(seconds)} notebooks in {wall:.0f} s; figures under {where}")
     if args.timings:
         try:
-            _write_timings(args.timings, seconds, wall, {**shared, **params}, profile)
+            _write_timings(args.timings, seconds, wall, {**shared, **params}, profile, args.jobs)
         except OSError as e:  # the notebooks' results are written; only the timings are lost
             print(f"error: could not write the timings to {args.timings}: {e}", file=sys.stderr)
             return 1
     return 0
 
 
-def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile: dict):
+def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile: dict, jobs: int = 1):
     import json
     import platform
 
@@ -372,7 +464,7 @@ def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile:
     target.write_text(json.dumps(dict(
         machine=dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)),
                      cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count()),
-        parameters=params, notebook_seconds=seconds, total_seconds=round(wall, 1),
+        parameters=params, jobs=jobs, notebook_seconds=seconds, total_seconds=round(wall, 1),
         notebook_profile=profile), indent=2))
     print("timings written to", target)
 

@@ -1,0 +1,113 @@
+"""ntklib.runner --jobs: notebooks side by side in child processes (runner.run_at_once), with fake
+children that sleep and write their timings: at most `jobs` at a time, 06 and 07 only after 05
+(runner.AFTER), a failure stops new starts, and the main entry passes the parameters on."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ntklib import runner
+
+CHILD = """
+import json, sys, time
+stem, timings, log, pause, rc = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+with open(log, "a") as f:
+    f.write(f"start {stem} {time.time()}\\n")
+time.sleep(pause)
+with open(log, "a") as f:
+    f.write(f"end {stem} {time.time()}\\n")
+print(f"[1/1] {stem} ... done in {pause:.0f} s (rest {pause:.0f} s); figures in figures/{stem}/")
+json.dump({"notebook_profile": {stem: {"victim training": 0.0, "rest": pause}}}, open(timings, "w"))
+sys.exit(rc)
+"""
+
+
+def _fake(tmp_path, pauses, fail=()):
+    log = tmp_path / "events.log"
+
+    def command(path, timings):
+        return [sys.executable, "-c", CHILD, path.stem, timings, str(log), str(pauses.get(path.stem, 0.3)),
+                "1" if path.stem in fail else "0"]
+
+    def events():
+        out = {}
+        for line in log.read_text().splitlines():
+            kind, stem, t = line.split()
+            out[(kind, stem)] = float(t)
+        return out
+
+    return command, events
+
+
+def _paths(*stems):
+    return [Path(f"notebooks/{s}.py") for s in stems]
+
+
+def test_at_most_jobs_at_a_time_and_the_cache_users_wait_for_05(tmp_path):
+    stems = ["01_a", "05_b", "06_c", "07_d", "08_e"]
+    command, events = _fake(tmp_path, {"05_b": 1.5})
+    lines = []
+    seconds, profile, failed = runner.run_at_once(_paths(*stems), 2, command, poll=0.05, report=lines.append)
+    ev = events()
+    assert failed == [] and set(seconds) == set(stems) and profile["05_b"]["rest"] == 1.5
+    assert ev[("start", "06_c")] >= ev[("end", "05_b")] and ev[("start", "07_d")] >= ev[("end", "05_b")]
+    assert ev[("start", "08_e")] < ev[("end", "05_b")]  # not held up: it reuses nothing
+    times = sorted((t, +1 if k == "start" else -1) for (k, _), t in ev.items())  # an end before a start at a tie
+    live = peak = 0
+    for _, d in times:
+        live += d
+        peak = max(peak, live)
+    assert peak == 2
+    assert [ln.split("]")[0] for ln in lines] == ["[1/5", "[2/5", "[3/5", "[4/5", "[5/5"]
+    assert any(ln.endswith("05_b ... done in 2 s (rest 2 s); figures in figures/05_b/") for ln in lines)
+
+
+def test_a_failure_stops_new_starts_and_is_reported(tmp_path):
+    command, events = _fake(tmp_path, {"01_a": 0.1, "02_b": 1.0}, fail={"01_a"})
+    lines = []
+    seconds, _, failed = runner.run_at_once(_paths("01_a", "02_b", "03_c", "04_d"), 2, command, poll=0.05,
+                                            report=lines.append)
+    ev = events()
+    assert failed == ["01_a", "03_c", "04_d"] and set(seconds) == {"02_b"}  # 02 was running: it finished
+    assert ("start", "03_c") not in ev and "01_a failed" in lines[0]
+
+
+def test_main_hands_each_child_the_same_parameters(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run_at_once(paths, jobs, command, **kw):
+        seen.extend(command(p, "T.json") for p in paths)
+        return {p.stem: 1.0 for p in paths}, {}, []
+
+    monkeypatch.setattr(runner, "run_at_once", fake_run_at_once)
+    params = tmp_path / "p.yaml"
+    params.write_text("seed: 1\n")
+    assert runner.main(["02", "03", "--jobs", "2", "--params", str(params), "-p", "hinge_budget=3", "--smoke", "--out",
+                        str(tmp_path / "out")]) == 0
+    assert [c[3] for c in seen] == ["02_backdoor_loss", "03_greedy_initialization"]
+    for c in seen:
+        assert c[4:8] == ["--out", str(tmp_path / "out"), "--timings", "T.json"]
+        assert c[8:] == ["--params", str(params), "-p", "hinge_budget=3", "--smoke"]
+    assert runner.main(["02", "--jobs", "0"]) == 2
+
+
+@pytest.mark.parametrize("argv", [["--jobs", "-1", "02"]])
+def test_bad_jobs_is_refused(argv):
+    assert runner.main(argv) == 2
+
+
+@pytest.mark.slow
+def test_two_smoke_notebooks_side_by_side(tmp_path, capsys):
+    """The real children: each notebook executed, its figures written, the timings merged."""
+    out, figs, timings = tmp_path / "executed", tmp_path / "figures", tmp_path / "timings.json"
+    assert runner.main(["02", "04", "--smoke", "--jobs", "2", "--out", str(out), "-p", f"fig_dir={figs}",
+                        "--timings", str(timings)]) == 0
+    assert (out / "02_backdoor_loss.ipynb").exists() and (out / "04_poison_optimization.ipynb").exists()
+    assert (figs / "02_backdoor_loss" / "trigger.png").exists()
+    assert (figs / "04_poison_optimization" / "poisons.png").exists()
+    t = json.loads(timings.read_text())
+    assert t["jobs"] == 2 and set(t["notebook_seconds"]) == {"02_backdoor_loss", "04_poison_optimization"}
+    assert "kernel evaluation" in t["notebook_profile"]["02_backdoor_loss"]
+    printed = capsys.readouterr().out
+    assert "2 notebooks, 2 at a time" in printed and "[2/2]" in printed and "all 2 notebooks" in printed
