@@ -143,7 +143,10 @@ def speed_rows() -> list[str]:
     f = _load(ROOT / "bench/results/figures_cpu.json")
     if f:
         per = ", ".join(f"{k[:2]}: {v:.0f} s" for k, v in f["notebook_seconds"].items())
-        out.append(f"| `make figures` at defaults, wall time | {f['total_seconds'] / 60:.1f} min ({per}) "
+        jobs = f.get("jobs", 1)
+        at_once = "; two notebooks at a time, so each notebook's time is shared" if jobs == 2 else (
+            f"; {jobs} notebooks at a time, so each notebook's time is shared" if jobs > 1 else "")
+        out.append(f"| `make figures` at defaults, wall time | {f['total_seconds'] / 60:.1f} min ({per}{at_once}) "
                    f"| figures_cpu.json |")
         prof = f.get("notebook_profile")
         if prof:
@@ -152,7 +155,8 @@ def speed_rows() -> list[str]:
                 for k, v in p.items():
                     cats[k] = cats.get(k, 0.0) + v
             split = ", ".join(f"{k} {v:.0f} s" if v >= 1 else f"{k} {v:.2f} s" for k, v in cats.items())
-            out.append(f"| `make figures`: where the time goes (all notebooks) | {split} | figures_cpu.json |")
+            out.append(f"| `make figures`: where the time goes (all notebooks; work on a study's threads counts as "
+                       f"rest) | {split} | figures_cpu.json |")
     a = _load(ROOT / "bench/results/adversarial_cpu.json")
     if a:
         for r in a["rows"]:

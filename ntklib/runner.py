@@ -423,6 +423,7 @@ def main(argv=None):
 
         print(f"{len(paths)} notebooks, {args.jobs} at a time", flush=True)
         seconds, profile, failed = run_at_once(paths, args.jobs, command, report=lambda s: print(s, flush=True))
+        seconds, profile = ({p.stem: d[p.stem] for p in paths if p.stem in d} for d in (seconds, profile))  # in order
         if failed:
             print(f"failed or not run: {failed}", file=sys.stderr)
             return 1
