@@ -1,7 +1,8 @@
 """Plausible one-line bugs, applied one at a time to a scratch copy of the working tree, each
 against the tests that must catch it: every one must fail at least one test ("killed").
 
-Two sets: ``issue`` (the bugs issue 27 lists, and the settings it added) and ``reconstruction``
+Three sets: ``issue`` (the bugs issue 27 lists, and the settings it added), ``open_gaps`` (mutmut's
+survivors that the triage had left open, without a test) and ``reconstruction``
 (a hand-written set for :mod:`ntklib.reconstruction`, whose functions mutmut's per-mutant runs of
 the whole reconstruction test file would take hours on: the smoothing, the linearization, the
 gradient sum and the match loss, the penalties, the start, SSIM, the matching, the quality
@@ -9,6 +10,7 @@ measures and the study plumbing of notebook 09).
 
     python bench/listed_mutants.py                      # about 3 minutes: bench/results/listed_mutants.json
     python bench/listed_mutants.py --set reconstruction # bench/results/mutation_reconstruction_by_hand.json
+    python bench/listed_mutants.py --set open_gaps      # bench/results/mutation_open_gaps_by_hand.json
 """
 from __future__ import annotations
 
@@ -122,7 +124,29 @@ RECONSTRUCTION = [  # (name, original line fragment, mutated fragment): all in n
      "stats.t.ppf(0.5 + confidence / 2, len(seeds))"),
     ("interval from the biased standard deviation", "half, half_d = q * a.std(ddof=1)", "half, half_d = q * a.std()"),
 ]
+OPEN_GAPS = [  # mutmut's survivors the triage had left open (no test yet), applied by hand
+    ("pgd drops random_start (always from the clean image)", "ntklib/adversarial.py",
+     "return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size, random_start=random_start,",
+     "return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size, random_start=False,",
+     "tests/test_adversarial.py"),
+    ("robustness_curve's PGD step 3.5 eps / steps", "ntklib/adversarial.py",
+     "step = max(pgd_step, 2.5 * e / pgd_steps)", "step = max(pgd_step, 3.5 * e / pgd_steps)",
+     "tests/test_adversarial.py"),
+    ("robustness_curve's PGD runs pgd's default number of steps", "ntklib/adversarial.py",
+     "pgd(predictor, X, y, e, norm, steps=pgd_steps, step_size=step)", "pgd(predictor, X, y, e, norm, step_size=step)",
+     "tests/test_adversarial.py"),
+    ("kernel_trajectory's rows lose the kernel change", "ntklib/adversarial.py",
+     "rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),",
+     "rows.append(dict(step=step, kernel_change=0.0,", "tests/test_adversarial.py"),
+    ("kernel_trajectory measures the change against the current kernel", "ntklib/adversarial.py",
+     "rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),",
+     "rows.append(dict(step=step, kernel_change=relative_kernel_change(K0, K),", "tests/test_adversarial.py"),
+    ("power iteration not normalized when the radius is below 1", "ntklib/unlearning.py",
+     "v = (w / max(lam, 1e-30)).astype(np.float32)", "v = (w / max(lam, 1.0)).astype(np.float32)",
+     "tests/test_defenses.py"),
+]
 SETS = {"issue": (MUTANTS, "listed_mutants.json"),
+        "open_gaps": (OPEN_GAPS, "mutation_open_gaps_by_hand.json"),
         "reconstruction": ([(n, "ntklib/reconstruction.py", o, m, R_TESTS) for n, o, m in RECONSTRUCTION],
                            "mutation_reconstruction_by_hand.json")}
 

@@ -216,6 +216,8 @@ def write_report(report: dict, out: Path) -> list[str]:
 
 HAND = {  # the hand-run mutants beside mutmut's: file under bench/results -> what they are
     "listed_mutants.json": "the one-line bugs issue 27 lists (`python bench/listed_mutants.py`)",
+    "mutation_open_gaps_by_hand.json": "the survivors the triage had left open, applied by hand (`python "
+                                       "bench/listed_mutants.py --set open_gaps`)",
     "mutation_reconstruction_by_hand.json": "reconstruction, written by hand (`python bench/listed_mutants.py --set "
                                             "reconstruction`); survivors of the first pass and the tests that now kill "
                                             "them are in bench/mutation_triage.json",

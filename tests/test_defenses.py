@@ -1027,3 +1027,22 @@ def test_the_outer_loss_perturbs_exactly_the_masked_images():
     every = np.mean([(float(arch.predict(p, (X[i] + delta)[None])[0]) - y[i]) ** 2 for i in range(5)])
     np.testing.assert_allclose(unlearning._loss(arch, p, X, y, delta), every, rtol=1e-5)
     assert abs(want - every) > 1e-3
+
+
+def test_power_iteration_is_normalized_where_the_radius_is_below_one():
+    """d_delta Phi = (1 - 0.002 eta) I + eta Hess_delta L: at eta = 500 the identity cancels, and a
+    network with a small output (its last layer scaled by 0.01) leaves every eigenvalue below 1 in
+    modulus. Power iteration must normalize its iterate there too (an unnormalized one shrinks to 0)
+    and agree with the exact radius."""
+    arch = models.plain_mlp(8, depth=1, activation="erf")
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, (12, 4, 4, 1)).astype(np.float32)
+    y = np.where(np.arange(12) % 2 == 0, 1.0, -1.0)
+    params = arch.init(0, X.shape[1:])
+    params = [*params[:-1], (params[-1][0] * 0.01, params[-1][1] * 0.01)]
+    delta = (0.3 * rng.standard_normal((4, 4, 1))).astype(np.float32)
+    exact = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=500.0, method="exact")
+    power = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=500.0, method="power",
+                                               iters=300)
+    assert 0.05 < exact["spectral_radius"] < 0.9
+    np.testing.assert_allclose(power["spectral_radius"], exact["spectral_radius"], rtol=1e-4)

@@ -100,6 +100,7 @@ def test_bad_jobs_is_refused(argv):
 @pytest.mark.slow
 def test_two_smoke_notebooks_side_by_side(tmp_path, capsys):
     """The real children: each notebook executed, its figures written, the timings merged."""
+    pytest.importorskip("papermill", reason="runs notebooks: make test's environment (test-current has no Jupyter)")
     out, figs, timings = tmp_path / "executed", tmp_path / "figures", tmp_path / "timings.json"
     assert runner.main(["02", "04", "--smoke", "--jobs", "2", "--out", str(out), "-p", f"fig_dir={figs}",
                         "--timings", str(timings)]) == 0
