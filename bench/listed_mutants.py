@@ -127,7 +127,7 @@ RECONSTRUCTION = [  # (name, original line fragment, mutated fragment): all in n
 OPEN_GAPS = [  # mutmut's survivors the triage had left open (no test yet), applied by hand
     ("pgd drops random_start (always from the clean image)", "ntklib/adversarial.py",
      "return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size, random_start=random_start,",
-     "return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size, random_start=False,",
+     "return attack(predictor, X, y, eps, norm, steps=steps, step_size=step_size,",
      "tests/test_adversarial.py"),
     ("robustness_curve's PGD step 3.5 eps / steps", "ntklib/adversarial.py",
      "step = max(pgd_step, 2.5 * e / pgd_steps)", "step = max(pgd_step, 3.5 * e / pgd_steps)",
@@ -135,6 +135,14 @@ OPEN_GAPS = [  # mutmut's survivors the triage had left open (no test yet), appl
     ("robustness_curve's PGD runs pgd's default number of steps", "ntklib/adversarial.py",
      "pgd(predictor, X, y, e, norm, steps=pgd_steps, step_size=step)", "pgd(predictor, X, y, e, norm, step_size=step)",
      "tests/test_adversarial.py"),
+    ("kernel_trajectory appends None instead of its row", "ntklib/adversarial.py",
+     "rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),\n"
+     "                         alignment=label_alignment(K, y_probe, k)))", "rows.append(None)",
+     "tests/test_adversarial.py"),
+    ("kernel_trajectory's rows without kernel_change", "ntklib/adversarial.py",
+     "rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),\n"
+     "                         alignment=label_alignment(K, y_probe, k)))",
+     "rows.append(dict(step=step, alignment=label_alignment(K, y_probe, k)))", "tests/test_adversarial.py"),
     ("kernel_trajectory's rows lose the kernel change", "ntklib/adversarial.py",
      "rows.append(dict(step=step, kernel_change=relative_kernel_change(K, K0),",
      "rows.append(dict(step=step, kernel_change=0.0,", "tests/test_adversarial.py"),

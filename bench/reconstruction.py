@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import ntklib  # noqa: E402,F401  (before JAX: see ntklib/_xla.py)
 from kernels import save_results  # noqa: E402
-from ntklib import data, models, reconstruction, train  # noqa: E402
+from ntklib import data, models, parallel, reconstruction, train  # noqa: E402
 
 
 def odd_even(n, seed=0):
@@ -78,15 +78,22 @@ def main(argv=None):
     snaps = sorted({s for s in (1000, 2000, steps) if s <= steps})
     X, y = odd_even(n)
     rows = []
+    forms = ((False, 0.9, "final"), (False, 0.0, "final"), (False, 0.9, "init"), (False, 0.9, "both"),
+             (True, 0.9, "init"))  # (linearized, momentum, where the gradients are taken)
     for w in widths:
-        for lin, momentum, grad_at in ((False, 0.9, "final"), (False, 0.0, "final"), (False, 0.9, "init"),
-                                       (False, 0.9, "both"), (True, 0.9, "init")):
-            arch = models.plain_mlp(w, depth=2)
-            cfg = train.TrainConfig(optimizer="sgd", lr=0.5, momentum=momentum, steps=40000, target_loss=1e-10,
-                                    eval_every=100, dtype="float64")
-            t0 = time.perf_counter()
-            p0, r, _ = reconstruction.train_victim(arch, X, y, cfg, linear=lin)
-            t_train = time.perf_counter() - t0
+        arch = models.plain_mlp(w, depth=2)
+        victims = {}  # one victim per (linear, momentum): the forms at 0.9 share the standard network
+        for lin, momentum, _ in forms:
+            if (lin, momentum) not in victims:
+                cfg = train.TrainConfig(optimizer="sgd", lr=0.5, momentum=momentum, steps=40000, target_loss=1e-10,
+                                        eval_every=100, dtype="float64")
+                t0 = time.perf_counter()
+                p0, r, _ = reconstruction.train_victim(arch, X, y, cfg, linear=lin)
+                victims[(lin, momentum)] = (p0, r, time.perf_counter() - t0)
+
+        def attack(form, arch=arch, victims=victims, w=w):
+            lin, momentum, grad_at = form
+            p0, r, t_train = victims[(lin, momentum)]
             t0 = time.perf_counter()
             res = reconstruction.reconstruct(arch, p0, r.params, 2 * n, X.shape[1:], steps=steps, snapshots=[0, *snaps],
                                              grad_at=grad_at, init_mean=reconstruction.start_level(X, "flat"),
@@ -96,16 +103,19 @@ def main(argv=None):
             for s, Xs in res.history["snapshots"].items():
                 q = reconstruction.quality(X, Xs)
                 by_step[s] = dict(ssim=q["ssim"], above_0_9=float(np.mean(q["per_image"]["ssim"] > 0.9)))
-            row = dict(width=w, linear=lin, momentum=momentum, grad_at=grad_at, n=n, train_loss=r.final_loss,
-                       train_steps=r.steps, train_s=t_train,
-                       attack_s=t_rec, match=res.history["match"][-1], by_step=by_step)
+            return dict(width=w, linear=lin, momentum=momentum, grad_at=grad_at, n=n, train_loss=r.final_loss,
+                        train_steps=r.steps, train_s=t_train, attack_s=t_rec, match=res.history["match"][-1],
+                        by_step=by_step)
+
+        # the attacks are independent: side by side on the cores (attack_s is then a shared-core time)
+        for row in parallel.thread_map(attack, forms):
             rows.append(row)
-            last = by_step[steps]
-            kind = ("linearized" if lin else "standard  ") + f" @ {grad_at:5s}"
-            print(f"width {w:5d} {kind} momentum {momentum}: loss {r.final_loss:.1e} ({r.steps} steps); "
-                  f"SSIM start {by_step[0]['ssim']:.3f}, " +
+            by_step, last = row["by_step"], row["by_step"][steps]
+            kind = ("linearized" if row["linear"] else "standard  ") + f" @ {row['grad_at']:5s}"
+            print(f"width {w:5d} {kind} momentum {row['momentum']}: loss {row['train_loss']:.1e} "
+                  f"({row['train_steps']} steps); SSIM start {by_step[0]['ssim']:.3f}, " +
                   ", ".join(f"{s} steps {v['ssim']:.3f}" for s, v in by_step.items() if s) +
-                  f"; above 0.9: {last['above_0_9']:.2f}; attack {t_rec:.0f} s", flush=True)
+                  f"; above 0.9: {last['above_0_9']:.2f}; attack {row['attack_s']:.0f} s", flush=True)
     cost = step_cost(64 if args.quick else 1024, 2 * n)
     print(f"one attack step {cost['attack_step_s'] * 1e3:.1f} ms = {cost['ratio']:.1f}x one forward-backward pass over "
           f"{cost['n_r']} images ({cost['forward_backward_s'] * 1e3:.1f} ms), width {cost['width']}", flush=True)

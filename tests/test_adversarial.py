@@ -522,3 +522,24 @@ def test_dynamics_study_is_the_two_trajectories(task):
         np.testing.assert_allclose(got.kernel_change, [r["kernel_change"] for r in rows], rtol=1e-6)
         np.testing.assert_allclose(got.alignment, [r["alignment"] for r in rows], rtol=1e-6)
     assert not np.allclose(dyn.kernel_change[:3], dyn.kernel_change[3:])
+
+
+def test_robustness_curve_hands_pgd_its_steps_and_madrys_step(task, infinite, monkeypatch):
+    """The plumbing the accuracies cannot show (PGD at 2.5 or 3.5 eps / steps, or at pgd's default
+    step count, often lands on the same accuracy of a nearly linear kernel predictor): each eps's
+    PGD gets pgd_steps steps of max(pgd_step, 2.5 eps / pgd_steps), and its row is that PGD's accuracy."""
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    X, y = task.X_test, task.y_test
+    calls, real = [], A.pgd
+
+    def spy(predictor, X_, y_, eps, norm="linf", **kw):
+        calls.append((eps, norm, kw))
+        return real(predictor, X_, y_, eps, norm, **kw)
+
+    monkeypatch.setattr(A, "pgd", spy)
+    rows, _ = A.robustness_curve(pred, X, y, [0.0, 0.002, 0.3], norm="l2", pgd_steps=6, pgd_step=0.01)
+    assert [(e, n) for e, n, _ in calls] == [(0.0, "l2"), (0.002, "l2"), (0.3, "l2")]
+    for (e, _, kw), row in zip(calls, rows, strict=True):
+        assert kw == dict(steps=6, step_size=max(0.01, 2.5 * e / 6))
+        assert row["pgd"] == A.accuracy(pred(real(pred, X, y, e, "l2", **kw)), y)
+    assert calls[1][2]["step_size"] == 0.01 and calls[2][2]["step_size"] == 2.5 * 0.3 / 6  # both sides of the max
