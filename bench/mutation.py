@@ -162,13 +162,18 @@ def run_module(module: str, max_children: int, timeout: int, resume: bool = Fals
     return [dict(module=module, counts=counts, seconds=seconds)] + rows
 
 
+# modules whose code came, unchanged, from another one: a verdict given under the old name still holds
+FORMERLY = {"backdoor_loss": "attack", "greedy": "attack", "poison_optimization": "attack"}
+
+
 def triage(rows: list[dict]) -> list[dict]:
     verdicts = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else []
     for r in rows:
         r["category"], r["verdict"] = "untriaged", ""
-        exact = [v for v in verdicts if v["module"] == r["module"] and v.get("function", r["function"]) == r["function"]
+        names = (r["module"], FORMERLY.get(r["module"]))
+        exact = [v for v in verdicts if v["module"] in names and v.get("function", r["function"]) == r["function"]
                  and v["new"].strip() == r["new"]]
-        whole = [v for v in verdicts if v["module"] == r["module"] and v.get("function") == r["function"]
+        whole = [v for v in verdicts if v["module"] in names and v.get("function") == r["function"]
                  and v["new"] == "*"]  # a verdict on every remaining survivor of one function
         if exact:
             r["category"], r["verdict"] = exact[0]["category"], exact[0]["verdict"]

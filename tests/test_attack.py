@@ -412,3 +412,28 @@ def test_exhaustive_search_takes_pools_of_at_most_16(toy, task):
     assert len(best) == 1 and np.isfinite(loss)
     with pytest.raises(ValueError, match="pool of 17 is too large"):
         attack.exhaustive_search(P, pool[:17], 1)
+
+
+# ---------------------------------------------------------------------------- gaps found by mutation (greedy)
+@pytest.mark.parametrize("kind", ["single", "ensemble", "ensemble of one"])
+def test_greedy_uses_the_blocks_it_is_given(toy, ensemble, monkeypatch, kind):
+    """Precomputed candidate blocks (the pipeline reuses them across budgets) give the same picks and
+    losses as blocks computed inside, and are used as given: no member computes its own. One problem
+    takes one set of blocks, an ensemble (of any size) a list with one per member."""
+    P, X = {"single": toy, "ensemble": ensemble,
+            "ensemble of one": (backdoor_loss.EnsembleProblem(ensemble[0].members[:1]), ensemble[1])}[kind]
+    members = backdoor_loss.members(P)
+    blocks = [m.candidate_blocks(X) for m in members]
+    ref = greedy.greedy_init(P, X, 3, progress=False)
+    for m in members:
+        monkeypatch.setattr(m, "candidate_blocks", lambda *_: pytest.fail("blocks recomputed"))
+    got = greedy.greedy_init(P, X, 3, progress=False, blocks=blocks[0] if kind == "single" else blocks)
+    assert got.indices == ref.indices and got.losses == ref.losses
+
+
+def test_the_sampling_baseline_draws_without_replacement():
+    """Distinct candidates: the whole pool at budget = pool size, and distinct picks at every seed."""
+    np.testing.assert_array_equal(greedy.sampling_baseline(12, 12, seed=3), np.arange(12))
+    for seed in range(20):
+        picks = greedy.sampling_baseline(12, 9, seed=seed)
+        assert len(set(picks.tolist())) == 9 and list(picks) == sorted(picks)
