@@ -209,6 +209,11 @@ def write_report(report: dict, out: Path) -> list[str]:
                      f"{c.get('timeout', 0)} | "
                      f"{len(cats)} | {cat('message text')} | {cat('input check')} | {cat('default value')} | "
                      f"{cat('equivalent')} | {cat('gap')} | {cat('open gap')} | {cat('untriaged')} |")
+    split = sorted({old for new, old in FORMERLY.items() if old in report["modules"] and new in report["modules"]})
+    if split:  # a row kept under a module's old name, beside the rows of the modules it became
+        lines += ["", *(f"The `{old}` row is the last run under that name, before the module was split into "
+                        + ", ".join(f"`{n}`" for n, o in FORMERLY.items() if o == old) + " (their rows)."
+                        for old in split)]
     lines += ["", "## Survivors other than message text, input checks and defaults", ""]
     for r in report["survivors"]:
         if r["category"] not in ("message text", "input check", "default value"):
