@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import attack as _attack
 from . import defenses as _def
@@ -209,18 +210,17 @@ def _check_sets(exp, sets) -> list:
 
 
 def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: int = 8000,
-                    progress: bool = True, workers: int = 1) -> tuple[pd.DataFrame, list]:
+                    progress: bool = True) -> tuple[pd.DataFrame, list]:
     """Detect, remove, retrain: for each poison set of :func:`poison_sets`, the poisoned victim
     (seed = the set's seed, ``exp.train_config``), every detector's scores, and (``retrain``)
     a fresh victim trained on the kept points. Returns (table, victims) where the table has one
     row per (set, detector) (detector "none": the poisoned victim itself) with auc, caught,
     removed, precision, recall, seconds, net_asr, net_ca (and attack, budget, setting, seed);
     ``victims`` holds the poisoned
-    victims' params in the order of ``sets`` (for :func:`ibau_study`). ``workers``: sets detected at a
-    time on threads (:func:`ntklib.parallel.thread_map`). Default 1: the detectors' ``seconds`` are
-    results (notebook 07's runtime table), and two at a time on 2 cores gained nothing (measured:
-    detection 122 s either way; the datamodel and SPECTRE detectors, already using NumPy's threads,
-    took 2-3x longer each)."""
+    victims' params in the order of ``sets`` (for :func:`ibau_study`). The sets run one after the
+    other: the detectors' ``seconds`` are results (notebook 07's runtime table), and two sets at a
+    time (:func:`ntklib.parallel.thread_map`) gained nothing on 2 cores (measured: 122 s either way;
+    the datamodel and SPECTRE detectors, already on NumPy's threads, took 2-3x longer each)."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
     sets = _check_sets(exp, sets)  # everything checked before the first victim trains
     detectors = check_detectors(detectors, arch.kernel_fn is not None)
@@ -232,27 +232,18 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     infinite = None
     if "spectral_inf" in detectors and arch.kernel_fn is not None:
         infinite = _kernels.infinite_ntk(arch, dtype="float64")
-    def one(job):
-        s, (X, y), v = job
+    rows, retrain_jobs = [], []
+    for s, (X, y), v in zip(tqdm(sets, desc="detectors", disable=not progress), data, victims, strict=True):
         n_d = len(task.X_d)
         truth = np.r_[np.zeros(n_d, bool), np.ones(len(X) - n_d, bool)]
         base = dict(attack=s["attack"], budget=s["budget"], setting=setting(s["attack"], s["budget"]), seed=s["seed"])
-        out = [(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)), None)]
+        rows.append(dict(base, detector="none", **_eval.network_metrics(arch, v.params, task)))
         target = y > 0
         for d in detect(arch, v.params, X, y, len(X) - n_d, detectors, task.X_test_trig, infinite, n_subsets,
                         seed=int(s["seed"])):
             m = _def.detection_metrics(d["scores"][target], truth[target], d["removed"][target])
-            out.append((dict(base, detector=d["detector"], seconds=d["seconds"], **m),
-                        (X[~d["removed"]], y[~d["removed"]], int(s["seed"]))))
-        return out
-
-    rows, retrain_jobs = [], []
-    for row, kept in (r for part in _parallel.thread_map(one, list(zip(sets, data, victims, strict=True)),
-                                                         workers=workers, desc="detectors", progress=progress)
-                      for r in part):
-        rows.append(row)
-        if kept is not None:
-            retrain_jobs.append((len(rows) - 1, *kept))
+            rows.append(dict(base, detector=d["detector"], seconds=d["seconds"], **m))
+            retrain_jobs.append((len(rows) - 1, X[~d["removed"]], y[~d["removed"]], int(s["seed"])))
     if retrain and retrain_jobs:
         res = _train.train_many(arch, [(X, y) for _, X, y, _ in retrain_jobs],
                                 [dataclasses.replace(cfg, seed=sd) for *_, sd in retrain_jobs], progress=progress,

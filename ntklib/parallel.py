@@ -10,7 +10,7 @@ one run at a time kept one core busy; two threads ran the four attacks 1.5x fast
 results (each run has its own seed and data; XLA's programs are deterministic on CPU).
 
 Times measured *inside* a run (a ``seconds`` column) are then wall times shared with the other
-runs; a study whose timings are results (notebook 07's defense runtimes) keeps ``workers=1``.
+runs; a study whose timings are results (notebook 07's detectors) runs one at a time.
 On an accelerator the default is one worker (a single device runs one program at a time).
 :func:`ntklib.train.train_many` has its own scheduler (victims dealt to worker threads); called
 inside a :func:`thread_map` worker it uses one thread, so the threads do not multiply.

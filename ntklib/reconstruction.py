@@ -449,12 +449,11 @@ def _check_settings(settings, common) -> list:
     if isinstance(settings, dict) or not isinstance(settings, (list, tuple)) or not settings:
         raise TypeError(f"settings={_val.describe(settings)} is invalid: must be a non-empty list of dicts of "
                         "run(...)'s arguments, e.g. [dict(width=64), dict(width=256, linear=True)]")
-    allowed = _RUN_SETTINGS
-    _val.check_keys(common, allowed, "setting(s) of reconstruction.run")
+    _val.check_keys(common, _RUN_SETTINGS, "setting(s) of reconstruction.run")
     for i, kw in enumerate(settings):
         if not isinstance(kw, dict):
             raise TypeError(f"settings[{i}]={_val.describe(kw)} is invalid: must be a dict of run(...)'s arguments")
-        _val.check_keys(kw, allowed, f"setting(s) of reconstruction.run in settings[{i}]")
+        _val.check_keys(kw, _RUN_SETTINGS, f"setting(s) of reconstruction.run in settings[{i}]")
     if "width" not in common and any("width" not in kw for kw in settings):
         raise ValueError("every run needs a width: give width= or put one in each setting")
     return [{**common, **kw} for kw in settings]
