@@ -123,6 +123,16 @@ RECONSTRUCTION = [  # (name, original line fragment, mutated fragment): all in n
     ("t quantile with n instead of n - 1 degrees of freedom", "stats.t.ppf(0.5 + confidence / 2, len(seeds) - 1)",
      "stats.t.ppf(0.5 + confidence / 2, len(seeds))"),
     ("interval from the biased standard deviation", "half, half_d = q * a.std(ddof=1)", "half, half_d = q * a.std()"),
+    # the studies' runs side by side (ntklib.parallel): rows must come back to their own settings
+    ("scaling_study's rows not mapped back from the costliest-first order",
+     "done = dict(zip(order, _rows([jobs[i] for i in order], workers), strict=True))",
+     "done = dict(zip(range(len(order)), _rows([jobs[i] for i in order], workers), strict=True))"),
+    ("study's setting column names the merged arguments, not what the entry changed",
+     "return pd.DataFrame(_rows([(X, y, X_unseen, kw, a) for kw, a in zip(settings, args, strict=True)], workers))",
+     "return pd.DataFrame(_rows([(X, y, X_unseen, a, a) for kw, a in zip(settings, args, strict=True)], workers))"),
+    ("distillation keeps only the last seed's rows",
+     "rows = [row for part in _parallel.thread_map(one_seed, seeds, workers=workers) for row in part]",
+     "rows = _parallel.thread_map(one_seed, seeds, workers=workers)[-1]"),
 ]
 OPEN_GAPS = [  # mutmut's survivors the triage had left open (no test yet), applied by hand
     ("pgd drops random_start (always from the clean image)", "ntklib/adversarial.py",

@@ -389,3 +389,11 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
     np.testing.assert_allclose(t.ssim, t.n / t.width)
     with pytest.raises(ValueError, match=r"lacks \[10\]"):
         reconstruction.scaling_study(samples, 6, 32, [16], [4, 10], variants)
+
+
+def test_study_names_what_each_setting_changed(monkeypatch):
+    """The setting column holds the entry's own arguments, not the shared ones merged under it."""
+    monkeypatch.setattr(reconstruction, "run", lambda X, y, X_unseen=None, **kw: dict(row=dict(width=kw["width"])))
+    X, y = np.zeros((4, 8, 8, 1)), np.array([1.0, -1.0, 1.0, -1.0])
+    t = reconstruction.study(X, y, [dict(width=16), dict(width=32, linear=True)], depth=1, steps=3, workers=1)
+    assert t.setting.tolist() == ["width=16", "width=32, linear=True"] and t.width.tolist() == [16, 32]
