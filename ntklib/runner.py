@@ -25,10 +25,12 @@ hold parameters of several notebooks (one YAML for every notebook): each noteboo
 receives its own, and a name that no notebook has is refused.
 
 With ``--jobs N`` up to N notebooks run at a time, each in its own runner process (its own
-kernel, log and profile), started in order as slots free up; a notebook listed in :data:`AFTER`
+kernel, log and profile), started as slots free up; a notebook listed in :data:`AFTER`
 waits for those it reuses cached work from (05's clean victim, poisons and victims), so no work
-is done twice. A notebook's numbers do not depend on what runs beside it (each run has its own
-seeds; XLA's programs are deterministic on CPU); its wall time does. Measured on 2 cores: most
+is done twice. With ``--timings`` the last run's times (when its parameters were these) order the
+starts, longest chain first (:func:`start_order`); otherwise they start in name order. A
+notebook's numbers do not depend on what runs beside it (each run has its own seeds; XLA's
+programs are deterministic on CPU); its wall time does. Measured on 2 cores: most
 notebooks keep one core busy for much of their run (imports, kernels, plotting, the single-victim
 phases), so two at a time fill the idle core.
 """
@@ -46,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 __all__ = ["notebook_sources", "ParameterError", "notebook_parameters", "check_parameters", "unsynced_pairs",
-           "source_notebook", "run", "run_at_once", "AFTER", "main"]
+           "source_notebook", "run", "run_at_once", "start_order", "last_times", "AFTER", "main"]
 
 # notebook -> the notebooks whose cached work it reuses (ntklib.cache): with --jobs it starts only
 # after they finished (when they are among those run), so the cache serves it instead of two
@@ -279,26 +281,58 @@ def run(path: Path, parameters: dict, out_dir: Path, timeout: int | None = None,
     return out, (json.loads(prof.read_text()) if prof.exists() else {})
 
 
-def run_at_once(paths, jobs: int, command, poll: float = 0.2, report=print) -> tuple[dict, dict, list]:
+def _needs(stem, stems):
+    """The notebooks among ``stems`` that ``stem`` waits for (:data:`AFTER`)."""
+    return [s for s in stems if any(s.startswith(a) for a in AFTER.get(stem[:2], ()))]
+
+
+def start_order(stems, cost=None) -> list:
+    """The order in which :func:`run_at_once` prefers to start notebooks: by the length of the
+    longest chain each one begins, its own ``cost`` (expected seconds) plus the longest chain of
+    the notebooks that wait for it (:data:`AFTER`), longest first (list scheduling by critical
+    path: the notebook others wait for starts at once, the long ones do not end up last). Ties
+    and ``cost=None`` keep the given order; a notebook missing from ``cost`` counts as the mean
+    of the others. With the recorded times of ``make figures`` on 2 cores (05 105 s, then 06 356 s
+    and 07 320 s that wait for it, 09 179 s, the rest under a minute) 05 and 09 start first and the
+    short 01-04 fill the end."""
+    stems = list(stems)
+    if not cost:
+        return stems
+    known = [float(cost[s]) for s in stems if s in cost]
+    mean = sum(known) / len(known) if known else 0.0
+    chain = {}
+
+    def length(s):
+        if s not in chain:
+            after = [t for t in stems if s in _needs(t, stems)]
+            chain[s] = float(cost.get(s, mean)) + max((length(t) for t in after), default=0.0)
+        return chain[s]
+
+    return sorted(stems, key=lambda s: -length(s))  # sorted is stable: ties keep the given order
+
+
+def run_at_once(paths, jobs: int, command, poll: float = 0.2, report=print, cost=None) -> tuple[dict, dict, list]:
     """Run the notebooks ``paths`` in child processes, ``jobs`` at a time: ``command(path,
     timings)`` is the child's argv, which writes its timings JSON (``--timings``) to the path
-    ``timings``. Notebooks start in the order given, each as soon as a slot is free and the
-    notebooks :data:`AFTER` names for it (among ``paths``) have finished. ``report(line)`` gets one
-    line per finished notebook (the child's own line, numbered here). After a failure no new
-    notebook starts; those running finish. Returns (seconds, profile, failed stems)."""
+    ``timings``. Each notebook starts as soon as a slot is free and the notebooks :data:`AFTER`
+    names for it (among ``paths``) have finished; among those ready, the first in
+    :func:`start_order` (``cost``: expected seconds per stem, e.g. the last run's; None: the
+    order given). ``report(line)`` gets one line per finished notebook (the child's own line,
+    numbered here). After a failure no new notebook starts; those running finish. Returns
+    (seconds, profile, failed stems)."""
     import json
     import subprocess
     import tempfile
 
     jobs = max(1, int(jobs))
     stems = [p.stem for p in paths]
-    waiting, running, done, failed = list(paths), {}, set(), []
+    rank = {s: i for i, s in enumerate(start_order(stems, cost))}
+    waiting, running, done, failed = sorted(paths, key=lambda p: rank[p.stem]), {}, set(), []
     seconds, profile = {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="ntklib-runner-"))
 
     def ready(p):
-        needs = [s for s in stems if any(s.startswith(a) for a in AFTER.get(p.stem[:2], ()))]
-        return all(s in done for s in needs)
+        return all(s in done for s in _needs(p.stem, stems))
 
     try:
         while waiting or running:
@@ -421,8 +455,11 @@ def main(argv=None):
                     + (["--params", args.params] if args.params else []) + [a for kv in args.p for a in ("-p", kv)]
                     + (["--smoke"] if args.smoke else []) + (["--verbose"] if args.verbose else []))
 
-        print(f"{len(paths)} notebooks, {args.jobs} at a time", flush=True)
-        seconds, profile, failed = run_at_once(paths, args.jobs, command, report=lambda s: print(s, flush=True))
+        cost = last_times(args.timings, {**shared, **params}) if args.timings else None
+        print(f"{len(paths)} notebooks, {args.jobs} at a time"
+              + (", the longest chains first (by the times in the last timings file)" if cost else ""), flush=True)
+        seconds, profile, failed = run_at_once(paths, args.jobs, command, report=lambda s: print(s, flush=True),
+                                               cost=cost)
         seconds, profile = ({p.stem: d[p.stem] for p in paths if p.stem in d} for d in (seconds, profile))  # in order
         if failed:
             print(f"failed or not run: {failed}", file=sys.stderr)
@@ -453,6 +490,28 @@ def main(argv=None):
     return 0
 
 
+def _timings_path(path: str) -> Path:
+    import jax
+
+    return Path(path.replace("{platform}", jax.devices()[0].platform))
+
+
+def last_times(path: str, params: dict):
+    """The notebook seconds of the timings file ``path`` (``--timings``; ``{platform}`` replaced)
+    when it exists and was written by a run with these ``params``, else None: the expected costs
+    by which ``--jobs`` orders the notebooks (:func:`start_order`). A file that cannot be read
+    is ignored (the run is only ordered differently)."""
+    import json
+
+    try:
+        d = json.loads(_timings_path(path).read_text())
+        if d.get("parameters", {}) == params and isinstance(d.get("notebook_seconds"), dict):
+            return {str(k): float(v) for k, v in d["notebook_seconds"].items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return None
+
+
 def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile: dict, jobs: int = 1):
     import json
     import platform
@@ -460,7 +519,7 @@ def _write_timings(path: str, seconds: dict, wall: float, params: dict, profile:
     import jax
 
     dev = jax.devices()[0]
-    target = Path(path.replace("{platform}", dev.platform))
+    target = _timings_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(dict(
         machine=dict(platform=dev.platform, device=getattr(dev, "device_kind", str(dev)),

@@ -73,6 +73,63 @@ def test_a_failure_stops_new_starts_and_is_reported(tmp_path):
     assert ("start", "03_c") not in ev and "01_a failed" in lines[0]
 
 
+def test_start_order_puts_the_longest_chain_first():
+    stems = ["01_a", "02_b", "05_c", "06_d", "07_e", "09_f"]
+    cost = {"01_a": 30, "02_b": 15, "05_c": 100, "06_d": 350, "07_e": 320, "09_f": 180}
+    # 05's chain is 100 + 350 (06 waits for it), 09's is its own 180: the short ones come last
+    assert runner.start_order(stems, cost) == ["05_c", "06_d", "07_e", "09_f", "01_a", "02_b"]
+    assert runner.start_order(stems, None) == stems and runner.start_order(stems, {}) == stems
+    # a notebook with no recorded time counts as the mean of the others (here 120: 07 before 02's
+    # 100, where 0 would put it last); 05's chain 250 beats 09's 200
+    order = runner.start_order(stems, {"01_a": 50, "02_b": 100, "05_c": 100, "06_d": 150, "09_f": 200})
+    assert order == ["05_c", "09_f", "06_d", "07_e", "02_b", "01_a"]
+    # ties keep the given order
+    assert runner.start_order(["03_x", "01_y", "02_z"], {"03_x": 1, "01_y": 1, "02_z": 1}) == ["03_x", "01_y", "02_z"]
+
+
+def test_the_recorded_costs_order_the_starts(tmp_path):
+    """One slot: the notebooks run one after the other in start_order, and 06 still waits for 05
+    even though its chain is longer than 05's own time."""
+    command, events = _fake(tmp_path, {s: 0.1 for s in ("01_a", "05_b", "06_c", "08_d")})
+    cost = {"01_a": 1, "05_b": 2, "06_c": 9, "08_d": 4}
+    _, _, failed = runner.run_at_once(_paths("01_a", "05_b", "06_c", "08_d"), 1, command, poll=0.02,
+                                      report=lambda s: None, cost=cost)
+    ev = events()
+    starts = sorted((t, stem) for (kind, stem), t in ev.items() if kind == "start")
+    assert failed == [] and [s for _, s in starts] == ["05_b", "06_c", "08_d", "01_a"]
+
+
+def test_last_times_reads_a_matching_timings_file(tmp_path):
+    path = tmp_path / "t_{platform}.json"
+    real = tmp_path / "t_cpu.json"
+    assert runner.last_times(str(path), {}) is None  # no file yet
+    real.write_text(json.dumps({"parameters": {"seed": 1}, "notebook_seconds": {"01_a": 3.5, "05_b": 9}}))
+    assert runner.last_times(str(path), {"seed": 1}) == {"01_a": 3.5, "05_b": 9.0}
+    assert runner.last_times(str(path), {}) is None  # recorded with other parameters: not these runs' costs
+    real.write_text("{not json")
+    assert runner.last_times(str(path), {"seed": 1}) is None
+
+
+def test_main_orders_the_run_by_the_last_timings(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_at_once(paths, jobs, command, **kw):
+        seen.update(kw)
+        return {p.stem: 1.0 for p in paths}, {}, []
+
+    monkeypatch.setattr(runner, "run_at_once", fake_run_at_once)
+    timings = tmp_path / "t.json"
+    timings.write_text(json.dumps({"parameters": {"smoke": True}, "notebook_seconds": {"02_backdoor_loss": 2.0}}))
+    assert runner.main(["02", "03", "--jobs", "2", "--smoke", "--out", str(tmp_path / "out"),
+                        "--timings", str(timings)]) == 0
+    assert seen["cost"] == {"02_backdoor_loss": 2.0}
+    assert json.loads(timings.read_text())["notebook_seconds"] == {"02_backdoor_loss": 1.0,
+                                                                   "03_greedy_initialization": 1.0}
+    seen.clear()
+    assert runner.main(["02", "03", "--jobs", "2", "--out", str(tmp_path / "out"), "--timings", str(timings)]) == 0
+    assert seen["cost"] is None  # the file was written by a smoke run: other parameters
+
+
 def test_main_hands_each_child_the_same_parameters(monkeypatch, tmp_path):
     seen = []
 
