@@ -81,7 +81,9 @@ def test_sections_inside_workers_are_not_counted():
     profiling.reset()
 
 
-def test_a_study_is_the_same_on_one_thread_and_on_two():
+def test_a_study_is_the_same_on_one_thread_and_on_two(monkeypatch):
+    monkeypatch.setattr(reconstruction, "MEMO_SIZE", 0)  # both studies compute every run
+    monkeypatch.setattr(reconstruction, "_MEMO", type(reconstruction._MEMO)())
     task = data.make_task("digits", n_train_per_class=3, n_eval_per_class=3, seed=0)
     settings = [dict(width=16), dict(width=16, grad_at="init"), dict(width=24, linear=True), dict(width=16, seed=1)]
     kw = dict(depth=1, steps=30, X_unseen=task.X_test)

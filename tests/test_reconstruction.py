@@ -397,3 +397,33 @@ def test_study_names_what_each_setting_changed(monkeypatch):
     X, y = np.zeros((4, 8, 8, 1)), np.array([1.0, -1.0, 1.0, -1.0])
     t = reconstruction.study(X, y, [dict(width=16), dict(width=32, linear=True)], depth=1, steps=3, workers=1)
     assert t.setting.tolist() == ["width=16", "width=32, linear=True"] and t.width.tolist() == [16, 32]
+
+
+def test_a_run_asked_for_again_is_served_from_memory(tiny, monkeypatch):
+    """run() with the same inputs returns the stored measurement (no second attack); any change of
+    input or setting is a new run; the row handed out is a copy; only the last MEMO_SIZE are kept."""
+    X, y, task = tiny
+    monkeypatch.setattr(reconstruction, "_MEMO", type(reconstruction._MEMO)())
+    attacks = []
+    real = reconstruction.reconstruct
+
+    def spy(*a, **kw):
+        attacks.append(kw["seed"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(reconstruction, "reconstruct", spy)
+    kw = dict(depth=1, steps=3, config=train.TrainConfig(lr=0.5, steps=10))
+    a = reconstruction.run(X, y, 16, **kw)
+    a["row"]["ssim"] = -5.0  # the caller's copy
+    b = reconstruction.run(X, y, 16, **kw)
+    assert len(attacks) == 1 and b["result"] is a["result"] and b["row"]["ssim"] != -5.0
+    for change in (dict(seed=1), dict(init="grey"), dict(steps=4), dict(grad_at="both"),
+                   dict(config=train.TrainConfig(lr=0.4, steps=10))):
+        reconstruction.run(X, y, 16, **{**kw, **change})
+    reconstruction.run(X[::-1], y[::-1], 16, **kw)  # the same images in another order: another victim
+    reconstruction.run(X, y, 16, X_unseen=task.X_test, **kw)
+    assert len(attacks) == 8
+    monkeypatch.setattr(reconstruction, "MEMO_SIZE", 2)
+    reconstruction.run(X, y, 16, **{**kw, "seed": 5})  # keeps only this and the one before
+    reconstruction.run(X, y, 16, **kw)
+    assert len(attacks) == 10 and len(reconstruction._MEMO) == 2
