@@ -177,27 +177,35 @@ def test_quality_beats_unseen_against_brute_force(tiny):
 
 def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, monkeypatch):
     """grad_at: "final" the trained weights, "init" the initial ones, "both" the two in that order
-    (the parameters match_loss receives); the history's match column is the data term alone."""
+    (the parameters the attack's step receives, with the weight change p1 - p0); the history's
+    match column is the data term alone."""
     X, y, _ = tiny
     arch = models.plain_mlp(16, depth=1)
     p0 = arch.init(0, X.shape[1:])
     p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
-    seen, real = [], reconstruction.match_loss
+    seen, real = [], reconstruction._attack_program
 
-    def spy(apply, delta, grad_params, X_, alpha):
-        seen.append(grad_params)
-        return real(apply, delta, grad_params, X_, alpha)
+    def spy_program(*a):
+        tx, step = real(*a)
 
-    monkeypatch.setattr(reconstruction, "match_loss", spy)
+        def spy_step(z, s, delta, points):
+            seen.append((delta, points))
+            return step(z, s, delta, points)
+
+        return tx, spy_step
+
+    monkeypatch.setattr(reconstruction, "_attack_program", spy_program)
     for grad_at, want in (("final", (p1,)), ("init", (p0,)), ("both", (p1, p0))):
         seen.clear()
         reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], steps=1, grad_at=grad_at, progress=False)
-        got = seen[0]
+        delta, got = seen[0]
         assert len(got) == len(want), grad_at
         for g, w in zip(got, want, strict=True):
             for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(w), strict=True):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b, np.float32))
-    monkeypatch.setattr(reconstruction, "match_loss", real)
+        for d, a, b in zip(*(jax.tree_util.tree_leaves(t) for t in (delta, p1, p0)), strict=True):
+            np.testing.assert_allclose(np.asarray(d), np.asarray(a) - np.asarray(b), atol=1e-7)
+    monkeypatch.setattr(reconstruction, "_attack_program", real)
     kw = dict(steps=5, log_every=1, progress=False)
     plain = reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], range_weight=0, tv_weight=0, **kw).history
     np.testing.assert_allclose(plain["match"], plain["loss"], rtol=1e-6)
@@ -427,3 +435,25 @@ def test_a_run_asked_for_again_is_served_from_memory(tiny, monkeypatch):
     reconstruction.run(X, y, 16, **{**kw, "seed": 5})  # keeps only this and the one before
     reconstruction.run(X, y, 16, **kw)
     assert len(attacks) == 10 and len(reconstruction._MEMO) == 2
+
+
+def test_runs_on_networks_of_one_shape_share_one_attack_program(tiny, monkeypatch):
+    """The compiled step takes the weight change and the gradient points as arguments: a second
+    network of the same shape reuses it and gets what a fresh program gives it (nothing of the
+    first network is baked in); other settings build their own."""
+    X, y, _ = tiny
+    monkeypatch.setattr(reconstruction, "_PROGRAMS", {})
+    arch_a, arch_b = models.plain_mlp(16, depth=1), models.plain_mlp(16, depth=1)
+    pa, pb = arch_a.init(0, X.shape[1:]), arch_b.init(1, X.shape[1:])
+    moved_a = jax.tree_util.tree_map(lambda v: v + 0.01, pa)
+    moved_b = jax.tree_util.tree_map(lambda v: v * 1.1, pb)
+    kw = dict(steps=20, progress=False, seed=3)
+    reconstruction.reconstruct(arch_a, pa, moved_a, 4, X.shape[1:], **kw)
+    shared = reconstruction.reconstruct(arch_b, pb, moved_b, 4, X.shape[1:], **kw)
+    assert len(reconstruction._PROGRAMS) == 1
+    monkeypatch.setattr(reconstruction, "_PROGRAMS", {})
+    fresh = reconstruction.reconstruct(arch_b, pb, moved_b, 4, X.shape[1:], **kw)
+    np.testing.assert_array_equal(shared.X, fresh.X)
+    np.testing.assert_array_equal(shared.history["match"], fresh.history["match"])
+    reconstruction.reconstruct(arch_b, pb, moved_b, 4, X.shape[1:], lr=0.01, **kw)
+    assert len(reconstruction._PROGRAMS) == 2
