@@ -225,7 +225,8 @@ def detection_study(exp, sets, detectors=None, retrain: bool = True, n_subsets: 
     victims' params in the order of ``sets`` (for :func:`ibau_study`). The sets run one after the
     other: the detectors' ``seconds`` are results (notebook 07's runtime table), and two sets at a
     time (:func:`ntklib.parallel.thread_map`) gained nothing on 2 cores (measured: 122 s either way;
-    the datamodel and SPECTRE detectors, already on NumPy's threads, took 2-3x longer each)."""
+    the datamodel and SPECTRE detectors, then on NumPy's threads, took 2-3x longer each; not measured
+    again since :func:`detect` runs them with BLAS on one thread)."""
     task, arch, cfg = exp.task, exp.arch, exp.train_config
     sets = _check_sets(exp, sets)  # everything checked before the first victim trains
     detectors = check_detectors(detectors, arch.kernel_fn is not None)
