@@ -277,6 +277,8 @@ def main(argv=None):
     for module in args.modules:  # the report is rewritten after each module (a long run can be stopped)
         summary, *rows = run_module(module, args.max_children, args.timeout, args.resume, args.survivors,
                                     args.collect, args.only)
+        # re-read: another run (of another module) may have written the report since this one started
+        report = json.loads(out.read_text()) if out.exists() else report
         report["modules"][module] = dict(counts=summary["counts"], tests=MODULES[module],
                                          **({} if args.collect else dict(minutes=round(summary["seconds"] / 60, 1))))
         report["survivors"] = [r for r in report["survivors"] if r["module"] != module] + rows

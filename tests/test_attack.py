@@ -437,3 +437,77 @@ def test_the_sampling_baseline_draws_without_replacement():
     for seed in range(20):
         picks = greedy.sampling_baseline(12, 9, seed=seed)
         assert len(set(picks.tolist())) == 9 and list(picks) == sorted(picks)
+
+
+def test_weighted_loss_and_gradient_where_the_hinge_is_off_for_some_attack_images(task):
+    """Weights other than 1 and an attack prediction above 1 (the hinge is off there and on for the
+    others): the loss equals the formula, its float64 gradient matches finite differences, and the
+    diagonal shift is ridge + jitter * mean(diag K_dd) with both settings used."""
+    k = kernels.rbf(2.0, dtype="float64")
+    X_a = 0.25 + 0.5 * task.X_a  # interior of the box, so x +/- h v stays valid
+    P = backdoor_loss.BackdoorProblem(k, task.X_d, task.y_d, task.X_t, task.y_t, X_a, ridge=1e-3, jitter=1e-6,
+                                      w_clean=0.5, w_attack=3.0)
+    assert P.shift == pytest.approx(1e-3 + 1e-6 * np.mean(np.diag(k(task.X_d))), rel=1e-12)
+    rng = np.random.default_rng(1)
+    X_p = np.clip(np.stack([X_a[0] + 0.03 * rng.standard_normal(X_a[0].shape),
+                            X_a[0] - 0.03 * rng.standard_normal(X_a[0].shape), 0.25 + 0.5 * task.X_cand[0]]),
+                  0.01, 0.99)
+    r = P.loss(X_p)
+    assert (r.f_a > 1).any() and (r.f_a < 1).any()  # both sides of the hinge
+    D = np.concatenate([P.X_d, X_p])
+    alpha = np.linalg.solve(k(D) + P.shift * np.eye(len(D)), np.concatenate([P.y_d, np.ones(len(X_p))]))
+    f_t, f_a = k(P.X_t, D) @ alpha, k(X_a, D) @ alpha
+    clean, hinge = 0.5 * np.sum((f_t - P.y_t) ** 2), 3.0 * np.sum(np.minimum(f_a - 1, 0) ** 2)
+    np.testing.assert_allclose([r.loss, r.clean_loss, r.attack_loss], [clean + hinge, clean, hinge], rtol=1e-8)
+    _grad_check(P, X_p, h=1e-6, rtol=1e-5)
+
+
+def test_terms_and_result_from_given_predictions(toy):
+    """The loss terms and the kernel model's accuracy and ASR from predictions given directly: the
+    hinge counts only attack predictions below 1, a prediction of exactly 0 is no success, and
+    predictions with several columns are scored column by column."""
+    P, _ = toy  # w_clean 1, w_attack 2
+    f_t = 0.5 * P.y_t
+    f_t[:2] *= -1  # two clean predictions on the wrong side
+    f_a = np.resize([1.5, 0.0, -0.5, 2.5, 0.8], P.n_a)
+    loss, clean, hinge = P.terms(f_t, f_a)
+    want_clean = np.sum((f_t - P.y_t) ** 2)
+    want_hinge = 2.0 * np.sum(np.where(f_a < 1, f_a - 1, 0.0) ** 2)
+    np.testing.assert_allclose([loss, clean, hinge], [want_clean + want_hinge, want_clean, want_hinge], rtol=1e-12)
+    r = P.result(f_t, f_a)
+    assert r.clean_acc == pytest.approx(1 - 2 / P.n_t) and r.asr == pytest.approx(np.mean(f_a > 0))
+    assert r.asr < np.mean(f_a >= 0)  # the zeros are not counted
+    F_t, F_a = np.stack([f_t, -f_t, 0 * f_t], 1), np.stack([f_a, f_a + 1, f_a - 1], 1)
+    cols = [P.terms(F_t[:, j], F_a[:, j]) for j in range(3)]
+    for got, want in zip(P.terms(F_t, F_a), zip(*cols, strict=True), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_no_poisons_is_the_clean_kernel_model(toy):
+    """An empty poison set: the clean model's loss (with and without a gradient) and a float64
+    gradient of the empty set's shape."""
+    P, _ = toy
+    empty = np.zeros((0,) + P.shape, np.float32)
+    res, g = P.evaluate(empty, grad=True)
+    alpha = np.linalg.solve(P.kernel(P.X_d) + P.shift * np.eye(P.n_d), P.y_d)
+    f_t, f_a = P.kernel(P.X_t, P.X_d) @ alpha, P.kernel(P.X_a, P.X_d) @ alpha
+    np.testing.assert_allclose(res.f_t, f_t, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.f_a, f_a, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.loss, np.sum((f_t - P.y_t) ** 2) + 2.0 * np.sum(np.minimum(f_a - 1, 0) ** 2),
+                               rtol=1e-9)
+    assert g.shape == empty.shape and g.dtype == np.float64
+    assert P.evaluate(empty).loss == res.loss
+
+
+def test_the_fixed_blocks_are_float64_and_the_other_images_read_only(task):
+    """With a float32 kernel the blocks that do not depend on the poisons are kept in float64 (K_dd
+    symmetrized there); the images the kernel may cache from cannot be changed; an attack-only loss
+    (w_clean = 0) is a valid problem."""
+    k = kernels.rbf(2.0, dtype="float32")
+    P = backdoor_loss.BackdoorProblem.from_task(task, k, w_clean=0.0, w_attack=1.0)
+    assert not P.X_other.flags.writeable
+    for name in ("K_dd", "K_td", "K_ad"):
+        assert getattr(P, name).dtype == np.float64, name
+    np.testing.assert_array_equal(P.K_dd, P.K_dd.T)
+    r = P.loss(task.X_cand[:2])
+    assert r.clean_loss == 0 and r.loss == r.attack_loss > 0
