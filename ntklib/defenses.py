@@ -538,12 +538,11 @@ def detection_metrics(scores, is_poison, removed=None) -> dict:
     if truth.all() or not truth.any():
         raise ValueError(f"is_poison marks {'all' if truth.any() else 'none'} of the {len(truth)} scored points as "
                          "poisons: detection is measured on a set that holds both poisons and clean points")
-    out = dict(auc=float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
-               n_poison=int(truth.sum()))
+    out = dict(auc=float(roc_auc_score(truth, scores)), n_poison=int(truth.sum()))  # both classes present
     if removed is not None:
         removed = _val.check_mask(removed, "removed", len(scores), "scores")
         caught = int((removed & truth).sum())
         out.update(caught=caught, removed=int(removed.sum()),
                    precision=caught / int(removed.sum()) if removed.any() else float("nan"),
-                   recall=caught / int(truth.sum()) if truth.any() else float("nan"))
+                   recall=caught / int(truth.sum()))
     return out

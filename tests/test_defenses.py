@@ -86,6 +86,7 @@ def test_scores_on_the_wrong_class_find_nothing():
 def test_removal_rule():
     assert defenses.removal_count(10, 100) == 15
     assert defenses.removal_count(1, 100) == 2
+    assert defenses.removal_count(10, 12) == 11  # capped at n - 1: one point is always kept
     m = defenses.removal_set(np.array([0.1, 3.0, 2.0, -1.0]), 2)
     assert m.tolist() == [False, True, True, False]
 
@@ -1046,3 +1047,23 @@ def test_power_iteration_is_normalized_where_the_radius_is_below_one():
                                                iters=300)
     assert 0.05 < exact["spectral_radius"] < 0.9
     np.testing.assert_allclose(power["spectral_radius"], exact["spectral_radius"], rtol=1e-4)
+
+
+def test_detection_metrics_are_the_counts_they_name():
+    """AUC, poisons, caught, removed, precision and recall by hand on eight points (one poison
+    ranked first, the other below two clean points); a single poison still has an AUC; an empty
+    removal set has no precision."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.array([1, 0, 0, 1, 0, 0, 0, 0], bool)
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.3, 0.05, 0.4, 0.0])
+    removed = np.array([1, 0, 1, 0, 0, 0, 0, 0], bool)
+    m = defenses.detection_metrics(scores, truth, removed)
+    assert m == dict(auc=pytest.approx(roc_auc_score(truth, scores)), n_poison=2, caught=1, removed=2,
+                     precision=0.5, recall=0.5)
+    assert m["auc"] == pytest.approx((6 + 3) / 12)  # pairs (poison, clean) ranked right: 6 and 3 of 6 each
+    one = np.zeros(8, bool)
+    one[0] = True
+    assert defenses.detection_metrics(scores, one)["auc"] == 1.0
+    none = defenses.detection_metrics(scores, truth, np.zeros(8, bool))
+    assert none["caught"] == 0 and none["removed"] == 0 and np.isnan(none["precision"]) and none["recall"] == 0
