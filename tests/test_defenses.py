@@ -1067,3 +1067,22 @@ def test_detection_metrics_are_the_counts_they_name():
     assert defenses.detection_metrics(scores, one)["auc"] == 1.0
     none = defenses.detection_metrics(scores, truth, np.zeros(8, bool))
     assert none["caught"] == 0 and none["removed"] == 0 and np.isnan(none["precision"]) and none["recall"] == 0
+
+
+def test_spectre_on_representations_of_rank_one_and_two():
+    """SPECTRE where the class's representations span one or two directions (plus an offset off
+    their span): rank 1 tries only k = 1, whose QUE matrix is the scalar 1 (objective exactly 1);
+    rank 2 tries k = 1 and 2, scored by the whitened variance tr(S M) along the QUE matrix of the
+    2-d representation, far above 1 with three outliers. Both remove the three."""
+    rng = np.random.default_rng(0)
+    offset = rng.standard_normal(12)
+    for rank in (1, 2):
+        B = rng.standard_normal((rank, 12))
+        Z = rng.standard_normal((40, rank))
+        Z[:3] += 6.0
+        res = defenses.spectre(Z @ B + offset, 3)
+        assert res.removed[:3].all(), rank
+        if rank == 1:
+            assert res.objective == {1: 1.0}
+        else:
+            assert set(res.objective) == {1, 2} and min(res.objective.values()) > 2, res.objective
