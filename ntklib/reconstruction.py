@@ -452,7 +452,7 @@ def run(X, y, width: int, depth: int = 2, linear: bool = False, config=None, ste
     cfg = config or _train.TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, steps=3000, target_loss=1e-5)
     memo = _cache.key("reconstruction.run", X, y, X_unseen, asdict(cfg),
                       dict(width=width, depth=depth, linear=linear, steps=steps, lr=lr, beta=beta, seed=seed,
-                           threshold=threshold, init=init, level=level, grad_at=grad_at))
+                           threshold=threshold, init=init, grad_at=grad_at))  # init and X fix the start level
     with _MEMO_LOCK:
         if memo in _MEMO:
             _MEMO.move_to_end(memo)
