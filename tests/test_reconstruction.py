@@ -426,15 +426,18 @@ def test_a_run_asked_for_again_is_served_from_memory(tiny, monkeypatch):
     b = reconstruction.run(X, y, 16, **kw)
     assert len(attacks) == 1 and b["result"] is a["result"] and b["row"]["ssim"] != -5.0
     for change in (dict(seed=1), dict(init="grey"), dict(steps=4), dict(grad_at="both"),
-                   dict(config=train.TrainConfig(lr=0.4, steps=10))):
+                   dict(config=train.TrainConfig(lr=0.4, steps=10)), dict(depth=2), dict(lr=0.01), dict(beta=5.0),
+                   dict(threshold=0.5), dict(linear=True)):
         reconstruction.run(X, y, 16, **{**kw, **change})
     reconstruction.run(X[::-1], y[::-1], 16, **kw)  # the same images in another order: another victim
     reconstruction.run(X, y, 16, X_unseen=task.X_test, **kw)
-    assert len(attacks) == 8
+    reconstruction.run(X, -y, 16, **kw)  # the same images, other labels
+    reconstruction.run(X, y, 24, **kw)  # another width
+    assert len(attacks) == 15
     monkeypatch.setattr(reconstruction, "MEMO_SIZE", 2)
     reconstruction.run(X, y, 16, **{**kw, "seed": 5})  # keeps only this and the one before
     reconstruction.run(X, y, 16, **kw)
-    assert len(attacks) == 10 and len(reconstruction._MEMO) == 2
+    assert len(attacks) == 17 and len(reconstruction._MEMO) == 2
 
 
 def test_runs_on_networks_of_one_shape_share_one_attack_program(tiny, monkeypatch):
