@@ -24,9 +24,12 @@ their empirical NTK instead.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -180,13 +183,67 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
+_NT_TF_PROTOTYPE = "neural_tangents.experimental"
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module found but not executed; the first attribute it lacks
+    executes the real module (which then replaces it there and on its parent) and is read from it."""
+
+    def __getattr__(self, attr):
+        spec = self.__spec__
+        real = sys.modules.get(spec.name)
+        if real is self or real is None:
+            real = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = real
+            try:
+                spec.loader.exec_module(real)
+            except BaseException:
+                sys.modules[spec.name] = self
+                raise
+            parent, _, child = spec.name.rpartition(".")
+            if parent in sys.modules:
+                setattr(sys.modules[parent], child, real)
+        return getattr(real, attr)
+
+
+def _defer_tensorflow_prototype():
+    """Put neural-tangents' TensorFlow prototype (``neural_tangents.experimental``, the empirical NTK
+    of ``tf.Module`` models) in ``sys.modules`` as a :class:`_DeferredModule` before neural-tangents
+    is imported.
+
+    ``import neural_tangents`` 0.6.5 imports that subpackage, and with it ``jax2tf`` and all of
+    TensorFlow: about 3.3 of the 5 seconds the import takes on 2 cores, paid again by every notebook
+    kernel and worker process, though ntklib never calls it. Deferred, it is executed (TensorFlow
+    imported) on its first use, so ``neural_tangents.experimental.empirical_ntk_fn_tf`` still works
+    for whoever asks for it. Does nothing when neural-tangents is already imported or not installed.
+    (:class:`importlib.util.LazyLoader` does not serve here: the import system reads the module's
+    ``__spec__``, which executes a lazy module at once.)"""
+    if "neural_tangents" in sys.modules or _NT_TF_PROTOTYPE in sys.modules:
+        return
+    parent = importlib.util.find_spec("neural_tangents")  # finds, does not execute, a top-level package
+    if parent is None or not parent.submodule_search_locations:
+        return
+    spec = importlib.machinery.PathFinder.find_spec(_NT_TF_PROTOTYPE, parent.submodule_search_locations)
+    if spec is None or spec.loader is None:
+        return
+    module = _DeferredModule(_NT_TF_PROTOTYPE)
+    module.__spec__ = spec
+    module.__loader__ = spec.loader
+    module.__file__ = spec.origin
+    module.__path__ = list(spec.submodule_search_locations or [])
+    module.__package__ = _NT_TF_PROTOTYPE
+    sys.modules[_NT_TF_PROTOTYPE] = module
+
+
 def _stax():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # neural-tangents imports TensorFlow
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # neural-tangents' TF prototype imports TensorFlow
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         if "neural_tangents" in sys.modules:
             from neural_tangents import stax
         else:
+            _defer_tensorflow_prototype()
             with _native_stderr_silenced():
                 from neural_tangents import stax
     except ImportError as e:  # pragma: no cover - depends on the environment

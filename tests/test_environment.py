@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +66,24 @@ def test_import_is_lean():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.neural_tangents
+def test_stax_architectures_do_not_import_tensorflow():
+    """neural-tangents 0.6.5 imports its TensorFlow prototype (and TensorFlow, ~3 s) at import time;
+    models defers that subpackage: a stax network and its kernel build without TensorFlow, and the
+    prototype still works on first use (then TensorFlow is imported), by attribute and by from-import."""
+    code = (
+        "import sys\n"
+        "from ntklib import models\n"
+        "import jax.numpy as jnp\n"
+        "a = models.mlp(width=32)\n"
+        "a.kernel_fn(jnp.ones((2, 3)), None, 'ntk')\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported by a stax build'\n"
+        "import neural_tangents as nt\n"
+        "from neural_tangents.experimental import get_apply_fn_and_params\n"
+        "assert 'tensorflow' in sys.modules and callable(get_apply_fn_and_params)\n"
+        "assert nt.experimental.empirical_ntk_fn_tf.__name__ == 'empirical_ntk_fn_tf'\n"
+        "assert type(sys.modules['neural_tangents.experimental']).__name__ == 'module'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
