@@ -927,14 +927,42 @@ def test_spectre_at_passes_its_settings_on(limit1, limit2, alpha):
     np.testing.assert_array_equal(removed, want_removed)
 
 
-def test_spectre_picks_the_dimension_of_largest_que_variance():
-    """The objective tr(S M) / tr(M) of each k, recomputed: S the whitened covariance at 100
-    dimensions (capped by n - 2 and the rank) after removing that k's points."""
+@pytest.mark.parametrize("n_poison, limit1, tau, limit", [(19, 2.0, 0.1, 36), (19, 1.3, 0.3, 25), (5, 1.5, 0.05, 8)])
+def test_spectre_hands_the_filter_its_fraction_limit_and_tau(monkeypatch, n_poison, limit1, tau, limit):
+    """SPECTRE's robust filter gets eps = n_poison / n, the limit round(limit1 n_poison) capped at n - 2
+    (n = 38: 2 x 19 = 38 is capped at 36; 1.3 x 19 = 24.7 rounds to 25; 1.5 x 5 = 7.5 rounds to 8) and
+    tau as given. The cap binds for real: on these representations the filter removes 36 of 38 points
+    when allowed to (the limit n - 2), so it is not a guard that never acts."""
+    rng = np.random.default_rng(399)
+    n, k = int(rng.integers(6, 40)), int(rng.integers(2, 4))  # a search over seeds found this scenario
+    assert (n, k) == (38, 3)
+    R = rng.standard_cauchy((n, k)) * rng.uniform(0.1, 3, k)
+    if rng.random() < 0.5:
+        R[:19] *= rng.uniform(5, 50)
+    calls = []
+    real = defenses.robust_covariance
+
+    def spy(Y, eps, lim, tau_=0.1, *args, **kw):
+        calls.append((len(Y), eps, lim, tau_))
+        return real(Y, eps, lim, tau_, *args, **kw)
+
+    monkeypatch.setattr(defenses, "robust_covariance", spy)
+    defenses._spectre_at(R, n_poison, 3, 4.0, tau, limit1, 1.5)
+    assert calls == [(38, pytest.approx(n_poison / 38), limit, tau)]
+    if limit == 36:
+        Y = defenses._pca(R, 3)
+        assert (~real(Y, 0.5, 36)).sum() == 36 and (~real(Y, 0.5, 35)).sum() == 35
+
+
+@pytest.mark.parametrize("max_dim, ks", [(100, [1, 4, 9, 12]), (6, [1, 4, 6])])
+def test_spectre_picks_the_dimension_of_largest_que_variance(max_dim, ks):
+    """The objective tr(S M) / tr(M) of each k, recomputed: S the whitened covariance at max_dim
+    dimensions (capped by n - 2 and the rank; 6 of the 12 here) after removing that k's points."""
     R = subtle_reps()
-    res = defenses.spectre(R, 10)
-    top = min(100, len(R) - 2, np.linalg.matrix_rank(R - R.mean(0)))
+    res = defenses.spectre(R, 10, max_dim=max_dim)
+    top = min(max_dim, len(R) - 2, np.linalg.matrix_rank(R - R.mean(0)))
     Y = ref_pca(R, top)
-    for k in [1, 4, 9, 12]:
+    for k in ks:
         assert k in res.objective
         _, removed = ref_spectre_at(R, 10, k)
         Ys = Y[~removed] - Y[~removed].mean(0)
@@ -943,7 +971,7 @@ def test_spectre_picks_the_dimension_of_largest_que_variance():
         S = np.cov(white.T)
         M = ref_que(S, 4.0)
         np.testing.assert_allclose(res.objective[k], np.trace(S @ M), rtol=1e-6)
-    assert sorted(res.objective) == [1, 4, 9, 12]
+    assert sorted(res.objective) == ks
     best = max(res.objective, key=res.objective.get)
     assert res.k == best
     want_scores, want_removed = ref_spectre_at(R, 10, best)
