@@ -81,7 +81,7 @@ seeds = [0, 1, 2]           # one victim initialization (and one sampling subset
 detectors = ["spectral", "spectral_ntk", "spectral_inf", "clustering", "spectre", "datamodel", "loo", "representer"]
 n_subsets = 8000            # random half subsets of the kernel datamodel (enough for a stable estimate)
 retrain = True              # retrain without each detector's flagged points
-n_clean = [20, 40, 60]      # I-BAU's clean images (spare clean images if task_kw asks for them, else t)
+n_clean = [20, 60]          # I-BAU's clean images (spare clean images if task_kw asks for them, else t)
 ibau_rounds = 5             # I-BAU rounds (each: the universal perturbation, then 50 outer steps)
 # ibau_variants: I-BAU and its ablations (ntklib.defense_study.IBAU_VARIANTS)
 ibau_variants = ["I-BAU", "no indirect term", "fine-tuning"]

@@ -187,6 +187,9 @@ SCHEMAS: dict[str, tuple[Param, ...]] = {
         Param("variant_budgets", [3, 5], "NTBA budgets re-evaluated for each victim variant (among budgets; those "
               "around the asr_level line)", smoke=[1]),
         Param("variant_sampling_budgets", [5, 10], "the baseline's budgets for each victim variant", smoke=[3]),
+        # two of the three seeds: the variants are 48 of 06's trainings at three seeds, about 45% of its time
+        Param("variant_seeds", [0, 1], "the victim variants' seeds (among seeds; the default victim is read on "
+              "the same)", smoke=_first(1)),
         Param("ridge", 0.0, "kernel regression's ridge (the paper's 0; raise it if the kernel is singular in "
               "float32)"),
         _with("kernel", "empirical", "the kernel whose poisons the victim variants are trained on (one of "
@@ -216,7 +219,8 @@ SCHEMAS: dict[str, tuple[Param, ...]] = {
         Param("n_subsets", 8000, "random half subsets of the kernel datamodel (enough for a stable estimate)",
               smoke=200),
         Param("retrain", True, "retrain without each detector's flagged points"),
-        Param("n_clean", [20, 40, 60], "I-BAU's clean images (spare clean images if task_kw asks for them, else t)",
+        # two sizes (a third, 40, cost a third of the I-BAU study, ~30 s of make figures; bench/ibau.py varies more)
+        Param("n_clean", [20, 60], "I-BAU's clean images (spare clean images if task_kw asks for them, else t)",
               smoke=[10, 20]),
         Param("ibau_rounds", 5, "I-BAU rounds (each: the universal perturbation, then 50 outer steps)", smoke=2),
         Param("ibau_variants", ["I-BAU", "no indirect term", "fine-tuning"], "I-BAU and its ablations "
@@ -353,6 +357,9 @@ def _check_06(p):
     if p["victim_variants"] and not set(p["variant_budgets"]) <= set(p["budgets"]):
         raise ValueError(f"parameter variant_budgets={p['variant_budgets']} must be a subset of "
                          f"budgets={p['budgets']} (the variants reuse the poisons designed for those budgets)")
+    if p["victim_variants"] and not set(p["variant_seeds"]) <= set(p["seeds"]):
+        raise ValueError(f"parameter variant_seeds={p['variant_seeds']} must be a subset of seeds={p['seeds']} "
+                         "(the default victim's row is read from the comparison's victims)")
 
 
 def _check_08(p):

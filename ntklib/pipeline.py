@@ -169,6 +169,7 @@ PARAMETER_RULES = dict(
     n_train=_positive_int, n_trains=_positive_ints,
     distill_pair=lambda v, k: _val.check_int_list(v, k, min=0),
     distill_seeds=lambda v, k: _val.check_int_list(v, k, min=0),
+    variant_seeds=lambda v, k: _val.check_int_list(v, k, min=0),
     init=lambda v, k: _val.check_choice(v, k, ("flat", "grey", "mean_image")),
     predictor_kernel=lambda v, k: _val.check_choice(v, k, ("infinite", "empirical_init")),
     distill_kernel=lambda v, k: _val.check_choice(v, k, ("infinite", "empirical")),
@@ -518,14 +519,15 @@ def compare_kernels(kernels, reference: str, sampling_budgets, budgets=(1, 2, 3,
 
 def victim_variants(comparison: KernelComparison, kernel: str, variants, budgets, sampling_budgets,
                     architecture: str = "mlp", depth: int = 2, readout=None, asr_level: float = 0.9,
-                    progress: bool = False):
+                    seeds=None, progress: bool = False):
     """What the victim's training does to transfer (notebook 06): the poisons stay those designed
     with ``kernel`` in ``comparison``; the victims change. ``variants``: dicts with a ``label`` and
     changes of :data:`VARIANT_KEYS` to the default victim (the comparison's: its width, its training
     config); each variant trains NTBA victims at ``budgets`` (among the comparison's) and sampling
-    victims at ``sampling_budgets``, with the comparison's seeds; the default victim is the
-    comparison itself (no new training). ``architecture``, ``depth``, ``readout``: the victim's
-    network as :func:`build_architecture` names it (rebuilt at each variant's width).
+    victims at ``sampling_budgets``, with ``seeds`` (None: the comparison's; else some of them); the
+    default victim is the comparison itself, read on the same seeds (no new training).
+    ``architecture``, ``depth``, ``readout``: the victim's network as :func:`build_architecture`
+    names it (rebuilt at each variant's width).
 
     Returns (per_budget, ratios), pandas DataFrames: per_budget one row per (variant, method, budget)
     with the means over seeds of net_asr, net_ca, train_loss, max_poison_residual; ratios one row
@@ -545,7 +547,14 @@ def victim_variants(comparison: KernelComparison, kernel: str, variants, budgets
     missing = [b for b in budgets if b not in r0.poisons]
     if missing:
         raise ValueError(f"budgets {missing} are not among the comparison's NTBA budgets {sorted(r0.poisons)}")
-    seeds = sorted(set(int(s) for s in r0.table.seed))
+    have = sorted(set(int(s) for s in r0.table.seed))
+    if seeds is None:
+        seeds = have
+    else:
+        seeds = sorted(set(_val.check_int_list(seeds, "seeds", min=0)))
+        if not set(seeds) <= set(have):
+            raise ValueError(f"seeds {sorted(set(seeds) - set(have))} are not among the comparison's seeds {have}: "
+                             "the default victim is read from the comparison")
     dataset = exp.task.spec["dataset"]
     base = dict(train_steps=cfg.steps, target_loss=cfg.target_loss, target_residual=cfg.target_residual,
                 width=width, victim_lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size)
@@ -553,6 +562,7 @@ def victim_variants(comparison: KernelComparison, kernel: str, variants, budgets
     for v in [dict(base, label="default")] + [dict(base, **v) for v in variants]:
         if v["label"] == "default":
             df = comparison.with_baseline(kernel)
+            df = df[df.seed.isin(seeds)]
         else:
             arch = build_architecture(architecture, v["width"], depth, readout)
             cfg_v = victim_config(dataset, optimizer=v["optimizer"], lr=v["victim_lr"], steps=v["train_steps"],

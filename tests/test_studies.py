@@ -232,6 +232,18 @@ def test_victim_variants_train_each_variant_with_its_own_settings(comparison, mo
     pd.testing.assert_series_equal(got, want, check_names=False)
     with pytest.raises(ValueError, match="not among the comparison"):
         pipeline.victim_variants(comparison, "infinite", variants, [5], [2])
+    # some of the seeds: each variant is trained on them, the default row read on the same rows
+    calls.clear()
+    per_budget, _ = pipeline.victim_variants(comparison, "infinite", variants[:1], [1], [2, 4], "mlp", 1,
+                                             asr_level=0.9, seeds=[1])
+    assert [c["seeds"] for c in calls] == [[1]]
+    table = comparison.with_baseline("infinite")
+    want = table[table.seed == 1].groupby(["method", "budget"]).net_asr.mean()
+    got = per_budget[per_budget.variant == "default"].set_index(["method", "budget"]).net_asr
+    pd.testing.assert_series_equal(got, want, check_names=False)
+    assert not want.equals(table.groupby(["method", "budget"]).net_asr.mean())  # seed 1 alone reads otherwise
+    with pytest.raises(ValueError, match=r"seeds \[7\] are not among the comparison's seeds \[0, 1\]"):
+        pipeline.victim_variants(comparison, "infinite", variants, [1], [2], seeds=[1, 7])
 
 
 def test_ratio_curve_reads_the_ratio_at_each_level():
