@@ -39,7 +39,7 @@
 # `target_residual` (or until `train_steps` run out); the largest poison residual is
 # reported, so an unfitted poison is visible.
 #
-# **Runtime** at defaults: about 3.5 minutes on 2 CPU cores after notebook 05, whose clean victim,
+# **Runtime** at defaults: about 3 minutes alone on 2 CPU cores after notebook 05, whose clean victim,
 # poisons and victims it reuses from the cache (`smoke=True`: about a minute). The victim variants
 # are trained at the budgets around the 90% line (`variant_budgets`, `variant_sampling_budgets`);
 # more budgets draw more of each variant's curve at about a minute per budget.
