@@ -193,6 +193,11 @@ def triage(rows: list[dict]) -> list[dict]:
 
 
 def write_report(report: dict, out: Path) -> list[str]:
+    for old in set(FORMERLY.values()) & set(report["modules"]):  # an old name's row goes once its modules'
+        became = [n for n, o in FORMERLY.items() if o == old]    # rows have checked every mutant
+        if all(n in report["modules"] and report["modules"][n]["counts"].get("not checked", 0) == 0 for n in became):
+            del report["modules"][old]
+            report["survivors"] = [r for r in report["survivors"] if r["module"] != old]
     report["survivors"] = triage(report["survivors"])
     report["tool"] = "mutmut==3.8.1"
     out.parent.mkdir(parents=True, exist_ok=True)
