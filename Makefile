@@ -45,7 +45,7 @@ test: $(STAMP)
 $(STAMP_CURRENT): requirements-current-jax.txt pyproject.toml
 	@test -x $(VENV_CURRENT)/bin/python || $(PYTHON) -m venv $(VENV_CURRENT)
 	$(call pip_install,$(VENV_CURRENT),-r requirements-current-jax.txt)
-	$(VENV_CURRENT)/bin/python -m pip install -q --no-deps -e .
+	$(call pip_install,$(VENV_CURRENT),--no-deps -e .)
 	@touch $(STAMP_CURRENT)
 
 # notebooks and assignments need jupyter, papermill and nbgrader (make test runs them)
