@@ -166,9 +166,9 @@ print(pd.DataFrame(ratios).T[["ntba_budget", "sampling_budget", "ratio", "lower_
 # ## What the victim's training does to transfer
 #
 # The poisons stay those designed with the `kernel`; the victims change. Each
-# variant trains NTBA victims and sampling victims with the same seeds (`variant_seeds`, two of
-# the comparison's three by default: the variants are otherwise nearly half of this notebook's
-# time); the default victim's row is read from the comparison on those seeds.
+# variant trains NTBA victims and sampling victims with the same seeds (`variant_seeds`: by
+# default fewer than the comparison's, to keep the notebook short); the default victim's row is
+# read from the comparison on those seeds.
 
 # %%
 per_budget, variant_ratios = pipeline.victim_variants(comparison, kernel, victim_variants, variant_budgets,
