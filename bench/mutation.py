@@ -15,10 +15,10 @@ reported as "message text", and mutants of input checks (a ``check_*`` call, a `
 on shapes or types) as "input check": ``tests/test_bad_inputs.py`` exercises those, but it is not
 run under mutation (see MODULES). Anything left is "untriaged": the list to work through.
 
-    python bench/mutation.py                       # all six modules (hours on 2 cores: regression 8 min;
-                                                   # attack 550 of its 1134 mutants in 45 min, then ~5 a minute)
+    python bench/mutation.py                       # every module (hours on 2 cores: regression 8 min,
+                                                   # defenses 50 min, adversarial ~60 min; the slow ones ~5 a minute)
     python bench/mutation.py --modules defenses    # one of them
-    python bench/mutation.py --modules attack --only "BackdoorProblem*_evaluate"   # one function's mutants
+    python bench/mutation.py --modules backdoor_loss --only "BackdoorProblem*_evaluate"   # one function's mutants
     make mutation                                  # the same, installing mutmut first
 
 Not part of CI (slow); rerun after changing a numerical module or its tests.
