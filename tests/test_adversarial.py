@@ -451,10 +451,10 @@ def test_reference_mlp_is_the_authors_network():
 
 def test_accuracy_spread_is_over_disjoint_strided_subsets():
     """10 images, subsets of 3 (stride 3): {0, 3, 6}, {1, 4, 7}, {2, 5, 8}; image 9 only in the whole."""
-    X = np.zeros((10, 2, 2, 1))
-    y = np.ones(10)
     right = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 0], bool)
-    pred = lambda Z: np.where(right, 1.0, -1.0)  # noqa: E731
+    X = np.broadcast_to(np.where(right, 0.9, 0.1)[:, None, None, None], (10, 2, 2, 1)).copy()
+    y = np.ones(10)
+    pred = lambda Z: np.asarray(Z)[:, 0, 0, 0] - 0.5  # noqa: E731  (reads its images: right where they say)
     out = A.accuracy_spread(pred, X, y, 3)
     assert out == dict(whole_split_accuracy=0.6, n_whole=10, subset_size=3, subset_min=pytest.approx(1 / 3),
                        subset_max=1.0)
@@ -462,7 +462,8 @@ def test_accuracy_spread_is_over_disjoint_strided_subsets():
         A.accuracy_spread(pred, X, y, 11)
     # 9 images, subsets of 3: exactly {0, 3, 6}, {1, 4, 7}, {2, 5, 8} (a stride of 4 would give a subset at 0)
     right9 = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1], bool)
-    out9 = A.accuracy_spread(lambda Z: np.where(right9, 1.0, -1.0), X[:9], y[:9], 3)
+    X9 = np.broadcast_to(np.where(right9, 0.9, 0.1)[:, None, None, None], (9, 2, 2, 1)).copy()
+    out9 = A.accuracy_spread(pred, X9, y[:9], 3)
     assert (out9["subset_min"], out9["subset_max"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
 
 
@@ -486,10 +487,20 @@ def test_transfer_study_rows_are_trained_networks_on_the_kernels_images(task, in
         np.testing.assert_allclose(g["relative_param_change"],
                                    train.param_distance(r.params, p0) / train.param_distance(p0), rtol=1e-5)
         np.testing.assert_allclose(g["train_loss"], r.final_loss, rtol=1e-5)
-    # a learning rate far too large diverges: reported, left out
+    # a learning rate far too large diverges: reported, left out, and the next one still studied
     with pytest.warns(UserWarning, match="diverged"):
-        rows, diverged = A.transfer_study(task.X_d, task.y_d, images, task.y_test, [8], [1e4], cfg)
-    assert rows == [] and diverged == [(8, 1e4)]
+        rows, diverged = A.transfer_study(task.X_d, task.y_d, images, task.y_test, [8], [1e4, 0.5], cfg)
+    assert diverged == [(8, 1e4)] and [(r["width"], r["lr"]) for r in rows] == [(8, 0.5), (8, 0.5)]
+
+
+def test_transfer_study_builds_the_reference_network_at_each_width_and_depth(task, infinite, monkeypatch):
+    pred = A.kernel_predictor(infinite, task.X_d, task.y_d)
+    _, images = A.robustness_curve(pred, task.X_test, task.y_test, [0.0, 0.1])
+    built, real = [], A.reference_mlp
+    monkeypatch.setattr(A, "reference_mlp", lambda w, depth: built.append((w, depth)) or real(w, depth))
+    cfg = train.TrainConfig(lr=0.5, steps=5, target_loss=0.0, seed=0)
+    rows, _ = A.transfer_study(task.X_d, task.y_d, images, task.y_test, [8, 4], [0.5], cfg, depth=2)
+    assert built == [(8, 2), (4, 2)] and [r["width"] for r in rows] == [8, 8, 4, 4]  # eps 0 and 0.1
 
 
 def test_curve_at_reads_the_rows_at_eps():
@@ -497,6 +508,8 @@ def test_curve_at_reads_the_rows_at_eps():
     assert A.curve_at(curve, 0.1) == dict(clean_accuracy=0.9, fgsm_accuracy=0.3, pgd_accuracy=0.2)
     out = A.curve_at([dict(eps=0.0, clean=0.8, fgsm=0.8)], 0.1)
     assert out["pgd_accuracy"] is None and np.isnan(out["fgsm_accuracy"])
+    out = A.curve_at(curve, 0.2)  # a curve with PGD, at a radius it does not hold: NaN, not an error
+    assert out["clean_accuracy"] == 0.9 and np.isnan(out["fgsm_accuracy"]) and np.isnan(out["pgd_accuracy"])
 
 
 def test_feature_gradients_are_each_features_input_gradient_rescaled(task, infinite):
@@ -508,6 +521,23 @@ def test_feature_gradients_are_each_features_input_gradient_rescaled(task, infin
         np.testing.assert_allclose(G[i], (g - g.min()) / (g.max() - g.min()), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="one"):
         A.feature_gradients(F, task.X_test[:2], 3)
+
+
+
+def test_feature_gradients_of_a_flat_gradient_are_zeros_not_nan():
+    """A feature whose input gradient is the same at every pixel has no range to rescale: zeros."""
+    class Flat:
+        def input_grad(self, x, cot):
+            return np.full(x.shape, 0.3)
+
+    class Features:
+        X, mu = np.zeros((4, 2, 2, 1)), np.ones(2)
+
+        def predictor(self, i):
+            return Flat()
+
+    G = A.feature_gradients(Features(), np.zeros((1, 2, 2, 1)), 2)
+    assert G.shape == (2, 2, 2, 1) and np.array_equal(G, np.zeros_like(G))
 
 
 def test_dynamics_study_is_the_two_trajectories(task):
