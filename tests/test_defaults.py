@@ -39,3 +39,26 @@ def test_defaults_are_the_documented_ones(fn, expected):
 
 def test_the_removal_rule_is_the_papers():
     assert defenses.REMOVAL_FACTOR == 1.5 and unlearning.INNER_PENALTY == 1e-3
+
+
+def test_reconstruction_run_trains_its_default_victim_as_documented(monkeypatch):
+    """reconstruction.run with config=None: full-batch SGD, momentum 0.9, lr 0.5, to loss 1e-5 within
+    3000 steps (its docstring; notebook 09's victims). The victim's training is intercepted."""
+    import numpy as np
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(arch, X, y, cfg, seed=0, linear=False):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(reconstruction, "train_victim", spy)
+    X = np.random.default_rng(0).uniform(0, 1, (4, 3, 3, 1)).astype(np.float32)
+    with pytest.raises(Stop):
+        reconstruction.run(X, np.array([1.0, -1.0, 1.0, -1.0]), width=8, seed=7)
+    cfg = seen[0]
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.steps, cfg.target_loss, cfg.batch_size) == (
+        "sgd", 0.5, 0.9, 3000, 1e-5, None)
