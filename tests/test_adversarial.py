@@ -92,6 +92,20 @@ def test_zero_epsilon_changes_nothing_and_fgsm_beats_random_noise(task, infinite
     assert A.accuracy(pred(adv), y) < A.accuracy(pred(noise), y)
 
 
+def test_random_sign_noise_moves_every_pixel_by_eps_both_ways_within_the_image_range():
+    """Away from the borders each pixel moves by exactly +eps or -eps, both signs about equally
+    often; at the borders the clip keeps [0, 1]; the seed fixes the draw."""
+    X = np.full((50, 4, 4, 1), 0.5)
+    Z = A.random_sign_noise(X, 0.1, seed=3)
+    step = Z - X
+    np.testing.assert_allclose(np.abs(step), 0.1, atol=1e-12)
+    assert 0.4 < (step > 0).mean() < 0.6
+    assert np.array_equal(Z, A.random_sign_noise(X, 0.1, seed=3))
+    assert not np.array_equal(Z, A.random_sign_noise(X, 0.1, seed=4))
+    edge = A.random_sign_noise(np.zeros((20, 2, 2, 1)), 0.1) + A.random_sign_noise(np.ones((20, 2, 2, 1)), 0.1)
+    assert edge.min() >= 0.0 and edge.max() <= 2.0 and set(np.unique(edge)) <= {0.9, 1.0, 1.1}
+
+
 def test_feature_shares_split_the_attack_exactly(task, infinite):
     F = A.eigen_features(infinite, task.X_d, task.y_d)
     pred = A.kernel_predictor(infinite, task.X_d, task.y_d, jitter=0.0)
