@@ -59,6 +59,28 @@ def test_finite_time_predictor_limits(task, infinite):
     np.testing.assert_allclose(A.kernel_predictor(infinite, X, y, t=t, lr=lr)(x), explicit, rtol=1e-6, atol=1e-9)
 
 
+def test_finite_time_predictor_on_a_singular_kernel(task, infinite):
+    """Repeated training images make K singular (eigenvalues 0 up to rounding, some slightly negative):
+    f_t is still defined (the limit lr t on a zero eigenvalue), finite, without a floating-point
+    warning, and equal to the explicit formula on K's eigendecomposition."""
+    import warnings
+
+    X = np.concatenate([task.X_d[:6], task.X_d[:6]])
+    y = np.concatenate([task.y_d[:6], task.y_d[:6]])
+    lr, t = 0.5, 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = A.kernel_predictor(infinite, X, y, t=t, lr=lr)
+        f = pred(task.X_test)
+    K = np.asarray(infinite(X), np.float64)
+    mu, V = np.linalg.eigh((K + K.T) / 2)
+    mu = np.maximum(mu, 0)
+    g = np.array([lr * t if m <= 1e-12 * mu.max() else (1 - np.exp(-lr * m * t)) / m for m in mu])
+    want = np.asarray(infinite(task.X_test, X), np.float64) @ (V @ (g * (V.T @ y)))
+    assert np.isfinite(f).all() and np.linalg.eigvalsh(K)[0] < 1e-9
+    np.testing.assert_allclose(f, want, rtol=1e-6, atol=1e-9)
+
+
 def test_eigen_features_sum_to_the_predictor_and_partial_sums_converge(task, infinite):
     F = A.eigen_features(infinite, task.X_d, task.y_d)
     assert np.all(np.diff(F.mu) <= 0)
@@ -220,6 +242,35 @@ def test_network_pgd_ascends_the_loss(task, norm, eps):
     margin = lambda Z: y * np.asarray(arch.predict(params, Z))  # noqa: E731
     noise = A.random_sign_noise(X, eps / 8 if norm == "l2" else eps)
     assert margin(x_adv).mean() < margin(noise).mean() - 0.1 and np.all(margin(x_adv) <= margin(X) + 1e-6)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.8)])
+def test_network_pgd_equals_a_reference_pgd_on_mid_range_images(task, norm, eps):
+    """Each step from the network's input gradient (jax.grad of the margin, image by image), a step of
+    the given size along sign(g) or g / ||g|| of that image, projected on the eps-ball around x and
+    on [0, 1]; on images away from 0 (digits are mostly 0, where an x mistaken for -x reads the same)."""
+    import jax
+
+    arch = models.plain_mlp(16, depth=1)
+    params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=50), progress=False).params
+    X = (0.3 + 0.4 * task.X_test[:4]).astype(np.float32)
+    y = task.y_test[:4].astype(np.float32)
+    step = 0.04 if norm == "linf" else 0.3
+    grad = jax.grad(lambda u, yy: -(yy * arch.predict(params, u[None]))[0])  # the margin loss -y f(u)
+    x = X.astype(np.float64)
+    for _ in range(3):
+        g = np.stack([np.asarray(grad(x[i].astype(np.float32), y[i])) for i in range(len(x))]).astype(np.float64)
+        if norm == "linf":
+            d = np.clip(x + step * np.sign(g) - X, -eps, eps)
+        else:
+            gn = np.sqrt((g ** 2).sum(axis=(1, 2, 3), keepdims=True))
+            d = x + step * g / gn - X
+            dn = np.sqrt((d ** 2).sum(axis=(1, 2, 3), keepdims=True))
+            d = d * np.minimum(1.0, eps / dn)
+        x = np.clip(X + d, 0.0, 1.0)
+    got = np.asarray(A.network_pgd(arch, eps, steps=3, step_size=step, norm=norm)(params, X, y))
+    np.testing.assert_allclose(got, x, atol=2e-5)
+    assert np.abs(got - X).max() > 0.5 * min(eps, step)  # it moved
 
 
 def test_label_alignment_equals_its_definition_on_a_generic_case():
