@@ -244,15 +244,18 @@ def test_network_pgd_ascends_the_loss(task, norm, eps):
     assert margin(x_adv).mean() < margin(noise).mean() - 0.1 and np.all(margin(x_adv) <= margin(X) + 1e-6)
 
 
-@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.8)])
-def test_network_pgd_equals_a_reference_pgd_on_mid_range_images(task, norm, eps):
+@pytest.mark.parametrize("norm, eps, scale", [("linf", 0.1, 1.0), ("l2", 0.8, 1.0), ("l2", 0.8, 0.2)])
+def test_network_pgd_equals_a_reference_pgd_on_mid_range_images(task, norm, eps, scale):
     """Each step from the network's input gradient (jax.grad of the margin, image by image), a step of
     the given size along sign(g) or g / ||g|| of that image, projected on the eps-ball around x and
-    on [0, 1]; on images away from 0 (digits are mostly 0, where an x mistaken for -x reads the same)."""
+    on [0, 1]; on images away from 0 (digits are mostly 0, where an x mistaken for -x reads the same).
+    ``scale`` shrinks the trained weights so that the l2 gradients have norm below 1 (a floor of 1
+    on the norm would then show)."""
     import jax
 
     arch = models.plain_mlp(16, depth=1)
     params = train.train(arch, task.X_d, task.y_d, train.TrainConfig(lr=0.5, steps=50), progress=False).params
+    params = jax.tree_util.tree_map(lambda w: w * scale, params)
     X = (0.3 + 0.4 * task.X_test[:4]).astype(np.float32)
     y = task.y_test[:4].astype(np.float32)
     step = 0.04 if norm == "linf" else 0.3
@@ -264,6 +267,7 @@ def test_network_pgd_equals_a_reference_pgd_on_mid_range_images(task, norm, eps)
             d = np.clip(x + step * np.sign(g) - X, -eps, eps)
         else:
             gn = np.sqrt((g ** 2).sum(axis=(1, 2, 3), keepdims=True))
+            assert (gn < 1).all() if scale < 1 else (gn > 1).any()
             d = x + step * g / gn - X
             dn = np.sqrt((d ** 2).sum(axis=(1, 2, 3), keepdims=True))
             d = d * np.minimum(1.0, eps / dn)
