@@ -10,7 +10,10 @@ from ntklib import adversarial, defenses, reconstruction, unlearning
 DEFAULTS = [
     # I-BAU (Zeng et al. 2022, the authors' defense.py and hypergrad.fixed_point)
     (unlearning.ibau, dict(rounds=5, K=5, fixed_point_lr=0.1, outer_lr=1e-3, batch_size=100, portion=0.01,
-                           inner_steps=50, inner_labels="predicted", fixed_point_batch="first")),
+                           inner_steps=50, inner_labels="predicted", fixed_point_batch="first",
+                           # 50 minibatches per round: the reference's 5000 images / 100; the inner
+                           # ascent's step 0.1 of the radius is ours (module notes: the departure)
+                           outer_steps=50, inner_lr=0.1)),
     (unlearning.implicit_hypergradient, dict(K=5)),
     # reconstruction (Loo et al. 2024, make_reconstruction.py: Adam 0.02, 2N candidates, range penalty 0.1)
     (reconstruction.reconstruct, dict(lr=0.02, range_weight=0.1, beta=10.0, grad_at="final")),
