@@ -20,7 +20,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 .PHONY: install test test-current lint figures book assignments notebooks bench bench-quick clean cifar-pair mutation
 
 # $(call pip_install,VENV,ARGS): pip's arguments ARGS installed into VENV by uv (from PyPI, into the venv
-# itself: about 17 s for the pinned stack from a cold cache, where pip takes about 75 s), with the
+# itself: about 40 s for the pinned stack from an empty cache, 27 s warm, where pip took 73 s), with the
 # bytecode compiled as pip would; pip does it where uv cannot (no PyPI, only a pip mirror) or with
 # INSTALLER=pip. Both resolve the same versions (pyproject.toml pins the stack exactly).
 INSTALLER ?= uv
