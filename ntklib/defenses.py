@@ -199,8 +199,8 @@ def activation_clustering(R, n_components: int = 10, reduce: str = "pca", rule: 
     seed = _val.check_seed(seed)
     c = min(n_components, R.shape[1], len(R) - 1)
     Rc = R - R.mean(0)
-    # identical points: PCA's explained-variance ratio divides by a zero total (unused here)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+    # identical points: PCA's explained-variance ratio is 0 / 0 (unused here)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         if reduce == "ica":
             Z = FastICA(c, whiten="unit-variance", random_state=seed, max_iter=1000).fit_transform(Rc)

@@ -556,6 +556,7 @@ def test_activation_clustering_reduction_sizes_and_seeds(reduce, shape, n_compon
     assert np.isclose(got.silhouette, sil) and got.relative_size == small.mean()
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # identical points: no 0 / 0 warning from the PCA
 def test_activation_clustering_thresholds_are_strict_and_degenerate_data_is_not_flagged():
     R, _ = blatant()
     c = defenses.activation_clustering(R)
