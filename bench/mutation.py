@@ -129,9 +129,14 @@ def run_module(module: str, max_children: int, timeout: int, resume: bool = Fals
     if only:  # the mutants of the named functions (fnmatch patterns on mutmut's names), checked or not
         names = [f"ntklib.{module}.x*{pattern}__mutmut_*" for pattern in only]
     # one thread per forked mutant: OpenMP (scikit-learn) and XLA thread pools do not survive fork()
-    env = dict(os.environ, PYTHONPATH=".", TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", NTKLIB_CACHE_DIR="off", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
+               # compiled XLA programs persist across the mutants' processes (bench/mutation_plugins):
+               # the unmutated ones are compiled once per module, 1.5-2.3x faster tests
+               PYTHONPATH=f".{os.pathsep}{ROOT / 'bench' / 'mutation_plugins'}",
+               PYTEST_ADDOPTS="-p jax_cpu_cache", JAX_COMPILATION_CACHE_DIR=str(work / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names],
                           cwd=work, env=env, capture_output=True, text=True, timeout=timeout) if not collect else None

@@ -13,7 +13,9 @@ DEFAULTS = [
                            inner_steps=50, inner_labels="predicted", fixed_point_batch="first",
                            # 50 minibatches per round: the reference's 5000 images / 100; the inner
                            # ascent's step 0.1 of the radius is ours (module notes: the departure)
-                           outer_steps=50, inner_lr=0.1)),
+                           outer_steps=50, inner_lr=0.1,
+                           # ours: the diagnostics (a Jacobian per round) are opt-in; a bar on the rounds
+                           diagnostics=False, seed=0, progress=True)),
     (unlearning.implicit_hypergradient, dict(K=5)),
     # reconstruction (Loo et al. 2024, make_reconstruction.py: Adam 0.02, 2N candidates, range penalty 0.1)
     (reconstruction.reconstruct, dict(lr=0.02, range_weight=0.1, beta=10.0, grad_at="final")),

@@ -408,6 +408,22 @@ def test_fixed_point_diagnostics_against_finite_differences():
     assert abs(power["spectral_radius"] - d["spectral_radius"]) < 1e-3 and power["residual"] == d["residual"]
 
 
+def test_fixed_point_diagnostics_keeps_one_program_per_step_size():
+    """The compiled JVP programs are kept per architecture *and* eta: a second step size on the same
+    architecture gets its own (a cache keyed on the architecture alone would reuse the first eta's Phi)."""
+    arch = models.plain_mlp(16, depth=1, activation="erf")
+    params = arch.init(0, (8, 8, 1))
+    X, labels = data.load_digits()[:2]
+    X, y = X[:20].astype(np.float32), np.where(labels[:20] % 2 == 0, 1.0, -1.0)
+    delta = np.random.default_rng(0).standard_normal((8, 8, 1)).astype(np.float32) * 0.3
+    first = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.1)
+    second = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5)
+    fresh = unlearning.fixed_point_diagnostics(models.plain_mlp(16, depth=1, activation="erf"), params, X, y, delta,
+                                               fixed_point_lr=0.5)
+    assert second["spectral_radius"] == pytest.approx(fresh["spectral_radius"], rel=1e-5)
+    assert abs(second["spectral_radius"] - first["spectral_radius"]) > 1e-3, (first, second)
+
+
 def test_ibau_ablations_do_what_they_say(poisoned_victim):
     """K = 0 drops the indirect term only; portion = 0 is fine-tuning with no perturbation; the
     reference's defaults (predicted labels, first batch) differ from the alternatives."""
