@@ -424,6 +424,90 @@ def test_fixed_point_diagnostics_keeps_one_program_per_step_size():
     assert abs(second["spectral_radius"] - first["spectral_radius"]) > 1e-3, (first, second)
 
 
+def test_ibau_perturbs_round_portion_times_batch_images_and_shows_its_bar(monkeypatch, capsys):
+    """Each outer step adds delta to max(1, round(portion * bs)) images of its minibatch of
+    bs = min(batch_size, n) (the reference's 1% of 100: one image); the rounds' bar shows unless
+    progress=False."""
+    arch = models.plain_mlp(8, depth=1)
+    params = arch.init(0, (8, 8, 1))
+    X, labels = data.load_digits()[:2]
+    X, y = X[:100].astype(np.float32), np.where(labels[:100] % 2 == 0, 1.0, -1.0)
+    programs, seen = unlearning._ibau_programs, []
+
+    def spy(*args, **kwargs):
+        tx, step, outer_loss = programs(*args, **kwargs)
+
+        def recording(theta, opt_state, delta, xb, yb, mb, *rest):
+            rows = len(np.unique(np.asarray(xb).reshape(len(xb), -1), axis=0))  # drawn without replacement
+            seen.append((len(xb), rows, float(np.sum(mb)), sorted(set(np.asarray(mb).tolist()))))
+            return step(theta, opt_state, delta, xb, yb, mb, *rest)
+        return tx, recording, outer_loss
+
+    monkeypatch.setattr(unlearning, "_ibau_programs", spy)
+    for portion, batch_size, size, patched in [(0.01, 100, 100, 1), (0.001, 100, 100, 1), (0.05, 100, 100, 5),
+                                               (0.5, 10, 10, 5), (0.05, 500, 100, 5)]:
+        seen.clear()
+        unlearning.ibau(arch, params, X, y, rounds=1, inner_steps=1, outer_steps=2, portion=portion,
+                        batch_size=batch_size, progress=False)
+        assert seen == [(size, size, patched, [0.0, 1.0])] * 2, (portion, batch_size, seen)
+    assert "I-BAU rounds" not in capsys.readouterr().err
+    unlearning.ibau(arch, params, X, y, rounds=1, inner_steps=1, outer_steps=1)
+    assert "I-BAU rounds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixed_point_batch", ["first", "current"])
+def test_ibau_history_and_diagnostics_at_each_round(fixed_point_batch):
+    """history: the round, the inner loss, ||delta|| of each round's delta and, with diagnostics=True,
+    :func:`fixed_point_diagnostics` at the round's start (its parameters, its delta, Phi on the batch
+    the hypergradient uses: the first minibatch or the whole clean set, eta = fixed_point_lr); plain
+    fine-tuning (portion=0) has no inner loss (NaN) and delta = 0."""
+    arch = models.plain_mlp(8, depth=1)
+    params = arch.init(0, (8, 8, 1))
+    X, labels = data.load_digits()[:2]
+    X, y = X[:40].astype(np.float32), np.where(labels[:40] % 2 == 0, 1.0, -1.0)
+    starts = [params]
+    u = unlearning.ibau(arch, params, X, y, rounds=2, inner_steps=3, outer_steps=2, batch_size=16, portion=0.1,
+                        fixed_point_lr=0.3, fixed_point_batch=fixed_point_batch, diagnostics=True, progress=False,
+                        on_round=lambda r, p: starts.append(p))
+    xf, yf = (X[:16], y[:16]) if fixed_point_batch == "first" else (X, y)
+    assert u.history["round"] == [0, 1]
+    for r in range(2):
+        assert u.history["delta_norm"][r] == pytest.approx(np.linalg.norm(u.deltas[r]), rel=1e-5)
+        expected = unlearning.fixed_point_diagnostics(arch, starts[r], xf, yf, u.deltas[r], fixed_point_lr=0.3)
+        for key, value in expected.items():
+            assert u.history[key][r] == pytest.approx(value, rel=1e-5, abs=1e-7), (key, r)
+    assert all(np.isfinite(u.history["inner_loss"])) and u.history["delta_norm"][0] > 0
+    ft = unlearning.ibau(arch, params, X, y, rounds=2, inner_steps=3, outer_steps=2, portion=0.0, progress=False)
+    assert np.isnan(ft.history["inner_loss"]).all() and ft.history["delta_norm"] == [0.0, 0.0]
+    assert ft.history["round"] == [0, 1] and ft.deltas[0].dtype == np.float32
+
+
+def test_universal_perturbation_takes_normalized_projected_ascent_steps():
+    """delta_{s+1} = P(delta_s + lr * radius * g_s / ||g_s||), g_s the gradient of the mean squared loss at
+    delta_s, P the projection onto the L2 ball: against a hand-written loop, with gradients of norm
+    below 1 (a floor of 1 instead of 1e-12 in the normalization would change the steps) and a
+    projection that binds."""
+    arch = models.plain_mlp(8, depth=1)
+    (W1, b1), (W2, b2) = arch.init(0, (8, 8, 1))
+    params = [(W1, b1), (W2 * 0.05, b2)]  # a small last layer: input gradients of norm below 1
+    X, labels = data.load_digits()[:2]
+    X, y = X[:30].astype(np.float32), np.where(labels[:30] % 2 == 0, 1.0, -1.0).astype(np.float32)
+
+    def loss(d):
+        return jnp.mean((arch.predict(params, X + d) - y) ** 2)
+
+    lr, radius, delta, norms = 0.6, 0.5, np.zeros((8, 8, 1)), []
+    for _ in range(3):
+        g = np.asarray(jax.grad(loss)(jnp.asarray(delta, jnp.float32)), np.float64)
+        norms.append(np.linalg.norm(g))
+        delta = delta + lr * radius * g / np.linalg.norm(g)
+        delta = delta * min(1.0, radius / np.linalg.norm(delta))
+        got = unlearning.universal_perturbation(arch, params, X, y, radius=radius, steps=len(norms), lr=lr)
+        np.testing.assert_allclose(got, delta, rtol=1e-4, atol=1e-5)
+    assert max(norms) < 1, norms  # the normalization's floor must not bind
+    assert np.linalg.norm(delta) == pytest.approx(radius, rel=1e-5)  # the projection bound
+
+
 def test_ibau_ablations_do_what_they_say(poisoned_victim):
     """K = 0 drops the indirect term only; portion = 0 is fine-tuning with no perturbation; the
     reference's defaults (predicted labels, first batch) differ from the alternatives."""
