@@ -16,7 +16,8 @@ on shapes or types) as "input check": ``tests/test_bad_inputs.py`` exercises tho
 run under mutation (see MODULES). Anything left is "untriaged": the list to work through.
 
     python bench/mutation.py                       # every module (hours on 2 cores: regression 8 min,
-                                                   # defenses 50 min, adversarial ~60 min; the slow ones ~5 a minute)
+                                                   # defenses 50 min, adversarial ~60 min, unlearning 43 min with
+                                                   # the compile cache (~20 a minute), reconstruction ~2 h)
     python bench/mutation.py --modules defenses    # one of them
     python bench/mutation.py --modules backdoor_loss --only "BackdoorProblem*_evaluate"   # one function's mutants
     make mutation                                  # the same, installing mutmut first

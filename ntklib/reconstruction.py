@@ -398,7 +398,8 @@ def distilled_accuracy(kernel, X_rec, labels, X_test, y_test, ridge: float = 1e-
     """Reconstructions as a distilled training set (Loo et al., Sec. 5): kernel regression on
     X_rec with ``labels`` (+/-1; the attacker, who holds the weights, labels each reconstruction
     with the victim's own prediction), its accuracy on (X_test, y_test). ``ridge`` is relative to
-    mean(diag K). Cost: the kernel on X_rec and one solve."""
+    the kernel's scale, mean(diag K) over the first 8 images of X_rec (an 8 x 8 block: K's units,
+    not its exact mean). Cost: the kernel on X_rec and one solve."""
     X_rec = _val.check_images(X_rec, "X_rec")
     labels = _val.check_labels(labels, "labels", len(X_rec))
     K_scale = float(np.mean(np.diag(np.asarray(kernel(X_rec[:8]), np.float64))))

@@ -18,8 +18,11 @@ DEFAULTS = [
                            diagnostics=False, seed=0, progress=True)),
     (unlearning.implicit_hypergradient, dict(K=5)),
     # reconstruction (Loo et al. 2024, make_reconstruction.py: Adam 0.02, 2N candidates, range penalty 0.1)
-    (reconstruction.reconstruct, dict(lr=0.02, range_weight=0.1, beta=10.0, grad_at="final")),
+    (reconstruction.reconstruct, dict(lr=0.02, range_weight=0.1, beta=10.0, grad_at="final",
+                                      log_every=100, progress=True)),  # ours: a history row per 100 steps, a bar
     (reconstruction.run, dict(lr=0.02, init="flat", beta=10.0)),
+    # ours: 2000 Adam steps (the digits' attack has converged), the kernel model's relative ridge
+    (reconstruction.distillation_study, dict(steps=2000, lr=0.02, ridge=1e-3, init="flat")),
     # SPECTRE (Hayase et al. 2021): alpha 4, tau 0.1, k up to 100, the filter removes at most 2 eps
     (defenses.spectre, dict(alpha=4.0, tau=0.1, max_dim=100, limit1=2.0, limit2=defenses.REMOVAL_FACTOR)),
     # activation clustering (Chen et al. 2018): 10 components, 2-means, relative size 0.35

@@ -118,11 +118,11 @@ def test_match_loss_gradient_against_finite_differences(tiny):
         np.testing.assert_allclose(float(jnp.sum(gX * V) + jnp.sum(ga * u)), float(fd), rtol=1e-6)
 
 
-def _ssim_loop(a, b, win):
+def _ssim_loop(a, b, win, data_range=1.0):
     """SSIM by explicit windows (Wang et al. 2004), one image pair, one channel."""
     g = np.exp(-(np.arange(win) - (win - 1) / 2) ** 2 / (2 * 1.5 ** 2))
     w = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     vals = []
     for i in range(a.shape[0] - win + 1):
         for j in range(a.shape[1] - win + 1):
@@ -145,6 +145,25 @@ def test_ssim_against_explicit_windows(tiny):
     np.testing.assert_allclose(reconstruction.ssim(a, b), reconstruction.ssim(b, a))
     M = reconstruction.ssim_matrix(a, b)
     assert M.shape == (3, 3) and np.allclose(np.diag(M), reconstruction.ssim(a, b))
+    # every pair (A[i], B[j]) of unequal sets, its keyword arguments passed on
+    M = reconstruction.ssim_matrix(a[:2], b, win=5)
+    want = [[reconstruction.ssim(a[i:i + 1], b[j:j + 1], win=5)[0] for j in range(3)] for i in range(2)]
+    np.testing.assert_allclose(M, want, rtol=1e-12)
+
+
+def test_ssim_on_wide_images_and_other_ranges_and_the_tv_penalty():
+    """Images wider than tall (the window's positions in each direction), a data range of 255, and
+    the total-variation penalty mean((x[i+1, j] - x[i, j])^2) + mean((x[i, j+1] - x[i, j])^2)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=(2, 2, 6, 11, 1)) * 255
+    got = reconstruction.ssim(a, b, data_range=255.0)
+    want = [_ssim_loop(a[i, ..., 0], b[i, ..., 0], 3, data_range=255.0) for i in range(2)]
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    c, d = rng.uniform(size=(2, 2, 10, 20, 1))  # the shorter side (10 < 16) sets the default window: 3
+    np.testing.assert_array_equal(reconstruction.ssim(c, d), reconstruction.ssim(c, d, win=3))
+    x = rng.uniform(size=(3, 5, 7, 2))
+    tv = np.mean((x[:, 1:] - x[:, :-1]) ** 2) + np.mean((x[:, :, 1:] - x[:, :, :-1]) ** 2)
+    np.testing.assert_allclose(float(reconstruction._tv(jnp.asarray(x))), tv, rtol=1e-5)
 
 
 def test_ssim_default_window_follows_the_image_side():
@@ -237,6 +256,14 @@ def test_distilled_accuracy_ridge_is_relative_to_the_kernel_scale(tiny, monkeypa
     accs = [reconstruction.distilled_accuracy(scaled(c), X, y, task.X_test, task.y_test, ridge=0.1) for c in (1, 1e3)]
     np.testing.assert_allclose(seen, [0.1, 100.0], rtol=1e-9)  # diag of this kernel is c
     assert accs[0] == accs[1]
+    # a kernel whose diagonal varies: the scale is the mean of diag K over the first 8 images
+    linear = kernels.user_kernel(lambda a, b: a.reshape(len(a), -1) @ b.reshape(len(b), -1).T, dtype="float64")
+    seen.clear()
+    Xr, yr = np.concatenate([X, task.X_test[:4]]), np.concatenate([y, task.y_test[:4]])
+    reconstruction.distilled_accuracy(linear, Xr, yr, task.X_test, task.y_test, ridge=0.1)
+    norms = np.sum(Xr.reshape(len(Xr), -1).astype(np.float64) ** 2, 1)
+    assert not np.isclose(norms[:8].mean(), norms[:9].mean()) and not np.isclose(norms[:8].mean(), norms[:7].mean())
+    np.testing.assert_allclose(seen, [0.1 * norms[:8].mean()], rtol=1e-6)
 
 
 def test_matching_recovers_a_permutation(tiny):
@@ -313,23 +340,148 @@ def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny):
         reconstruction.quality(X, out["result"].X)["ssim"]) and row["ssim"] != pytest.approx(start)
 
 
+def test_run_trains_the_documented_victim_and_starts_at_its_init_level(tiny, monkeypatch):
+    """run()'s default victim: full-batch SGD, momentum 0.9, lr 0.5, 3000 steps or loss 1e-5; the
+    attack starts at start_level(X, init) with run's beta; a bad beta is refused before any training."""
+    X, y, _ = tiny
+    monkeypatch.setattr(reconstruction, "_MEMO", type(reconstruction._MEMO)())
+    configs, attacks, linear = [], [], False
+    real_victim = reconstruction.train_victim
+
+    class Stop(Exception):
+        pass
+
+    def victim_spy(arch, X_, y_, config, **kw):
+        configs.append(config)
+        assert kw == dict(seed=2, linear=linear), kw
+        return real_victim(arch, X_, y_, train.TrainConfig(lr=0.5, steps=5), **kw)
+
+    def attack_spy(arch, p0, p1, n, shape, **kw):
+        assert (n, shape) == (2 * len(X), X.shape[1:])
+        attacks.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(reconstruction, "train_victim", victim_spy)
+    monkeypatch.setattr(reconstruction, "reconstruct", attack_spy)
+    for init, linear, grad_at in [("flat", False, "final"), ("grey", True, "init"), ("mean_image", True, "both")]:
+        with pytest.raises(Stop):
+            reconstruction.run(X, y, 16, depth=1, steps=5, lr=0.03, init=init, beta=4.0, seed=2, linear=linear,
+                               grad_at=None if grad_at != "both" else "both")
+        np.testing.assert_array_equal(attacks[-1].pop("init_mean"), reconstruction.start_level(X, init))
+        assert attacks[-1] == dict(steps=5, lr=0.03, beta=4.0, grad_at=grad_at, seed=2, progress=False,
+                                   snapshots=(0,)), attacks[-1]
+    linear = False
+    assert configs[0] == train.TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, steps=3000, target_loss=1e-5)
+    n = len(configs)
+    with pytest.raises(ValueError, match="beta"):
+        reconstruction.run(X, y, 16, depth=1, steps=5, beta=-1.0, seed=2)
+    assert len(configs) == n  # refused before the victim trained
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_run_row_holds_every_documented_field(tiny, monkeypatch, linear):
+    """Each field of run()'s row recomputed from what it returns: the victim's training loss, the
+    attack's last match loss, quality() of the reconstructions and of the starting images, the
+    baseline of 2N unseen images drawn by baseline_images, the attack's own wall time."""
+    import time
+
+    X, y, task = tiny
+    monkeypatch.setattr(reconstruction, "_MEMO", type(reconstruction._MEMO)())
+    victims, real_victim = [], reconstruction.train_victim
+    monkeypatch.setattr(reconstruction, "train_victim", lambda *a, **k: victims.append(real_victim(*a, **k))
+                        or victims[-1])
+    cfg = train.TrainConfig(lr=0.5, steps=20)
+    t0 = time.perf_counter()
+    out = reconstruction.run(X, y, 16, depth=1, steps=6, config=cfg, X_unseen=task.X_test, threshold=0.3,
+                             linear=linear, seed=1)
+    wall = time.perf_counter() - t0
+    row, res = out["row"], out["result"]
+    assert set(row) == {"width", "n", "n_over_w", "linear", "init", "grad_at", "attack", "train_loss", "match", "l2",
+                        "ssim", "start_ssim", "recovered", "seconds", "beats_unseen", "baseline_l2", "baseline_ssim",
+                        "baseline_recovered"}
+    grad_at = "init" if linear else "final"
+    assert (row["width"], row["n"], row["n_over_w"], row["linear"], row["init"], row["grad_at"], row["attack"]) == (
+        16, len(X), len(X) / 16, linear, "flat", grad_at, f"{'linearized' if linear else 'standard'} @ {grad_at}")
+    assert row["train_loss"] == victims[0][1].final_loss and row["match"] == res.history["match"][-1]
+    assert out["arch"] is victims[0][2] and out["arch"].spec.get("linearized", False) == linear
+    # the linearization keeps the network's description (width, depth, ...) and says it is linearized
+    assert out["arch"].spec == {**models.plain_mlp(16, depth=1).spec, **({"linearized": True} if linear else {})}
+    assert out["params_init"] is victims[0][0] and out["params_final"] is victims[0][1].params
+    q = reconstruction.quality(X, res.X, 0.3, task.X_test)
+    assert (row["l2"], row["ssim"], row["recovered"], row["beats_unseen"]) == (
+        q["l2"], q["ssim"], q["recovered"], q["beats_unseen"])
+    assert set(out["match"]) == set(q["per_image"]) and all(np.array_equal(out["match"][k], v)
+                                                            for k, v in q["per_image"].items())
+    assert row["start_ssim"] == reconstruction.quality(X, res.history["snapshots"][0], 0.3)["ssim"]
+    b = reconstruction.quality(X, reconstruction.baseline_images(task.X_test, X, 2 * len(X), 1), 0.3)
+    assert (row["baseline_l2"], row["baseline_ssim"], row["baseline_recovered"]) == (b["l2"], b["ssim"],
+                                                                                      b["recovered"])
+    assert 0 < row["seconds"] < wall
+
+
+def test_start_levels_and_quality_at_their_edges(tiny):
+    """start_level: "flat" one mean per channel, "mean_image" the per-pixel mean over the images;
+    quality: "recovered" counts SSIM strictly above the threshold (identical images score exactly
+    1), and an unseen image nearer than 1 in L2 still bounds beats_unseen."""
+    X, _, _ = tiny
+    rng = np.random.default_rng(0)
+    colour = rng.uniform(size=(5, 6, 6, 3)) * np.array([0.2, 0.5, 1.0])
+    np.testing.assert_allclose(reconstruction.start_level(colour, "flat"), colour.mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(reconstruction.start_level(X, "mean_image"), X.mean(0), rtol=1e-6)
+    same = reconstruction.quality(X, np.concatenate([X, X]), threshold=1.0)
+    assert same["ssim"] == 1.0 and same["recovered"] == 0.0
+    assert reconstruction.quality(X, np.concatenate([X, X]), threshold=0.99)["recovered"] == 1.0
+    near = X + 0.05 * rng.standard_normal(X.shape).astype(np.float32)  # L2 ~ 0.4 from each training image
+    q = reconstruction.quality(X, np.concatenate([near, near]), X_unseen=X + 0.005)  # unseen at L2 0.04
+    assert q["l2"] < 1 and q["beats_unseen"] == 0.0
+
+
+def test_the_attack_loss_is_match_plus_range_and_tv_penalties(tiny):
+    """The loss the attack minimizes at its start: the relative match loss + range_weight N_R
+    mean(relu(-x)^2 + relu(x - 1)^2) + tv_weight TV(x), from the documented start (level + 0.2
+    N(0, 1) noise, weights U(-0.5, 0.5), in that order from the seed's generator)."""
+    X, _, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, X.shape[1:])
+    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    level = np.where(np.arange(8)[None, :, None] < 4, -0.2, 1.2).repeat(8, 0).astype(np.float32)  # both sides out
+    res = reconstruction.reconstruct(arch, p0, p1, 6, X.shape[1:], steps=1, log_every=1, init_mean=level, seed=4,
+                                     range_weight=0.3, tv_weight=0.5, progress=False)
+    rng = np.random.default_rng(4)
+    X0 = (level + 0.2 * rng.standard_normal((6, *X.shape[1:]))).astype(np.float32)
+    a0 = rng.uniform(-0.5, 0.5, (1, 6)).astype(np.float32)
+    delta = reconstruction.param_delta(p1, p0)
+    match = float(reconstruction.match_loss(reconstruction.mlp_apply(arch, 10.0), delta, p1, jnp.asarray(X0),
+                                            jnp.asarray(a0[0])))
+    outside = np.maximum(-X0, 0) ** 2 + np.maximum(X0 - 1, 0) ** 2
+    tv = np.mean((X0[:, 1:] - X0[:, :-1]) ** 2) + np.mean((X0[:, :, 1:] - X0[:, :, :-1]) ** 2)
+    assert np.maximum(-X0, 0).mean() > 0.1 and np.maximum(X0 - 1, 0).mean() > 0.1  # both of its sides matter
+    np.testing.assert_allclose(res.history["loss"][0], match + 0.3 * 6 * outside.mean() + 0.5 * tv, rtol=1e-4)
+
+
 def test_distillation_study_reports_paired_intervals(tiny, monkeypatch):
     X, y, task = tiny
     runs, scored = [], []
     real_run, real_acc = reconstruction.run, reconstruction.distilled_accuracy
 
+    rbf = kernels.rbf(2.0, dtype="float64")
+
     def run_spy(*a, **kw):
+        assert np.array_equal(a[0], X) and np.array_equal(a[1], y) and a[2:] == (16, 1), a[2:]
+        assert kw == dict(steps=20, lr=0.03, seed=len(runs), init="grey"), kw
         runs.append(real_run(*a, **kw))
         return runs[-1]
 
     def acc_spy(kernel, Xs, ys, *a, **kw):
+        assert kernel is rbf and a[2:] == (0.05,), a
         scored.append(np.asarray(Xs))
         return real_acc(kernel, Xs, ys, *a, **kw)
 
     monkeypatch.setattr(reconstruction, "run", run_spy)
     monkeypatch.setattr(reconstruction, "distilled_accuracy", acc_spy)
-    rows, summary = reconstruction.distillation_study(X, y, task.X_test, task.y_test, kernels.rbf(2.0, dtype="float64"),
-                                                      16, depth=1, seeds=[0, 1, 2], steps=20, workers=1)
+    rows, summary = reconstruction.distillation_study(X, y, task.X_test, task.y_test, rbf, 16, depth=1,
+                                                      seeds=[0, 1, 2], steps=20, lr=0.03, init="grey", ridge=0.05,
+                                                      workers=1)
     # per seed, in order: the training images, that seed's reconstructions, its starting images
     assert len(scored) == 9
     for i, r in enumerate(runs):
@@ -346,9 +498,39 @@ def test_distillation_study_reports_paired_intervals(tiny, monkeypatch):
         accs = np.array([r["accuracy"] for r in rows if r["set"] == s["set"]])
         half = stats.t.ppf(0.975, 2) * np.std(accs - ref, ddof=1) / np.sqrt(3)
         assert np.isclose(s["mean"], accs.mean()) and np.isclose(s["diff_high"], (accs - ref).mean() + half)
+        assert np.isclose(s["diff_low"], (accs - ref).mean() - half) and (s["n_test"], s["seeds"]) == (len(task.y_test), 3)
         spread = stats.t.ppf(0.975, 2) * np.std(accs, ddof=1) / np.sqrt(3)  # the interval of the mean itself
         assert np.isclose(s["low"], accs.mean() - spread) and np.isclose(s["high"], accs.mean() + spread)
     assert any(np.std([r["accuracy"] for r in rows if r["set"] == s["set"]]) > 0 for s in summary)
+
+
+def test_distillation_study_uses_each_seeds_empirical_ntk(tiny, monkeypatch):
+    """kernel="empirical": each seed's kernel models use the empirical NTK (float64) of that seed's
+    own trained victim, which the attacker holds."""
+    X, y, task = tiny
+    runs, kernels_seen = [], []
+    real_run, real_acc = reconstruction.run, reconstruction.distilled_accuracy
+
+    def run_spy(*a, **kw):
+        runs.append(real_run(*a, **kw))
+        return runs[-1]
+
+    def acc_spy(kernel, Xs, ys, *a, **kw):
+        kernels_seen.append(kernel)
+        return real_acc(kernel, Xs, ys, *a, **kw)
+
+    monkeypatch.setattr(reconstruction, "run", run_spy)
+    monkeypatch.setattr(reconstruction, "distilled_accuracy", acc_spy)
+    reconstruction.distillation_study(X, y, task.X_test, task.y_test, "empirical", 16, depth=1, seeds=[0, 1], steps=5,
+                                      workers=1)
+    assert len(kernels_seen) == 6
+    for i, r in enumerate(runs):
+        want = kernels.empirical_ntk(r["arch"].apply_fn, r["params_final"], dtype="float64")(X[:3])
+        for k in kernels_seen[3 * i:3 * i + 3]:
+            got = k(X[:3])
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(kernels_seen[0](X[:3]), kernels_seen[3](X[:3]))  # two seeds, two victims
 
 
 def test_bad_inputs(tiny):
@@ -387,8 +569,18 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
     samples = {n: (np.zeros((n, 8, 8, 1)), np.ones(n), np.zeros((2 * n, 8, 8, 1))) for n in (4, 6, 8)}
     variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="both"),
                 dict(linear=True, grad_at="init")]
+    from ntklib import parallel
+
+    pools, real_map = [], parallel.thread_map
+
+    def map_spy(fn, items, workers=None, **kw):
+        pools.append(workers)
+        return real_map(fn, items, workers=workers, **kw)
+
     monkeypatch.setattr(reconstruction, "run", fake_run)
-    t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1)
+    monkeypatch.setattr(reconstruction._parallel, "thread_map", map_spy)
+    t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1, workers=3)
+    assert pools == [3]  # every point's run in one pool of the given size
     assert t.study.tolist() == ["width"] * 6 + ["n"] * 6
     assert list(zip(t.n, t.width, strict=True)) == ([(6, 16)] * 3 + [(6, 32)] * 3 + [(4, 32)] * 2 + [(6, 32)] * 2
                                                     + [(8, 32)] * 2)
@@ -400,11 +592,33 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
 
 
 def test_study_names_what_each_setting_changed(monkeypatch):
-    """The setting column holds the entry's own arguments, not the shared ones merged under it."""
-    monkeypatch.setattr(reconstruction, "run", lambda X, y, X_unseen=None, **kw: dict(row=dict(width=kw["width"])))
-    X, y = np.zeros((4, 8, 8, 1)), np.array([1.0, -1.0, 1.0, -1.0])
+    """The setting column holds the entry's own arguments, not the shared ones merged under it; each
+    run gets the images, labels and baseline images; a width may come from the shared arguments;
+    ``workers`` reaches the thread pool."""
+    from ntklib import parallel
+
+    X, y, X_unseen = np.zeros((4, 8, 8, 1)), np.array([1.0, -1.0, 1.0, -1.0]), np.ones((8, 8, 8, 1))
+
+    def fake_run(X_, y_, X_unseen=None, **kw):
+        assert X_ is X and y_ is y and X_unseen is unseen
+        return dict(row=dict(width=kw["width"], depth=kw["depth"]))
+
+    pools, real_map = [], parallel.thread_map
+
+    def map_spy(fn, items, workers=None, **kw):
+        pools.append(workers)
+        return real_map(fn, items, workers=workers, **kw)
+
+    monkeypatch.setattr(reconstruction, "run", fake_run)
+    monkeypatch.setattr(reconstruction._parallel, "thread_map", map_spy)
+    unseen = None
     t = reconstruction.study(X, y, [dict(width=16), dict(width=32, linear=True)], depth=1, steps=3, workers=1)
     assert t.setting.tolist() == ["width=16", "width=32, linear=True"] and t.width.tolist() == [16, 32]
+    unseen = X_unseen
+    t = reconstruction.study(X, y, [dict(), dict(width=32)], X_unseen=X_unseen, width=16, depth=2, workers=2)
+    assert t.width.tolist() == [16, 32] and t.depth.tolist() == [2, 2] and pools == [1, 2]
+    with pytest.raises(ValueError, match="every run needs a width"):
+        reconstruction.study(X, y, [dict(width=16), dict(depth=2)])
 
 
 def test_a_run_asked_for_again_is_served_from_memory(tiny, monkeypatch):
@@ -425,19 +639,21 @@ def test_a_run_asked_for_again_is_served_from_memory(tiny, monkeypatch):
     a["row"]["ssim"] = -5.0  # the caller's copy
     b = reconstruction.run(X, y, 16, **kw)
     assert len(attacks) == 1 and b["result"] is a["result"] and b["row"]["ssim"] != -5.0
+    b["row"]["ssim"] = -6.0  # a served row is a copy too
+    assert reconstruction.run(X, y, 16, **kw)["row"]["ssim"] not in (-5.0, -6.0) and len(attacks) == 1
     for change in (dict(seed=1), dict(init="grey"), dict(steps=4), dict(grad_at="both"),
                    dict(config=train.TrainConfig(lr=0.4, steps=10)), dict(depth=2), dict(lr=0.01), dict(beta=5.0),
-                   dict(threshold=0.5), dict(linear=True)):
+                   dict(threshold=0.5), dict(linear=True), dict(linear=True, grad_at="final")):
         reconstruction.run(X, y, 16, **{**kw, **change})
     reconstruction.run(X[::-1], y[::-1], 16, **kw)  # the same images in another order: another victim
     reconstruction.run(X, y, 16, X_unseen=task.X_test, **kw)
     reconstruction.run(X, -y, 16, **kw)  # the same images, other labels
     reconstruction.run(X, y, 24, **kw)  # another width
-    assert len(attacks) == 15
+    assert len(attacks) == 16
     monkeypatch.setattr(reconstruction, "MEMO_SIZE", 2)
     reconstruction.run(X, y, 16, **{**kw, "seed": 5})  # keeps only this and the one before
     reconstruction.run(X, y, 16, **kw)
-    assert len(attacks) == 17 and len(reconstruction._MEMO) == 2
+    assert len(attacks) == 18 and len(reconstruction._MEMO) == 2
 
 
 def test_runs_on_networks_of_one_shape_share_one_attack_program(tiny, monkeypatch):
@@ -460,3 +676,8 @@ def test_runs_on_networks_of_one_shape_share_one_attack_program(tiny, monkeypatc
     np.testing.assert_array_equal(shared.history["match"], fresh.history["match"])
     reconstruction.reconstruct(arch_b, pb, moved_b, 4, X.shape[1:], lr=0.01, **kw)
     assert len(reconstruction._PROGRAMS) == 2
+    # a network of the same shape but another weight scale is another program (its scale is baked in)
+    arch_c = models.plain_mlp(16, depth=1, W_std=2.0)
+    other = reconstruction.reconstruct(arch_c, pb, moved_b, 4, X.shape[1:], **kw)
+    monkeypatch.setattr(reconstruction, "_PROGRAMS", {})
+    np.testing.assert_array_equal(other.X, reconstruction.reconstruct(arch_c, pb, moved_b, 4, X.shape[1:], **kw).X)
