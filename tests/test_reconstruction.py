@@ -555,7 +555,22 @@ def test_bad_inputs(tiny):
         reconstruction.reconstruct(stax_mlp, p, p, 4, X.shape[1:], steps=1, progress=False)
 
 
-def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkeypatch):
+@pytest.fixture
+def pools(monkeypatch):
+    """The ``workers`` of every ntklib.parallel.thread_map call the reconstruction module makes."""
+    from ntklib import parallel
+
+    seen, real_map = [], parallel.thread_map
+
+    def map_spy(fn, items, workers=None, **kw):
+        seen.append(workers)
+        return real_map(fn, items, workers=workers, **kw)
+
+    monkeypatch.setattr(reconstruction._parallel, "thread_map", map_spy)
+    return seen
+
+
+def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkeypatch, pools):
     """The width sweep (every variant, N = n_train) and the N sweep (no both_kernels, at width) as
     run() would give them one by one; the shared point (n_train, width) is attacked once."""
     calls = []
@@ -569,16 +584,7 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
     samples = {n: (np.zeros((n, 8, 8, 1)), np.ones(n), np.zeros((2 * n, 8, 8, 1))) for n in (4, 6, 8)}
     variants = [dict(linear=False, grad_at="final"), dict(linear=False, grad_at="both"),
                 dict(linear=True, grad_at="init")]
-    from ntklib import parallel
-
-    pools, real_map = [], parallel.thread_map
-
-    def map_spy(fn, items, workers=None, **kw):
-        pools.append(workers)
-        return real_map(fn, items, workers=workers, **kw)
-
     monkeypatch.setattr(reconstruction, "run", fake_run)
-    monkeypatch.setattr(reconstruction._parallel, "thread_map", map_spy)
     t = reconstruction.scaling_study(samples, 6, 32, [16, 32], [4, 6, 8], variants, steps=3, seed=1, workers=3)
     assert pools == [3]  # every point's run in one pool of the given size
     assert t.study.tolist() == ["width"] * 6 + ["n"] * 6
@@ -591,26 +597,17 @@ def test_scaling_study_runs_each_point_once_and_reports_it_in_both_sweeps(monkey
         reconstruction.scaling_study(samples, 6, 32, [16], [4, 10], variants)
 
 
-def test_study_names_what_each_setting_changed(monkeypatch):
+def test_study_names_what_each_setting_changed(monkeypatch, pools):
     """The setting column holds the entry's own arguments, not the shared ones merged under it; each
     run gets the images, labels and baseline images; a width may come from the shared arguments;
     ``workers`` reaches the thread pool."""
-    from ntklib import parallel
-
     X, y, X_unseen = np.zeros((4, 8, 8, 1)), np.array([1.0, -1.0, 1.0, -1.0]), np.ones((8, 8, 8, 1))
 
     def fake_run(X_, y_, X_unseen=None, **kw):
         assert X_ is X and y_ is y and X_unseen is unseen
         return dict(row=dict(width=kw["width"], depth=kw["depth"]))
 
-    pools, real_map = [], parallel.thread_map
-
-    def map_spy(fn, items, workers=None, **kw):
-        pools.append(workers)
-        return real_map(fn, items, workers=workers, **kw)
-
     monkeypatch.setattr(reconstruction, "run", fake_run)
-    monkeypatch.setattr(reconstruction._parallel, "thread_map", map_spy)
     unseen = None
     t = reconstruction.study(X, y, [dict(width=16), dict(width=32, linear=True)], depth=1, steps=3, workers=1)
     assert t.setting.tolist() == ["width=16", "width=32, linear=True"] and t.width.tolist() == [16, 32]
