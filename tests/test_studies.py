@@ -91,6 +91,7 @@ def test_poison_recovery_ranks_the_poisons_among_the_training_images(monkeypatch
 
     monkeypatch.setattr(reconstruction, "run", fake_run)
     table, examples = defense_study.poison_recovery(exp, sets, steps=5)
+    seen.sort(key=lambda call: call[4])  # the sets run on threads, in any order: match each call by its seed
     for (X, y, width, depth, seed, config), s in zip(seen, sets, strict=True):
         np.testing.assert_array_equal(X, np.concatenate([exp.task.X_d, s["X_p"]]))
         assert y.tolist() == exp.task.y_d.tolist() + [1.0] * 3
