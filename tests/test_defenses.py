@@ -385,11 +385,16 @@ def test_neumann_series_sums_exactly_k_terms():
                                    rtol=1e-5, atol=1e-6)
 
 
+def _digits_even_odd(n):
+    """The first n digits as float32 images (8, 8, 1), labelled +1 (even) / -1 (odd)."""
+    X, labels = data.load_digits()[:2]
+    return X[:n].astype(np.float32), np.where(labels[:n] % 2 == 0, 1.0, -1.0)
+
+
 def test_fixed_point_diagnostics_against_finite_differences():
     arch = models.plain_mlp(16, depth=1, activation="erf")  # smooth: finite differences see no kinks
     params = arch.init(0, (8, 8, 1))
-    X, labels = data.load_digits()[:2]
-    X, y = X[:20].astype(np.float32), np.where(labels[:20] % 2 == 0, 1.0, -1.0)
+    X, y = _digits_even_odd(20)
     delta = np.random.default_rng(0).standard_normal((8, 8, 1)).astype(np.float32) * 0.3
     d = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.1)
 
@@ -413,8 +418,7 @@ def test_fixed_point_diagnostics_keeps_one_program_per_step_size():
     architecture gets its own (a cache keyed on the architecture alone would reuse the first eta's Phi)."""
     arch = models.plain_mlp(16, depth=1, activation="erf")
     params = arch.init(0, (8, 8, 1))
-    X, labels = data.load_digits()[:2]
-    X, y = X[:20].astype(np.float32), np.where(labels[:20] % 2 == 0, 1.0, -1.0)
+    X, y = _digits_even_odd(20)
     delta = np.random.default_rng(0).standard_normal((8, 8, 1)).astype(np.float32) * 0.3
     first = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.1)
     second = unlearning.fixed_point_diagnostics(arch, params, X, y, delta, fixed_point_lr=0.5)
@@ -430,8 +434,7 @@ def test_ibau_perturbs_round_portion_times_batch_images_and_shows_its_bar(monkey
     progress=False."""
     arch = models.plain_mlp(8, depth=1)
     params = arch.init(0, (8, 8, 1))
-    X, labels = data.load_digits()[:2]
-    X, y = X[:100].astype(np.float32), np.where(labels[:100] % 2 == 0, 1.0, -1.0)
+    X, y = _digits_even_odd(100)
     programs, seen = unlearning._ibau_programs, []
 
     def spy(*args, **kwargs):
@@ -463,8 +466,7 @@ def test_ibau_history_and_diagnostics_at_each_round(fixed_point_batch):
     fine-tuning (portion=0) has no inner loss (NaN) and delta = 0."""
     arch = models.plain_mlp(8, depth=1)
     params = arch.init(0, (8, 8, 1))
-    X, labels = data.load_digits()[:2]
-    X, y = X[:40].astype(np.float32), np.where(labels[:40] % 2 == 0, 1.0, -1.0)
+    X, y = _digits_even_odd(40)
     starts = [params]
     u = unlearning.ibau(arch, params, X, y, rounds=2, inner_steps=3, outer_steps=2, batch_size=16, portion=0.1,
                         fixed_point_lr=0.3, fixed_point_batch=fixed_point_batch, diagnostics=True, progress=False,
@@ -490,8 +492,8 @@ def test_universal_perturbation_takes_normalized_projected_ascent_steps():
     arch = models.plain_mlp(8, depth=1)
     (W1, b1), (W2, b2) = arch.init(0, (8, 8, 1))
     params = [(W1, b1), (W2 * 0.05, b2)]  # a small last layer: input gradients of norm below 1
-    X, labels = data.load_digits()[:2]
-    X, y = X[:30].astype(np.float32), np.where(labels[:30] % 2 == 0, 1.0, -1.0).astype(np.float32)
+    X, y = _digits_even_odd(30)
+    y = y.astype(np.float32)
 
     def loss(d):
         return jnp.mean((arch.predict(params, X + d) - y) ** 2)

@@ -20,7 +20,7 @@ class _CacheablePlatform:
     """The backend, unchanged but for the platform name the cache's check reads."""
 
     def __init__(self, backend):
-        object.__setattr__(self, "_backend", backend)
+        self._backend = backend
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
