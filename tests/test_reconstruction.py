@@ -315,6 +315,8 @@ def test_both_kernels_sums_the_gradients_at_both_points(tiny):
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     single = float(reconstruction.match_loss(apply, delta, r.params, jnp.asarray(X), jnp.asarray(a[0])))
     np.testing.assert_allclose(single, np.sum((d - jac(r.params).T @ a[0]) ** 2) / np.sum(d ** 2), rtol=1e-4)
+    with pytest.raises(ValueError, match="zip"):  # two gradient points need two rows of weights, not one
+        reconstruction.match_loss(apply, delta, (r.params, p0), jnp.asarray(X), jnp.asarray(a[:1]))
 
 
 def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny):
