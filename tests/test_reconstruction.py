@@ -31,6 +31,7 @@ def test_gradient_sum_is_one_vjp_of_the_per_example_gradients(tiny):
                                rtol=1e-4, atol=1e-5)
     # beta=None is the ReLU network itself; large beta approaches it
     np.testing.assert_allclose(reconstruction.mlp_apply(arch)(p, X), arch.predict(p, X), rtol=1e-6)
+    assert reconstruction.mlp_apply(arch)(p, X[:5]).shape == (5,)  # one output per image (here 8 images of 8 x 8)
     np.testing.assert_allclose(reconstruction.mlp_apply(arch, 200.0)(p, X), arch.predict(p, X), atol=0.05)
 
 
@@ -230,6 +231,86 @@ def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, monkeypatch):
     np.testing.assert_allclose(plain["match"], plain["loss"], rtol=1e-6)
     pen = reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], range_weight=0.1, tv_weight=0.1, **kw).history
     assert all(m < total for m, total in zip(pen["match"], pen["loss"], strict=True)), pen
+
+
+def test_reconstruct_keeps_its_snapshots_history_and_weights_as_documented(tiny, capsys):
+    """snapshots: exactly the steps asked for, step 0 the start (level + 0.2 N(0, 1) from ``seed``),
+    each clipped to [0, 1] and equal to what a run stopped at that step returns; the history logged
+    every ``log_every`` steps and at the last; alpha (N_R,) for one gradient point; the bar's
+    description shown only with progress=True."""
+    X, y, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, X.shape[1:])
+    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    shape = X.shape[1:]
+    # a level near both edges of the box, so that the noisy start and the first steps leave it
+    level = np.where(np.arange(np.prod(shape)).reshape(shape) % 2 == 0, 0.95, 0.05).astype(np.float32)
+    kw = dict(init_mean=level, seed=3, progress=False)
+    res = reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=5, log_every=2, snapshots=(0, 2, 5), **kw)
+    snaps = res.history["snapshots"]
+    assert sorted(snaps) == [0, 2, 5] and res.history["step"] == [2, 4, 5]
+    assert len(res.history["loss"]) == len(res.history["match"]) == 3
+    start = level + 0.2 * np.random.default_rng(3).standard_normal((6, *shape))
+    np.testing.assert_allclose(snaps[0], np.clip(start, 0, 1), atol=1e-6)
+    for t in (0, 2, 5):
+        assert snaps[t].dtype == np.float32 and snaps[t].min() == 0 and snaps[t].max() == 1, t
+    np.testing.assert_array_equal(snaps[5], res.X)
+    np.testing.assert_array_equal(snaps[2], reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=2, **kw).X)
+    assert res.alpha.shape == (6,)
+    assert reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=2, **kw).history["snapshots"] == {}
+    only = reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=2, snapshots=(1,), **kw).history
+    assert sorted(only["snapshots"]) == [1] and only["step"] == [2]  # log_every=100: the last step alone
+    grey = reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=1, seed=3, snapshots=(0,), progress=False)
+    np.testing.assert_allclose(grey.history["snapshots"][0],
+                               np.clip(0.5 + 0.2 * np.random.default_rng(3).standard_normal((6, *shape)), 0, 1),
+                               atol=1e-6)  # no init_mean: mid-grey
+    capsys.readouterr()
+    reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=2, **kw)
+    assert "reconstruction" not in capsys.readouterr().err
+    reconstruction.reconstruct(arch, p0, p1, 6, shape, steps=2, **dict(kw, progress=True))
+    assert "reconstruction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("losses, log_every, message", [
+    ((float("nan"), 1.0, 1.0), 3, "at step 0: the loss is nan"),  # the start is checked even if not logged
+    ((1.0, 1e5, 5e6), 1, "at step 3: the loss grew from 1 to 5e"),  # against the loss at the start, not the last
+])
+def test_reconstruct_checks_each_logged_loss_against_the_start(tiny, monkeypatch, losses, log_every, message):
+    X, y, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, X.shape[1:])
+    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    real, script = reconstruction._attack_program, iter(losses)
+
+    def scripted_program(*a):
+        tx, step = real(*a)
+
+        def scripted_step(z, s, delta, points):
+            z, s, _, m = step(z, s, delta, points)
+            return z, s, jnp.float32(next(script)), m
+
+        return tx, scripted_step
+
+    monkeypatch.setattr(reconstruction, "_attack_program", scripted_program)
+    with pytest.raises(FloatingPointError, match=message):
+        reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], steps=3, log_every=log_every, progress=False)
+
+
+def test_train_victim_trains_the_seeds_initialization_with_the_config_quietly(tiny, capsys):
+    X, y, _ = tiny
+    arch = models.plain_mlp(16, depth=1)
+    cfg = train.TrainConfig(lr=0.3, steps=4, eval_every=2)
+    for linear in (False, True):
+        capsys.readouterr()
+        p0, r, net = reconstruction.train_victim(arch, X, y, cfg, seed=2, linear=linear)
+        assert capsys.readouterr().err == ""  # no bar of its own: the study shows one
+        want0 = arch.init(2, X.shape[1:])
+        want_net = reconstruction.linearized(arch, want0) if linear else arch
+        want = train.train(want_net, X, y, cfg, params=want0, progress=False)
+        assert net.spec == want_net.spec and r.final_loss == want.final_loss and r.steps == 4
+        for a, b in zip(jax.tree_util.tree_leaves((p0, r.params)), jax.tree_util.tree_leaves((want0, want.params)),
+                        strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_distilled_accuracy_ridge_is_relative_to_the_kernel_scale(tiny, monkeypatch):
@@ -550,6 +631,9 @@ def test_bad_inputs(tiny):
         reconstruction.reconstruct(arch, p, moved, 4, (4, 4, 1), steps=1, progress=False)
     with pytest.raises(ValueError, match="did not move"):
         reconstruction.reconstruct(arch, p, p, 4, X.shape[1:], steps=1, progress=False)
+    for bad in (np.zeros((3, 3, 1)), np.zeros(5), np.zeros((2, *X.shape[1:]))):
+        with pytest.raises(ValueError, match="does not broadcast to the image shape"):
+            reconstruction.reconstruct(arch, p, moved, 4, X.shape[1:], steps=1, init_mean=bad, progress=False)
     try:
         stax_mlp = models.mlp(8, depth=1)
     except models.NeuralTangentsMissing:  # the current-JAX environment has no stax networks to refuse
