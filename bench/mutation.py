@@ -17,7 +17,8 @@ run under mutation (see MODULES). Anything left is "untriaged": the list to work
 
     python bench/mutation.py                       # every module (hours on 2 cores: regression 8 min,
                                                    # defenses 50 min, adversarial ~60 min, unlearning 43 min with
-                                                   # the compile cache (~20 a minute), reconstruction ~2 h)
+                                                   # the compile cache (~20 a minute), reconstruction ~2 h,
+                                                   # triggers 4 min, evaluate 27 min)
     python bench/mutation.py --modules defenses    # one of them
     python bench/mutation.py --modules backdoor_loss --only "BackdoorProblem*_evaluate"   # one function's mutants
     make mutation                                  # the same, installing mutmut first
@@ -50,6 +51,10 @@ MODULES = {
     "backdoor_loss": ["tests/test_attack.py"],
     "greedy": ["tests/test_attack.py"],
     "poison_optimization": ["tests/test_attack.py"],
+    # beyond issue 27's list: the triggers every poison carries and the evaluation behind the headline ratio
+    "triggers": ["tests/test_triggers.py", "tests/test_properties.py", "tests/test_data.py", "tests/test_defaults.py"],
+    "evaluate": ["tests/test_evaluate_artifacts.py", "tests/test_studies.py", "tests/test_pipeline.py",
+                 "tests/test_attack.py", "tests/test_defaults.py"],
 }
 INPUT_CHECK = re.compile(r"_val\.|\bcheck_\w*\(|_check\w*\(|^raise |"
                          r"^if .*(isinstance|shape|len\(|is None|not callable)")

@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from ntklib import adversarial, defenses, reconstruction, unlearning
+from ntklib import adversarial, defenses, evaluate, reconstruction, unlearning
 
 DEFAULTS = [
     # I-BAU (Zeng et al. 2022, the authors' defense.py and hypergrad.fixed_point)
@@ -36,6 +36,12 @@ DEFAULTS = [
     (defenses.spectral_direction_scores, dict(k=10)),
     # PGD (Tsilivis & Kempe 2022, the reference: 10 steps of 0.01)
     (adversarial.pgd, dict(steps=10, step_size=0.01)),
+    # NTBA (Hayase & Oh 2023, Sec. 5): the efficiency ratio read at 90% attack success on the networks;
+    # ours: greedy picks alone unless asked to optimize, bars on the long work, none on transfer's victims
+    (evaluate.efficiency_ratio, dict(metric="net_asr", level=0.9)),
+    (evaluate.sweep, dict(opt_steps=0, opt_method="lbfgsb", network=True, progress=True)),
+    (evaluate.ntba_poisons, dict(opt_steps=0, opt_method="lbfgsb", progress=True)),
+    (evaluate.transfer, dict(seeds=(0,), progress=False)),
 ]
 
 

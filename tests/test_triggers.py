@@ -69,3 +69,69 @@ def test_errors():
         triggers.periodic(np.zeros((8, 8)))
     with pytest.raises(ValueError, match="NaN"):
         triggers.custom(lambda b: b * np.nan)(np.zeros((1, 2, 2, 1)))
+
+
+def test_each_trigger_clips_to_the_box_on_both_sides_and_keeps_the_dtype():
+    """Near 0 and near 1 the additions overshoot the box: every trigger clips both ways and returns
+    the input's dtype (float32 images stay float32)."""
+    x = np.stack([np.full((4, 8, 1), 0.02), np.full((4, 8, 1), 0.98)]).astype(np.float32)
+    outs = {
+        "periodic": triggers.periodic(x, amplitude=0.1, periods=1),
+        "vertical": triggers.periodic(x.transpose(0, 2, 1, 3), amplitude=0.1, periods=1, orientation="vertical"),
+        "patch": triggers.patch(x, size=3, location=(0, 0)),
+        "pattern": triggers.from_pattern(x, np.array([[[1.2]], [[-0.5]], [[1.0]], [[0.0]]]), np.ones((4, 1, 1))),
+        "custom": triggers.custom(lambda b: b + np.where(np.arange(8) % 2 == 0, 0.5, -0.5)[None, None, :, None])(x),
+    }
+    for name, out in outs.items():
+        assert out.dtype == np.float32, name
+        assert out.min() == 0 and out.max() == 1, name  # both edges reached: clipped, not left outside
+    wave = 0.1 * np.sin(np.linspace(0, 2 * np.pi, 8))
+    np.testing.assert_allclose(outs["periodic"][1, 0, :, 0], np.clip(0.98 + wave, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(outs["periodic"][0, 0, :, 0], np.clip(0.02 + wave, 0, 1), atol=1e-6)
+    assert triggers.custom(lambda b: b + 0.1)(np.zeros((0, 4, 8, 1))).shape == (0, 4, 8, 1)  # an empty batch
+
+
+def test_checkerboard_and_fixed_patch_locations_at_the_edges():
+    np.testing.assert_array_equal(triggers.checkerboard(3), [[1, -1, 1], [-1, 1, -1], [1, -1, 1]])
+    x = np.full((1, 4, 6, 1), 0.5)
+    for r, c in ((0, 0), (2, 4), (0, 4), (2, 0)):  # every corner that fits a 2 x 2 patch in 4 x 6 images
+        out = triggers.patch(x, size=2, location=(r, c))[0, :, :, 0]
+        assert out[r, c] == 1 and out[r, c + 1] == 0 and out[r + 1, c] == 0 and np.sum(out != 0.5) == 4
+    for r, c in ((3, 0), (0, 5), (3, 5)):
+        with pytest.raises(ValueError, match="does not fit in 4x6 images"):
+            triggers.patch(x, size=2, location=(r, c))
+
+
+def test_pattern_trigger_blends_its_pattern_by_its_mask():
+    x = np.full((2, 2, 2, 1), 0.4)
+    pattern = np.array([[1.0, 0.0], [1.0, 0.0]])[:, :, None]
+    mask = np.array([[1.0, 1.0], [0.5, 0.0]])[:, :, None]  # 0 and 1 are valid weights
+    t = triggers.make_trigger("pattern", pattern=pattern, mask=mask)
+    assert t.spec == {"name": "pattern"}
+    np.testing.assert_allclose(t(x)[1, :, :, 0], [[1.0, 0.0], [0.7, 0.4]])
+    np.testing.assert_allclose(triggers.make_trigger("pattern", pattern=0.5, mask=1.0)(x), 0.5)
+    for bad in (np.ones((3, 3, 1)), np.ones((2, 2, 2, 1)), np.ones(3)):
+        for kw in (dict(pattern=bad, mask=mask), dict(pattern=pattern, mask=bad)):
+            with pytest.raises(ValueError, match=r"must broadcast to one image of shape \(2, 2, 1\)"):
+                triggers.from_pattern(x, **kw)
+    for bad_mask in (np.full((2, 2, 1), 1.5), np.full((2, 2, 1), -0.1)):
+        with pytest.raises(ValueError, match=r"mask values must lie in \[0, 1\]"):
+            triggers.from_pattern(x, pattern, bad_mask)
+    for k, v in (("pattern", 1.5), ("mask", -0.1), ("mask", 1.01)):
+        with pytest.raises(ValueError, match=rf"{k} has values outside \[0, 1\]"):
+            triggers.make_trigger("pattern", **{**dict(pattern=0.5, mask=1.0), k: v})
+    assert triggers.custom(lambda b: b, "identity").spec == {"name": "identity"}
+
+
+@pytest.mark.parametrize("low, high, refused", [(-1.0, 2.0, False), (-1.01, 1.0, True), (0.0, 2.01, True),
+                                                (-1.5, 1.0, True), (0.0, 2.5, True)])
+def test_a_trigger_may_overshoot_the_box_by_less_than_its_width(low, high, refused):
+    """Outputs in [-1, 2] are clipped; beyond on either side, refused (the 8-bit hint only above)."""
+    x = np.full((1, 2, 2, 1), 0.5)
+    t = triggers.custom(lambda b: np.where(np.arange(2)[None, :, None, None] == 0, low, high) + 0 * b)
+    if not refused:
+        np.testing.assert_array_equal(t(x)[0, :, 0, 0], [0.0, 1.0])
+        return
+    with pytest.raises(ValueError, match="a trigger maps images in") as err:
+        t(x)
+    assert ("8-bit scale?" in str(err.value)) == (high > 2)
