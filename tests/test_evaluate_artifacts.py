@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,14 +88,33 @@ def test_sweep_with_separate_sampling_budgets_and_ratio_bound(setup):
     assert r == dict(metric="net_asr", level=0.9, ntba_budget=2, sampling_budget=None, lower_bound=True, ratio=20.0)
 
 
-def test_transfer_trains_one_victim_per_seed_on_d_plus_the_poisons(capsys):
+@pytest.fixture(scope="module")
+def plain():
+    """A small digits task and a kernel problem from a plain MLP's empirical NTK (no neural-tangents)."""
+    task = data.make_task("digits", 7, 1, n_train_per_class=10, n_eval_per_class=4, n_test_per_class=12)
+    arch = models.plain_mlp(24, depth=1)
+    clean = train.train(arch, task.X_d, task.y_d, train.TrainConfig(steps=30), progress=False)
+    return task, arch, attack.BackdoorProblem.from_task(task, kernels.empirical_ntk(arch.apply_fn, clean.params))
+
+
+def _victim_alone(task, arch, X_p, cfg, seed):
+    """What evaluate should report for poisons X_p: a victim trained alone from ``seed`` on d + X_p,
+    its loss, steps, residuals on the poisons and on d, clean accuracy and ASR."""
+    X, y = evaluate.victim_data(task, X_p)
+    r = train.train(arch, X, y, dataclasses.replace(cfg, seed=seed), progress=False)
+    res = np.abs(train.residuals(arch, r.params, X, y))
+    n_d = len(task.X_d)
+    return dict(train_loss=r.final_loss, converged=r.converged, diverged=r.diverged, train_steps=r.steps,
+                max_poison_residual=res[n_d:].max(), max_clean_residual=res[:n_d].max(),
+                net_ca=np.mean(np.sign(train.predict(arch, r.params, task.X_test)) == task.y_test),
+                net_asr=np.mean(train.predict(arch, r.params, task.X_test_trig) > 0))
+
+
+def test_transfer_trains_one_victim_per_seed_on_d_plus_the_poisons(plain, capsys):
     """Each row: the victim trained from its seed on d + X_p (poisons labelled +1), its final loss and
     steps, the largest residual on the poisons and on d, clean accuracy on the test split and the ASR
     on the triggered source test images, all recomputed here from a victim trained alone."""
-    import dataclasses
-
-    task = data.make_task("digits", 7, 1, n_train_per_class=10, n_eval_per_class=4, n_test_per_class=12)
-    arch = models.plain_mlp(24, depth=1)
+    task, arch, _ = plain
     X_p = task.X_cand[:3]
     X, y = evaluate.victim_data(task, X_p)
     np.testing.assert_array_equal(X, np.concatenate([task.X_d, X_p]))
@@ -104,13 +125,7 @@ def test_transfer_trains_one_victim_per_seed_on_d_plus_the_poisons(capsys):
     assert capsys.readouterr().err == ""  # progress=False: no bar
     assert [r["seed"] for r in rows] == [3, 1]
     for row in rows:
-        r = train.train(arch, X, y, dataclasses.replace(cfg, seed=row["seed"]), progress=False)
-        res = np.abs(train.residuals(arch, r.params, X, y))
-        f_test = train.predict(arch, r.params, task.X_test)
-        f_trig = train.predict(arch, r.params, task.X_test_trig)
-        want = dict(train_loss=r.final_loss, converged=False, diverged=False, train_steps=40,
-                    max_poison_residual=res[-3:].max(), max_clean_residual=res[:-3].max(),
-                    net_ca=np.mean(np.sign(f_test) == task.y_test), net_asr=np.mean(f_trig > 0))
+        want = dict(_victim_alone(task, arch, X_p, cfg, row["seed"]), converged=False, diverged=False, train_steps=40)
         assert set(row) == {"seed", *want}
         for k, v in want.items():
             assert row[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (row["seed"], k)
@@ -124,21 +139,10 @@ def test_transfer_trains_one_victim_per_seed_on_d_plus_the_poisons(capsys):
     assert all(np.isnan(bad[k]) for k in ("max_poison_residual", "max_clean_residual", "net_ca", "net_asr"))
 
 
-@pytest.fixture(scope="module")
-def plain():
-    """A small digits task and a kernel problem from a plain MLP's empirical NTK (no neural-tangents)."""
-    task = data.make_task("digits", 7, 1, n_train_per_class=10, n_eval_per_class=4, n_test_per_class=12)
-    arch = models.plain_mlp(24, depth=1)
-    clean = train.train(arch, task.X_d, task.y_d, train.TrainConfig(steps=30), progress=False)
-    return task, arch, attack.BackdoorProblem.from_task(task, kernels.empirical_ntk(arch.apply_fn, clean.params))
-
-
 def test_sweep_rows_are_the_victims_of_the_poisons_they_name(plain, tmp_path):
     """Every row of a sweep recomputed from what it names: NTBA's poisons of that budget (optimized
     opt_steps steps) or the sampling subset of that seed, the kernel model's metrics of those poisons,
     and a victim trained alone from that seed with the sweep's config; the CSV is the table."""
-    import dataclasses
-
     task, arch, P = plain
     m = len(task.X_cand)
     cfg = train.TrainConfig(lr=0.5, steps=30, eval_every=10, target_loss=0.0)
@@ -154,14 +158,10 @@ def test_sweep_rows_are_the_victims_of_the_poisons_they_name(plain, tmp_path):
         X_p = (ntba[row["budget"]]["X_p"] if row["method"] == "ntba"
                else task.X_cand[attack.sampling_baseline(m, row["budget"], seed=row["seed"])])
         k = P.loss(X_p)
-        want = dict(kernel_loss=k.loss, kernel_ca=k.clean_acc, kernel_asr=k.asr)
-        X, y = evaluate.victim_data(task, X_p)
-        r = train.train(arch, X, y, dataclasses.replace(cfg, seed=row["seed"]), progress=False)
-        res = np.abs(train.residuals(arch, r.params, X, y))
-        n_d = len(task.X_d)
-        want.update(train_loss=r.final_loss, train_steps=30, diverged=False, max_poison_residual=res[n_d:].max(),
-                    max_clean_residual=res[:n_d].max(),
-                    net_asr=np.mean(train.predict(arch, r.params, task.X_test_trig) > 0))
+        victim = _victim_alone(task, arch, X_p, cfg, row["seed"])
+        want = dict(kernel_loss=k.loss, kernel_ca=k.clean_acc, kernel_asr=k.asr, train_steps=30, diverged=False,
+                    **{key: victim[key] for key in ("train_loss", "max_poison_residual", "max_clean_residual",
+                                                    "net_asr")})
         for key, v in want.items():
             assert row[key] == pytest.approx(v, rel=1e-4, abs=1e-6), (row["method"], row["budget"], row["seed"], key)
         assert 0 < row["seconds"] < 600

@@ -20,6 +20,26 @@ def _flat(tree):
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
 
 
+@pytest.fixture
+def moved(tiny):
+    """A one-hidden-layer plain MLP, its initialization p0 and weights p1 = p0 + 0.01: a weight change to attack."""
+    arch = models.plain_mlp(16, depth=1)
+    p0 = arch.init(0, tiny[0].shape[1:])
+    return arch, p0, jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+
+
+def _wrap_attack_steps(monkeypatch, wrap):
+    """Every attack program reconstruct builds from now on runs wrap(its step); returns the real builder."""
+    real = reconstruction._attack_program
+
+    def wrapped(*a):
+        tx, step = real(*a)
+        return tx, wrap(step)
+
+    monkeypatch.setattr(reconstruction, "_attack_program", wrapped)
+    return real
+
+
 def test_gradient_sum_is_one_vjp_of_the_per_example_gradients(tiny):
     X, _, _ = tiny
     arch = models.plain_mlp(16, depth=2)
@@ -195,26 +215,22 @@ def test_quality_beats_unseen_against_brute_force(tiny):
     assert q["beats_unseen"] == want
 
 
-def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, monkeypatch):
+def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, moved, monkeypatch):
     """grad_at: "final" the trained weights, "init" the initial ones, "both" the two in that order
     (the parameters the attack's step receives, with the weight change p1 - p0); the history's
     match column is the data term alone."""
     X, y, _ = tiny
-    arch = models.plain_mlp(16, depth=1)
-    p0 = arch.init(0, X.shape[1:])
-    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
-    seen, real = [], reconstruction._attack_program
+    arch, p0, p1 = moved
+    seen = []
 
-    def spy_program(*a):
-        tx, step = real(*a)
-
+    def spy(step):
         def spy_step(z, s, delta, points):
             seen.append((delta, points))
             return step(z, s, delta, points)
 
-        return tx, spy_step
+        return spy_step
 
-    monkeypatch.setattr(reconstruction, "_attack_program", spy_program)
+    real = _wrap_attack_steps(monkeypatch, spy)
     for grad_at, want in (("final", (p1,)), ("init", (p0,)), ("both", (p1, p0))):
         seen.clear()
         reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], steps=1, grad_at=grad_at, progress=False)
@@ -233,15 +249,13 @@ def test_reconstruct_takes_its_gradients_where_grad_at_says(tiny, monkeypatch):
     assert all(m < total for m, total in zip(pen["match"], pen["loss"], strict=True)), pen
 
 
-def test_reconstruct_keeps_its_snapshots_history_and_weights_as_documented(tiny, capsys):
+def test_reconstruct_keeps_its_snapshots_history_and_weights_as_documented(tiny, moved, capsys):
     """snapshots: exactly the steps asked for, step 0 the start (level + 0.2 N(0, 1) from ``seed``),
     each clipped to [0, 1] and equal to what a run stopped at that step returns; the history logged
     every ``log_every`` steps and at the last; alpha (N_R,) for one gradient point; the bar's
     description shown only with progress=True."""
     X, y, _ = tiny
-    arch = models.plain_mlp(16, depth=1)
-    p0 = arch.init(0, X.shape[1:])
-    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    arch, p0, p1 = moved
     shape = X.shape[1:]
     # a level near both edges of the box, so that the noisy start and the first steps leave it
     level = np.where(np.arange(np.prod(shape)).reshape(shape) % 2 == 0, 0.95, 0.05).astype(np.float32)
@@ -275,23 +289,19 @@ def test_reconstruct_keeps_its_snapshots_history_and_weights_as_documented(tiny,
     ((float("nan"), 1.0, 1.0), 3, "at step 0: the loss is nan"),  # the start is checked even if not logged
     ((1.0, 1e5, 5e6), 1, "at step 3: the loss grew from 1 to 5e"),  # against the loss at the start, not the last
 ])
-def test_reconstruct_checks_each_logged_loss_against_the_start(tiny, monkeypatch, losses, log_every, message):
+def test_reconstruct_checks_each_logged_loss_against_the_start(tiny, moved, monkeypatch, losses, log_every, message):
     X, y, _ = tiny
-    arch = models.plain_mlp(16, depth=1)
-    p0 = arch.init(0, X.shape[1:])
-    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
-    real, script = reconstruction._attack_program, iter(losses)
+    arch, p0, p1 = moved
+    script = iter(losses)
 
-    def scripted_program(*a):
-        tx, step = real(*a)
-
+    def scripted(step):
         def scripted_step(z, s, delta, points):
             z, s, _, m = step(z, s, delta, points)
             return z, s, jnp.float32(next(script)), m
 
-        return tx, scripted_step
+        return scripted_step
 
-    monkeypatch.setattr(reconstruction, "_attack_program", scripted_program)
+    _wrap_attack_steps(monkeypatch, scripted)
     with pytest.raises(FloatingPointError, match=message):
         reconstruction.reconstruct(arch, p0, p1, 4, X.shape[1:], steps=3, log_every=log_every, progress=False)
 
@@ -400,13 +410,11 @@ def test_both_kernels_sums_the_gradients_at_both_points(tiny):
         reconstruction.match_loss(apply, delta, (r.params, p0), jnp.asarray(X), jnp.asarray(a[:1]))
 
 
-def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny):
+def test_the_attack_starts_from_a_flat_image_not_the_private_mean(tiny, moved):
     X, y, _ = tiny
     assert np.allclose(reconstruction.start_level(X, "flat"), X.mean()) and reconstruction.start_level(X, "grey") == 0.5
     assert reconstruction.start_level(X, "mean_image").shape == X.shape[1:]
-    arch = models.plain_mlp(16, depth=1)
-    p0 = arch.init(0, X.shape[1:])
-    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    arch, p0, p1 = moved
     res = reconstruction.reconstruct(arch, p0, p1, 64, X.shape[1:], steps=1, init_mean=0.3, snapshots=(0,),
                                      grad_at="both", progress=False)
     start = res.history["snapshots"][0]
@@ -519,14 +527,12 @@ def test_start_levels_and_quality_at_their_edges(tiny):
     assert q["l2"] < 1 and q["beats_unseen"] == 0.0
 
 
-def test_the_attack_loss_is_match_plus_range_and_tv_penalties(tiny):
+def test_the_attack_loss_is_match_plus_range_and_tv_penalties(tiny, moved):
     """The loss the attack minimizes at its start: the relative match loss + range_weight N_R
     mean(relu(-x)^2 + relu(x - 1)^2) + tv_weight TV(x), from the documented start (level + 0.2
     N(0, 1) noise, weights U(-0.5, 0.5), in that order from the seed's generator)."""
     X, _, _ = tiny
-    arch = models.plain_mlp(16, depth=1)
-    p0 = arch.init(0, X.shape[1:])
-    p1 = jax.tree_util.tree_map(lambda v: v + 0.01, p0)
+    arch, p0, p1 = moved
     level = np.where(np.arange(8)[None, :, None] < 4, -0.2, 1.2).repeat(8, 0).astype(np.float32)  # both sides out
     res = reconstruction.reconstruct(arch, p0, p1, 6, X.shape[1:], steps=1, log_every=1, init_mean=level, seed=4,
                                      range_weight=0.3, tv_weight=0.5, progress=False)
